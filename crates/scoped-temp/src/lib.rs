@@ -1,0 +1,121 @@
+//! Temp directories, temp files and atomic writes that are always reclaimed.
+//!
+//! # The guarantee
+//!
+//! Every temp entry this crate creates is removed when its handle is dropped or closed,
+//! whether the code that owned it returned, failed, panicked or was cancelled (its
+//! future dropped), and when a shutdown path calls [`remove_all`]. What a *killed*
+//! process left behind (SIGKILL, the OOM killer, a power loss) is found and removed by
+//! [`sweep_orphans`], which never touches an entry whose owner still runs.
+//! [`AtomicFile`] and [`AtomicBatch`] replace files so that a crash leaves the old
+//! content or the new, never a truncated mix.
+//!
+//! Built on [`tempfile`], which gives unique names and safe creation and removes on
+//! drop, but (in its own words) cannot clean up after a process that dies from a signal
+//! and has no way to find what such a run left behind.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), scoped_temp::Error> {
+//! use scoped_temp::{TempDir, with_temp_dir};
+//!
+//! // A handle: removed on drop, or by an awaited close() that reports failure.
+//! let dir = TempDir::new()?;
+//! std::fs::write(dir.path().join("chunk.bin"), [0u8; 4096]).unwrap();
+//! let path = dir.path().to_path_buf();
+//! dir.close().await?;
+//! assert!(!path.exists());
+//!
+//! // A scope: removed however the closure ends, errors and panics included.
+//! let mut used = None;
+//! let failed: Result<(), scoped_temp::Error> = with_temp_dir(|dir| {
+//!     used = Some(dir.clone());
+//!     async move {
+//!         std::fs::write(dir.join("partial"), b"...").unwrap();
+//!         Err(scoped_temp::Error::Vanished { path: dir }) // any error of yours
+//!     }
+//! })
+//! .await;
+//! assert!(failed.is_err());
+//! assert!(!used.unwrap().exists());
+//!
+//! // After a crash: reclaim what dead runs left under the root.
+//! let report = scoped_temp::sweep_orphans(std::env::temp_dir())?;
+//! println!("reclaimed {} bytes", report.bytes_freed);
+//! # Ok(()) }
+//! ```
+//!
+//! # Where entries live
+//!
+//! Temp dirs and files are created under a *root* ([`std::env::temp_dir()`] unless
+//! [`Builder::root`] says otherwise), inside this process's *run directory* there:
+//! `<root>/.scoped-temp-run-<pid>-<random>/<prefix><random>`. The run directory holds
+//! `.owner.lock`, `flock`ed by this process from the run directory's creation until
+//! [`remove_all`] or the process's death; that lock is the owner mark [`sweep_orphans`]
+//! tests. The run directory itself stays (empty, one open file descriptor) for the life
+//! of the process unless [`remove_all`] runs, because creating it per entry would double
+//! the cost of a temp dir. [`TempDir::keep`] moves an entry out of it into the root.
+//!
+//! Atomic temp files are created next to their target (a rename across filesystems is
+//! not atomic) as `.<name>.<random>.scoped-temp-atomic`, each `flock`ed by its writer.
+//!
+//! # Registry
+//!
+//! Every entry not yet removed is in a process-wide registry: [`live`] lists them (for
+//! leak checks and health reports), [`live_count`] counts them, and [`remove_all`]
+//! removes them for a shutdown path. A drop racing `remove_all` never removes twice and
+//! never skips an entry: whichever takes the entry out of the registry removes it.
+//!
+//! # Security
+//!
+//! Directories are created mode `0700` and files `0600` (atomic temp files take the
+//! target's mode). Removal never follows a symlink out of a temp dir: a link inside to a
+//! file outside is removed, and the file it points to is left alone. Names are random
+//! and created with `O_EXCL`, as in [`tempfile`].
+//!
+//! # What this does not protect against
+//!
+//! - **A killed process cleans nothing up itself.** After SIGKILL or a power loss its
+//!   entries stay on disk until something calls [`sweep_orphans`] on the root; call it
+//!   at startup. Drop does not run on `std::process::exit` or `abort` either.
+//! - **SIGTERM is not handled here.** This crate gives the hook ([`remove_all`]); the
+//!   `leakproof` umbrella (or your own signal handler) must call it.
+//! - **Drop blocks.** Removal on drop is synchronous, like `tempfile`'s; a large tree
+//!   dropped on an async worker stalls it. Use [`TempDir::close`] in async code.
+//! - **A sweep needs working `flock`.** Locks on NFS and some FUSE filesystems are
+//!   emulated or absent; there a sweep may take a live run for dead or the reverse. Keep
+//!   roots on local filesystems. A forked child that did not `exec` inherits the lock
+//!   and keeps its parent's run alive until it exits.
+//! - **Other processes with your user ID** can still remove, rename or read your
+//!   entries, and a temp cleaner (`systemd-tmpfiles`) may remove a long-lived run
+//!   directory; entries created afterwards set up a new one, and cleanup reports the
+//!   vanished ones as [`Error::Vanished`].
+//! - **An [`AtomicBatch`] is all-or-nothing against errors, not against crashes.** A
+//!   power loss in the middle of a batch commit can leave some targets new and some old.
+//!   A single [`AtomicFile`] has no such window.
+//!
+//! # Platforms
+//!
+//! Linux is the guaranteed platform. Other Unixes build and work, with two differences:
+//! without `renameat2`, `no_clobber` uses `link` + `unlink` (atomic for files) and a
+//! batch rollback restores from a hard link of the previous version rather than an
+//! exchange. Windows is not supported.
+
+#![forbid(unsafe_code)]
+
+mod atomic;
+mod dir;
+mod error;
+mod file;
+mod fsops;
+mod registry;
+mod sweep;
+
+pub use atomic::{AtomicBatch, AtomicFile, AtomicOptions, write_atomic, write_atomic_blocking};
+pub use dir::{Builder, TempDir, with_temp_dir};
+pub use error::{Error, Result};
+pub use file::NamedTempFile;
+pub use registry::{EntryKind, LiveEntry, RemovalReport, live, live_count, remove_all};
+pub use sweep::{SweepOptions, SweepReport, sweep_orphans, sweep_orphans_with};

@@ -1,0 +1,212 @@
+//! Orphan reclamation: removing what killed runs left behind.
+//!
+//! Each run directory holds an owner lock, `flock`ed by its process for as long as the
+//! process lives; an atomic temp file is `flock`ed by its writer. The kernel drops those
+//! locks when the process dies, however it dies (SIGKILL, the OOM killer), and not
+//! before. So "can I take the lock?" is "is the owner dead?", with no PID involved and
+//! so no risk from PID reuse. After a power loss no lock is held, and everything the
+//! dead runs left is reclaimed.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::atomic::{ATOMIC_SUFFIX, PENDING_SUFFIXES};
+use crate::fsops::{self, Shape};
+use crate::registry::{LOCK_NAME, PENDING_RUN_PREFIX, RUN_PREFIX};
+use crate::{Error, Result};
+
+/// Options for [`sweep_orphans_with`].
+#[derive(Debug, Clone)]
+pub struct SweepOptions {
+    pending_grace: Duration,
+}
+
+impl Default for SweepOptions {
+    fn default() -> Self {
+        SweepOptions {
+            pending_grace: Duration::from_secs(60),
+        }
+    }
+}
+
+impl SweepOptions {
+    /// Defaults: a pending grace of 60 seconds.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How old an entry that is still being set up (a run directory before its lock is
+    /// taken, an atomic temp file before it is locked, a previous version set aside in
+    /// the middle of a commit) must be before it counts as abandoned. These states last
+    /// microseconds in a live process.
+    pub fn pending_grace(mut self, grace: Duration) -> Self {
+        self.pending_grace = grace;
+        self
+    }
+}
+
+/// What a sweep found and removed.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct SweepReport {
+    /// Run directories and atomic temp files removed.
+    pub removed: Vec<PathBuf>,
+    /// Entries (temp dirs and files) that were inside the removed run directories, plus
+    /// the atomic temp files removed.
+    pub entries: usize,
+    /// Apparent size of everything removed, in bytes.
+    pub bytes_freed: u64,
+    /// Run directories and temp files left alone because their owner still runs.
+    pub live_skipped: usize,
+    /// What could not be examined or removed; the sweep went on past each.
+    pub errors: Vec<Error>,
+}
+
+/// Removes from `root` what dead processes left behind: their run directories (with
+/// every temp dir and file inside) and their uncommitted atomic temp files. Never
+/// removes anything whose owner is alive, this process included.
+///
+/// `root` is the directory given to [`Builder::root`](crate::Builder::root) (or
+/// [`std::env::temp_dir()`]), or the directory of atomic-write targets. It is not
+/// searched recursively. Blocking: run it from `spawn_blocking` in async code.
+///
+/// ```
+/// # fn main() -> Result<(), scoped_temp::Error> {
+/// let report = scoped_temp::sweep_orphans(std::env::temp_dir())?;
+/// println!("reclaimed {} entries, {} bytes", report.entries, report.bytes_freed);
+/// # Ok(()) }
+/// ```
+pub fn sweep_orphans(root: impl AsRef<Path>) -> Result<SweepReport> {
+    sweep_orphans_with(root, &SweepOptions::default())
+}
+
+/// [`sweep_orphans`] with options.
+pub fn sweep_orphans_with(root: impl AsRef<Path>, options: &SweepOptions) -> Result<SweepReport> {
+    let root = root.as_ref();
+    let sweep_err = |source| Error::Sweep {
+        root: root.to_path_buf(),
+        source,
+    };
+    let mut report = SweepReport::default();
+    for item in fs::read_dir(root).map_err(sweep_err)? {
+        let item = match item {
+            Ok(item) => item,
+            Err(source) => {
+                report.errors.push(sweep_err(source));
+                continue;
+            }
+        };
+        let path = item.path();
+        let Some(name) = item.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
+        let outcome = if is_dir && name.starts_with(RUN_PREFIX) {
+            sweep_run_dir(&path, false, options.pending_grace)
+        } else if is_dir && name.starts_with(PENDING_RUN_PREFIX) {
+            sweep_run_dir(&path, true, options.pending_grace)
+        } else if !is_dir && name.ends_with(ATOMIC_SUFFIX) {
+            sweep_locked_file(&path)
+        } else if !is_dir && PENDING_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+            sweep_pending_file(&path, options.pending_grace)
+        } else {
+            continue;
+        };
+        match outcome {
+            Ok(Some((bytes, entries))) => {
+                tracing::info!(path = %path.display(), bytes, entries, "scoped-temp: reclaimed orphan");
+                report.removed.push(path);
+                report.bytes_freed += bytes;
+                report.entries += entries;
+            }
+            Ok(None) => report.live_skipped += 1,
+            Err(error) => {
+                tracing::warn!(%error, "scoped-temp: could not reclaim orphan");
+                report.errors.push(error);
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// `Ok(None)`: owner alive, left alone. `Ok(Some((bytes, entries)))`: removed.
+type Outcome = Result<Option<(u64, usize)>>;
+
+fn older_than(path: &Path, grace: Duration) -> bool {
+    fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age >= grace)
+}
+
+/// Takes the lock at `lock_path`: `Some(file)` (the lock, held while removing) when the
+/// owner is dead, `None` when it lives.
+fn owner_dead(lock_path: &Path) -> Result<Option<File>> {
+    let lock_err = |source| Error::Lock {
+        path: lock_path.to_path_buf(),
+        source,
+    };
+    let file = File::open(lock_path).map_err(lock_err)?;
+    Ok(fsops::try_lock(&file).map_err(lock_err)?.then_some(file))
+}
+
+fn sweep_run_dir(path: &Path, pending: bool, grace: Duration) -> Outcome {
+    let lock = match owner_dead(&path.join(LOCK_NAME)) {
+        Ok(Some(lock)) => Some(lock),
+        Ok(None) => return Ok(None),
+        // No lock file: a run directory torn down right now by its owner, or one whose
+        // setup died before the lock existed. Only the latter grows old.
+        Err(Error::Lock { source, .. }) if source.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    if (pending || lock.is_none()) && !older_than(path, grace) {
+        return Ok(None);
+    }
+    let entries = fs::read_dir(path)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_name() != LOCK_NAME)
+                .count()
+        })
+        .unwrap_or(0);
+    let (bytes, _) = fsops::tree_size(path);
+    remove(path, Shape::Dir)?;
+    Ok(Some((bytes, entries)))
+}
+
+fn sweep_locked_file(path: &Path) -> Outcome {
+    let lock = match owner_dead(path) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => return Ok(None),
+        Err(Error::Lock { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(None); // Committed or removed while we looked.
+        }
+        Err(e) => return Err(e),
+    };
+    let bytes = lock.metadata().map(|m| m.len()).unwrap_or(0);
+    remove(path, Shape::File)?;
+    Ok(Some((bytes, 1)))
+}
+
+fn sweep_pending_file(path: &Path, grace: Duration) -> Outcome {
+    if !older_than(path, grace) {
+        return Ok(None);
+    }
+    let bytes = fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
+    remove(path, Shape::File)?;
+    Ok(Some((bytes, 1)))
+}
+
+fn remove(path: &Path, shape: Shape) -> Result<()> {
+    match fsops::remove(path, shape) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Remove {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}

@@ -1,0 +1,237 @@
+//! Orphan reclamation across real processes: a helper (this test binary re-executed)
+//! creates entries; one helper is SIGKILLed, another stays alive; the sweep must remove
+//! exactly the dead one's entries.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use scoped_temp::{AtomicFile, Builder, NamedTempFile, SweepOptions};
+
+const MODE: &str = "SCOPED_TEMP_TEST_HELPER";
+const ROOT: &str = "SCOPED_TEMP_TEST_ROOT";
+
+/// Not a test: the body of the helper process. It does nothing unless spawned by
+/// `spawn_helper`, which sets `MODE`.
+#[test]
+#[ignore = "helper process, run by the other tests in this file"]
+fn helper() {
+    let Ok(mode) = std::env::var(MODE) else {
+        return;
+    };
+    let root = PathBuf::from(std::env::var(ROOT).unwrap());
+    let mut held: Vec<Box<dyn std::any::Any>> = Vec::new();
+    match mode.as_str() {
+        "dirs" => {
+            for i in 0..3 {
+                let dir = Builder::new().root(&root).prefix("job-").tempdir().unwrap();
+                fs::write(dir.path().join("data"), vec![i as u8; 1000]).unwrap();
+                println!("@@entry {}", dir.path().display());
+                held.push(Box::new(dir));
+            }
+            let mut file = NamedTempFile::new_in(&root).unwrap();
+            std::io::Write::write_all(&mut file, &[1u8; 500]).unwrap();
+            println!("@@entry {}", file.path().display());
+            held.push(Box::new(file));
+        }
+        "atomic" => {
+            let mut file = AtomicFile::new(root.join("data.txt")).unwrap();
+            file.write_bytes(b"new content, never committed").unwrap();
+            println!("@@entry {}", file.temp_path().display());
+            held.push(Box::new(file));
+        }
+        other => panic!("unknown helper mode {other}"),
+    }
+    println!("@@ready");
+    // Hold everything until the parent closes stdin (or kills us).
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+}
+
+struct Helper {
+    child: Child,
+    stdout: BufReader<std::process::ChildStdout>,
+    entries: Vec<PathBuf>,
+}
+
+fn spawn_helper(mode: &str, root: &Path) -> Helper {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(MODE, mode)
+        .env(ROOT, root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // libtest prints "test helper ... " without a newline, so markers may not start a line.
+    let mut entries = Vec::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "helper ended before it was ready"
+        );
+        if let Some((_, path)) = line.trim_end().split_once("@@entry ") {
+            entries.push(PathBuf::from(path));
+        } else if line.contains("@@ready") {
+            break;
+        }
+    }
+    Helper {
+        child,
+        stdout,
+        entries,
+    }
+}
+
+impl Helper {
+    fn kill9(mut self) -> Vec<PathBuf> {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+        self.entries
+    }
+
+    fn finish(mut self) {
+        drop(self.child.stdin.take());
+        // Read libtest's closing lines, or the helper dies of EPIPE writing them.
+        self.stdout.read_to_end(&mut Vec::new()).unwrap();
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+#[test]
+fn sweep_reclaims_a_killed_runs_entries_and_spares_a_live_one() {
+    let root = tempfile::tempdir().unwrap();
+    let live = spawn_helper("dirs", root.path());
+    let killed = spawn_helper("dirs", root.path()).kill9();
+    let ours = Builder::new().root(root.path()).tempdir().unwrap();
+    for path in live.entries.iter().chain(&killed) {
+        assert!(
+            path.exists(),
+            "{} should exist before the sweep",
+            path.display()
+        );
+    }
+
+    let report = scoped_temp::sweep_orphans(root.path()).unwrap();
+
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(
+        report.removed.len(),
+        1,
+        "exactly the killed run's directory"
+    );
+    assert_eq!(report.entries, 4);
+    assert_eq!(report.bytes_freed, 3 * 1000 + 500);
+    assert_eq!(
+        report.live_skipped, 2,
+        "the live helper's run and this process's"
+    );
+    for path in &killed {
+        assert!(
+            !path.exists(),
+            "{} should have been reclaimed",
+            path.display()
+        );
+    }
+    for path in &live.entries {
+        assert!(
+            path.exists(),
+            "{} belongs to a live process",
+            path.display()
+        );
+    }
+    assert!(ours.path().exists());
+
+    // A normal exit drops the helper's entries; the empty run directory it leaves is
+    // reclaimed by the next sweep.
+    live.finish();
+    let report = scoped_temp::sweep_orphans(root.path()).unwrap();
+    assert_eq!((report.removed.len(), report.entries), (1, 0));
+    let names: Vec<_> = fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(names, vec![ours.path().parent().unwrap().to_path_buf()]);
+}
+
+#[test]
+fn atomic_write_killed_before_commit_leaves_the_old_file() {
+    let root = tempfile::tempdir().unwrap();
+    let target = root.path().join("data.txt");
+    fs::write(&target, "old content").unwrap();
+    let temps = spawn_helper("atomic", root.path()).kill9();
+    assert_eq!(fs::read_to_string(&target).unwrap(), "old content");
+    assert!(
+        temps[0].exists(),
+        "the killed writer's temp file is left behind"
+    );
+
+    let report = scoped_temp::sweep_orphans(root.path()).unwrap();
+    assert_eq!(report.removed, temps);
+    assert_eq!(
+        report.bytes_freed,
+        "new content, never committed".len() as u64
+    );
+    assert_eq!(fs::read_to_string(&target).unwrap(), "old content");
+    assert_eq!(fs::read_dir(root.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn sweep_spares_a_live_writers_atomic_temp_file() {
+    let root = tempfile::tempdir().unwrap();
+    let helper = spawn_helper("atomic", root.path());
+    let report = scoped_temp::sweep_orphans(root.path()).unwrap();
+    assert_eq!((report.removed.len(), report.live_skipped), (0, 1));
+    assert!(helper.entries[0].exists());
+    helper.finish();
+    // Dropped uncommitted at exit: the temp file went with it.
+    assert!(!root.path().join("data.txt").exists());
+    assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn pending_entries_are_reclaimed_only_after_the_grace_period() {
+    let root = tempfile::tempdir().unwrap();
+    let pending_dir = root.path().join(".scoped-temp-pending-abc123");
+    fs::create_dir(&pending_dir).unwrap();
+    fs::write(pending_dir.join("x"), "12345").unwrap();
+    let pending_file = root.path().join(".data.txt.xyz789.scoped-temp-new");
+    fs::write(&pending_file, "123").unwrap();
+    let unrelated = root.path().join("unrelated.txt");
+    fs::write(&unrelated, "not ours").unwrap();
+
+    // Just created: could be a live process between its mkdir and its lock.
+    let long = SweepOptions::new().pending_grace(Duration::from_secs(3600));
+    let report = scoped_temp::sweep_orphans_with(root.path(), &long).unwrap();
+    assert!(report.removed.is_empty());
+    assert_eq!(report.live_skipped, 2);
+
+    let now = SweepOptions::new().pending_grace(Duration::ZERO);
+    let report = scoped_temp::sweep_orphans_with(root.path(), &now).unwrap();
+    assert_eq!(report.removed.len(), 2);
+    assert_eq!(report.bytes_freed, 8);
+    assert!(!pending_dir.exists() && !pending_file.exists());
+    assert!(
+        unrelated.exists(),
+        "entries not named by this crate are never touched"
+    );
+}
+
+#[test]
+fn sweeping_a_missing_root_is_a_typed_error() {
+    let root = tempfile::tempdir().unwrap();
+    let missing = root.path().join("missing");
+    match scoped_temp::sweep_orphans(&missing) {
+        Err(scoped_temp::Error::Sweep { root, .. }) => assert_eq!(root, missing),
+        other => panic!("expected Sweep error, got {other:?}"),
+    }
+}

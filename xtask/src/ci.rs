@@ -1,0 +1,36 @@
+//! `cargo xtask ci`: the gate `.ci/run` also runs, step for step.
+
+use std::process::Command;
+
+use crate::{Result, workspace_root};
+
+/// The gate's steps. `.ci/run` lists the same commands.
+pub const STEPS: &[&[&str]] = &[
+    &["cargo", "fmt", "--all", "--", "--check"],
+    &[
+        "cargo",
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ],
+    &["cargo", "test", "--workspace"],
+];
+
+pub fn main() -> Result<bool> {
+    for step in STEPS {
+        println!("==> {}", step.join(" "));
+        let status = Command::new(step[0])
+            .args(&step[1..])
+            .current_dir(workspace_root())
+            .status()?;
+        if !status.success() {
+            println!("==> failed: {}", step.join(" "));
+            return Ok(false);
+        }
+    }
+    println!("==> cargo xtask stress --quick");
+    crate::stress::main(&["--quick".to_string()])
+}

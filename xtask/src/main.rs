@@ -1,0 +1,63 @@
+//! `cargo xtask`: the workspace's harness and gate, in the style of rust-analyzer's
+//! xtask: one binary, few dependencies, plain subcommands.
+//!
+//! - `cargo xtask stress [--quick]`: the users' scenarios end to end, with a report;
+//!   exits non-zero on any leak.
+//! - `cargo xtask ci`: the whole gate (what `.ci/run` runs).
+//! - `cargo xtask bench`: the criterion benches side by side with their peers; rewrites
+//!   `BENCHMARKS.md`.
+
+mod bench;
+mod ci;
+mod stress;
+#[cfg(test)]
+mod tidy;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  stress [--quick]   run the leak scenarios and print the report (non-zero exit on a leak)
+  ci                 fmt check, clippy -D warnings, cargo test --workspace, stress --quick
+  bench              run the benches in benches/ and rewrite BENCHMARKS.md";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or_default();
+    let result = match args.first().map(String::as_str) {
+        Some("stress") => stress::main(rest),
+        Some(stress::CHILD_COMMAND) => stress::child_main(rest),
+        Some("ci") => ci::main(),
+        Some("bench") => bench::main(),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(true)
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}

@@ -1,0 +1,131 @@
+//! `cargo xtask stress`: each crate's scenarios, run end to end, with a report.
+//!
+//! A scenario is a function returning a [`Scenario`]: what it did, and checks that
+//! compare what it observed with what must hold ("entries left: 0"). The run fails if
+//! any check fails. Later crates add their scenarios as modules here.
+
+mod temp;
+
+use std::time::Instant;
+
+use crate::Result;
+
+/// The hidden subcommand the harness re-executes itself with, to get a second process
+/// it can SIGKILL.
+pub const CHILD_COMMAND: &str = "stress-child";
+
+/// How much work each scenario does.
+#[derive(Debug, Clone, Copy)]
+pub struct Profile {
+    /// `--quick`: the CI profile, a fraction of the full counts.
+    pub quick: bool,
+}
+
+impl Profile {
+    /// `full` normally, `quick` under `--quick`.
+    pub fn pick(&self, full: usize, quick: usize) -> usize {
+        if self.quick { quick } else { full }
+    }
+}
+
+/// One scenario's outcome.
+#[derive(Debug)]
+pub struct Scenario {
+    title: String,
+    notes: Vec<String>,
+    checks: Vec<(String, bool, String)>,
+}
+
+impl Scenario {
+    pub fn new(title: impl Into<String>) -> Self {
+        Scenario {
+            title: title.into(),
+            notes: Vec::new(),
+            checks: Vec::new(),
+        }
+    }
+
+    /// A line of context for the report.
+    pub fn note(&mut self, line: impl Into<String>) {
+        self.notes.push(line.into());
+    }
+
+    /// A requirement: `what` must hold; `observed` says what was seen.
+    pub fn check(&mut self, what: &str, ok: bool, observed: impl Into<String>) {
+        self.checks.push((what.to_string(), ok, observed.into()));
+    }
+
+    fn passed(&self) -> bool {
+        self.checks.iter().all(|(_, ok, _)| *ok)
+    }
+
+    fn print(&self) {
+        println!("== {}", self.title);
+        for note in &self.notes {
+            println!("   {note}");
+        }
+        for (what, ok, observed) in &self.checks {
+            println!(
+                "   {}  {what:<50} {observed}",
+                if *ok { "PASS" } else { "FAIL" }
+            );
+        }
+        println!();
+    }
+}
+
+pub fn main(args: &[String]) -> Result<bool> {
+    let mut profile = Profile { quick: false };
+    for arg in args {
+        match arg.as_str() {
+            "--quick" => profile.quick = true,
+            other => return Err(format!("stress: unknown argument {other:?}").into()),
+        }
+    }
+    let started = Instant::now();
+    println!(
+        "leakproof stress ({} profile)\n",
+        if profile.quick { "quick" } else { "full" }
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let scenarios = runtime.block_on(temp::scenarios(profile))?;
+    drop(runtime);
+
+    let checks: usize = scenarios.iter().map(|s| s.checks.len()).sum();
+    let failed: Vec<&Scenario> = scenarios.iter().filter(|s| !s.passed()).collect();
+    for s in &scenarios {
+        s.print();
+    }
+    let failed_checks: usize = scenarios
+        .iter()
+        .flat_map(|s| &s.checks)
+        .filter(|(_, ok, _)| !ok)
+        .count();
+    println!(
+        "result: {} passed, {} failed ({} scenarios, {:.1} s)",
+        checks - failed_checks,
+        failed_checks,
+        scenarios.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(failed.is_empty())
+}
+
+/// Entry point of the re-executed child: `xtask stress-child <scenario> <args...>`.
+pub fn child_main(args: &[String]) -> Result<bool> {
+    match args.first().map(String::as_str) {
+        Some("temp") => temp::child(&args[1..]),
+        other => Err(format!("stress-child: unknown scenario {other:?}").into()),
+    }
+}
+
+/// Open file descriptors of this process (the listing's own descriptor included, the
+/// same every time).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}

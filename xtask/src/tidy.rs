@@ -1,0 +1,156 @@
+//! Workspace rules worth enforcing, checked as ordinary tests (rust-analyzer's habit).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::workspace_root;
+
+fn crates() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(workspace_root().join("crates"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("Cargo.toml").exists())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+fn name(krate: &Path) -> String {
+    krate.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn all_seven_crates_exist() {
+    let names: Vec<String> = crates().iter().map(|c| name(c)).collect();
+    let expected = [
+        "bounded-stream",
+        "leakproof",
+        "mem-watch",
+        "proc-reaper",
+        "rate-gate",
+        "scoped-temp",
+        "ttl-cache",
+    ];
+    assert_eq!(names, expected);
+}
+
+#[test]
+fn library_code_never_prints() {
+    let mut offenders = Vec::new();
+    for krate in crates() {
+        let mut files = Vec::new();
+        rust_files(&krate.join("src"), &mut files);
+        for file in files {
+            let text = fs::read_to_string(&file).unwrap();
+            for (i, line) in text.lines().enumerate() {
+                let code = line.trim_start();
+                if code.starts_with("//") {
+                    continue;
+                }
+                if ["println!", "eprintln!", "print!(", "eprint!(", "dbg!("]
+                    .iter()
+                    .any(|m| code.contains(m))
+                {
+                    offenders.push(format!("{}:{}: {}", file.display(), i + 1, code));
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "library code prints (use tracing):\n{}",
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn every_crate_states_its_guarantee_and_limits() {
+    for krate in crates() {
+        let lib = fs::read_to_string(krate.join("src/lib.rs")).unwrap();
+        assert!(
+            lib.starts_with("//!"),
+            "{}: lib.rs must open with crate docs",
+            name(&krate)
+        );
+        assert!(
+            lib.contains("# What this does not protect against"),
+            "{}: crate docs need a \"What this does not protect against\" section",
+            name(&krate)
+        );
+    }
+}
+
+#[test]
+fn every_crate_uses_the_workspace_lints() {
+    for krate in crates().into_iter().chain([
+        workspace_root().join("xtask"),
+        workspace_root().join("benches"),
+    ]) {
+        let manifest = fs::read_to_string(krate.join("Cargo.toml")).unwrap();
+        assert!(
+            manifest.contains("[lints]\nworkspace = true"),
+            "{}: add [lints] workspace = true",
+            krate.display()
+        );
+    }
+}
+
+#[test]
+fn focused_crates_never_depend_on_the_umbrella() {
+    for krate in crates().into_iter().filter(|c| name(c) != "leakproof") {
+        let manifest = fs::read_to_string(krate.join("Cargo.toml")).unwrap();
+        let depends = manifest
+            .lines()
+            .any(|l| l.trim_start().starts_with("leakproof"));
+        assert!(
+            !depends,
+            "{} depends on leakproof; dependencies point one way",
+            name(&krate)
+        );
+    }
+}
+
+#[test]
+fn docs_name_every_crate() {
+    let root = workspace_root();
+    for doc in ["README.md", "ARCHITECTURE.md"] {
+        let text = fs::read_to_string(root.join(doc)).unwrap();
+        for krate in crates() {
+            let n = name(&krate);
+            let named = text.contains(&format!("`{n}`")) || text.contains(&format!("`crates/{n}`"));
+            assert!(named, "{doc} does not mention `{n}`");
+        }
+    }
+}
+
+#[test]
+fn ci_runs_the_readme_test_command() {
+    let root = workspace_root();
+    let ci = fs::read_to_string(root.join(".ci/run")).unwrap();
+    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    for command in ["cargo test --workspace", "cargo xtask stress"] {
+        assert!(readme.contains(command), "README.md must show `{command}`");
+    }
+    assert!(
+        ci.contains("cargo test --workspace"),
+        ".ci/run must run the README's test command"
+    );
+    for step in crate::ci::STEPS {
+        assert!(
+            ci.contains(&step.join(" ")),
+            ".ci/run must run `{}` like `cargo xtask ci`",
+            step.join(" ")
+        );
+    }
+}
