@@ -13,17 +13,51 @@ use std::process::Command;
 
 use crate::{Result, workspace_root};
 
-/// What each case must meet, as `(group, ratio limit of ours/peer time, text)`.
-const TARGETS: &[(&str, f64, &str)] = &[
+/// What each pair must meet: `(group, peer, limit on ours/peer time, text)`. A pair not
+/// listed is context (no target). Throughput targets are written as time ratios:
+/// "at least 0.98x the throughput" is "at most 1/0.98 of the time".
+const TARGETS: &[(&str, &str, f64, &str)] = &[
     (
         "scoped-temp/create_write4k_remove",
+        "tempfile",
         1.10,
-        "ours <= 1.10x tempfile's time",
+        "time <= 1.10x tempfile",
     ),
     (
         "scoped-temp/create_write4k_remove_tmpfs",
+        "tempfile",
         1.10,
-        "ours <= 1.10x tempfile's time",
+        "time <= 1.10x tempfile",
+    ),
+    (
+        "bounded-stream/pass_through",
+        "uncapped",
+        1.0 / 0.98,
+        "throughput >= 0.98x uncapped",
+    ),
+    (
+        "bounded-stream/pass_through_timed",
+        "uncapped",
+        1.0 / 0.98,
+        "throughput >= 0.98x uncapped",
+    ),
+    (
+        "bounded-stream/gzip_decode",
+        "async-compression",
+        1.0 / 0.95,
+        "throughput >= 0.95x async-compression",
+    ),
+    (
+        "bounded-stream/line_scan",
+        "memchr",
+        1.0 / 0.9,
+        "throughput >= 0.9x memchr counter",
+    ),
+    (
+        "bounded-stream/line_scan_file",
+        "memchr",
+        1.0 / 0.9,
+        "throughput >= 0.9x memchr counter",
     ),
 ];
 
@@ -34,6 +68,8 @@ struct Row {
     peer: String,
     ours_ns: f64,
     peer_ns: f64,
+    /// Bytes per iteration, where the bench declared a throughput.
+    bytes: Option<f64>,
 }
 
 pub fn main() -> Result<bool> {
@@ -55,18 +91,18 @@ pub fn main() -> Result<bool> {
     println!("\n{report}");
     let met = rows
         .iter()
-        .all(|r| target_of(&r.group).is_none_or(|(limit, _)| r.ours_ns / r.peer_ns <= limit));
+        .all(|r| target_of(r).is_none_or(|(limit, _)| r.ours_ns / r.peer_ns <= limit));
     if !met {
         println!("note: a target was missed (see the table); BENCHMARKS.md records it as measured");
     }
     Ok(true)
 }
 
-fn target_of(group: &str) -> Option<(f64, &'static str)> {
+fn target_of(row: &Row) -> Option<(f64, &'static str)> {
     TARGETS
         .iter()
-        .find(|(g, _, _)| *g == group)
-        .map(|(_, limit, text)| (*limit, *text))
+        .find(|(group, peer, _, _)| *group == row.group && *peer == row.peer)
+        .map(|(_, _, limit, text)| (*limit, *text))
 }
 
 /// Reads `target/criterion/<group>/<function>/new/estimates.json` (the group's name
@@ -83,6 +119,7 @@ fn collect(criterion_dir: &Path) -> Result<Vec<Row>> {
     groups.sort();
     for dir in groups {
         let group = group_name(&dir)?;
+        let bytes = throughput_bytes(&dir);
         let ours_ns = median_ns(&dir.join("ours/new/estimates.json"))?;
         let mut peers: Vec<_> = fs::read_dir(&dir)?
             .filter_map(|e| e.ok())
@@ -102,6 +139,7 @@ fn collect(criterion_dir: &Path) -> Result<Vec<Row>> {
                 peer,
                 ours_ns,
                 peer_ns,
+                bytes,
             });
         }
     }
@@ -113,6 +151,17 @@ fn group_name(case_dir: &Path) -> Result<String> {
     let meta = fs::read_to_string(case_dir.join("ours/new/benchmark.json"))?;
     let id = json_string(&meta, "group_id").ok_or("benchmark.json without group_id")?;
     Ok(id)
+}
+
+/// Bytes per iteration from `"throughput":{"Bytes":N}` in `benchmark.json`, if declared.
+fn throughput_bytes(case_dir: &Path) -> Option<f64> {
+    let meta = fs::read_to_string(case_dir.join("ours/new/benchmark.json")).ok()?;
+    let at = meta.find("\"Bytes\":")? + 8;
+    let digits: String = meta[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
 }
 
 fn json_string(json: &str, key: &str) -> Option<String> {
@@ -193,13 +242,16 @@ fn render(rows: &[Row]) -> Result<String> {
     )?;
     writeln!(
         out,
-        "peer crate on the same input in the same run; the ratio is ours / peer of the median"
+        "peer on the same input in the same run; the ratio is ours / peer of the median time per"
     )?;
     writeln!(
         out,
-        "time per iteration, so below 1.00 means we are faster. The machines are shared and"
+        "iteration, so below 1.00 means we are faster (throughput is its inverse). The machines"
     )?;
-    writeln!(out, "noisy: read the ratio, not the absolute times.")?;
+    writeln!(
+        out,
+        "are shared and noisy: read the ratio, not the absolute times."
+    )?;
     writeln!(out)?;
     writeln!(out, "- Machine: {}", machine())?;
     writeln!(
@@ -210,22 +262,24 @@ fn render(rows: &[Row]) -> Result<String> {
     writeln!(out)?;
     writeln!(
         out,
-        "| case | peer | ours (median) | peer (median) | ratio | target | met |"
+        "| case | peer | ours (median) | peer (median) | ratio | throughput (ours / peer) | target | met |"
     )?;
-    writeln!(out, "|---|---|---|---|---|---|---|")?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|")?;
     for r in rows {
         let ratio = r.ours_ns / r.peer_ns;
-        let (target, met) = match target_of(&r.group) {
+        let (target, met) = match target_of(r) {
             Some((limit, text)) => (text.to_string(), if ratio <= limit { "yes" } else { "no" }),
-            None => ("-".to_string(), "-"),
+            None => ("context, no target".to_string(), "-"),
         };
+        let throughput = match r.bytes {
+            Some(bytes) => format!("{:.2} / {:.2} GB/s", bytes / r.ours_ns, bytes / r.peer_ns),
+            None => "-".to_string(),
+        };
+        let (ours, peer) = (human(r.ours_ns), human(r.peer_ns));
         writeln!(
             out,
-            "| `{}` | `{}` | {} | {} | {ratio:.3}x | {target} | {met} |",
-            r.group,
-            r.peer,
-            human(r.ours_ns),
-            human(r.peer_ns)
+            "| `{}` | `{}` | {ours} | {peer} | {ratio:.3}x | {throughput} | {target} | {met} |",
+            r.group, r.peer
         )?;
     }
     Ok(out)

@@ -4,6 +4,7 @@
 //! compare what it observed with what must hold ("entries left: 0"). The run fails if
 //! any check fails. Later crates add their scenarios as modules here.
 
+mod stream;
 mod temp;
 
 use std::time::Instant;
@@ -91,7 +92,8 @@ pub fn main(args: &[String]) -> Result<bool> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let scenarios = runtime.block_on(temp::scenarios(profile))?;
+    let mut scenarios = runtime.block_on(temp::scenarios(profile))?;
+    scenarios.extend(runtime.block_on(stream::scenarios(profile))?);
     drop(runtime);
 
     let checks: usize = scenarios.iter().map(|s| s.checks.len()).sum();
@@ -120,6 +122,21 @@ pub fn child_main(args: &[String]) -> Result<bool> {
         Some("temp") => temp::child(&args[1..]),
         other => Err(format!("stress-child: unknown scenario {other:?}").into()),
     }
+}
+
+/// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`).
+pub fn status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resets the peak resident size (`VmHWM`) to the current one, where the kernel allows
+/// it (`echo 5 > /proc/self/clear_refs`, Linux 4.0+).
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 /// Open file descriptors of this process (the listing's own descriptor included, the

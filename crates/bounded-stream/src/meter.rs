@@ -1,0 +1,275 @@
+//! The accounting every adapter shares: bytes against the cap and the declared length,
+//! and the time limits. One state machine, so a Stream, an `AsyncRead` and a `Body`
+//! behave identically.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+
+use crate::{Error, Limits, OnLimit, Stage};
+
+/// How much of a chunk may pass.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Accept {
+    /// All of it.
+    All,
+    /// Only the first `n` bytes; the stream is then over (truncate mode).
+    Prefix(usize),
+}
+
+/// The time limits of one stream, behind a single timer armed at the earliest moment
+/// any of them needs a look. Per chunk this costs one atomic load and no clock read; the
+/// timer is re-armed only when it fires.
+#[derive(Debug)]
+struct Timers {
+    deadline: Option<(Duration, Instant)>,
+    idle: Option<Idle>,
+    rate: Option<Rate>,
+    sleep: Pin<Box<Sleep>>,
+}
+
+/// Idle detection without reading the clock per chunk: every `timeout / IDLE_STEPS`
+/// the timer looks whether bytes arrived since its last look. So the error comes between
+/// `timeout` and `timeout * (1 + 1 / IDLE_STEPS)` after the last byte, never earlier.
+#[derive(Debug)]
+struct Idle {
+    timeout: Duration,
+    /// When progress was last seen (at most one step after the byte itself).
+    last_progress: Instant,
+    /// Bytes received at the last look.
+    mark: u64,
+    next_check: Instant,
+}
+
+const IDLE_STEPS: u32 = 4;
+
+#[derive(Debug)]
+struct Rate {
+    min_bytes: u64,
+    window: Duration,
+    at_last_check: u64,
+    /// `false` until the grace period has passed: the first checkpoint only records.
+    judging: bool,
+    next_check: Instant,
+}
+
+/// Counts bytes and watches the clock for one stream.
+#[derive(Debug)]
+pub(crate) struct Meter {
+    limits: Limits,
+    stage: Stage,
+    received: u64,
+    declared: Option<u64>,
+    truncated: bool,
+    /// `None` when no time limit is set: nothing to poll, nothing allocated.
+    timers: Option<Box<Timers>>,
+}
+
+impl Meter {
+    pub(crate) fn new(limits: &Limits, stage: Stage) -> Self {
+        Meter {
+            limits: limits.clone(),
+            stage,
+            received: 0,
+            declared: None,
+            truncated: false,
+            timers: None,
+        }
+    }
+
+    /// Checks a declared length (Content-Length) before anything is read: over the cap
+    /// is an error unless truncating; otherwise the body must then match it exactly.
+    pub(crate) fn declare(&mut self, declared: u64) -> Result<(), Error> {
+        if declared > self.limits.max_bytes {
+            if self.limits.on_limit == OnLimit::Reject {
+                return Err(Error::ContentLengthTooLarge {
+                    limit: self.limits.max_bytes,
+                    declared,
+                });
+            }
+            return Ok(()); // Truncating: a prefix is wanted, the length cannot match.
+        }
+        self.declared = Some(declared);
+        Ok(())
+    }
+
+    pub(crate) fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Bytes still allowed before the cap.
+    pub(crate) fn room(&self) -> u64 {
+        self.limits.max_bytes.saturating_sub(self.received)
+    }
+
+    pub(crate) fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// Accounts for a chunk of `len` bytes.
+    pub(crate) fn accept(&mut self, len: usize) -> Result<Accept, Error> {
+        let before = self.received;
+        self.received = before.saturating_add(len as u64);
+        if let Some(declared) = self.declared {
+            if self.received > declared {
+                return Err(Error::ContentLengthMismatch {
+                    declared,
+                    received: self.received,
+                });
+            }
+        }
+        if self.received > self.limits.max_bytes {
+            return match self.limits.on_limit {
+                OnLimit::Reject => Err(Error::TooLarge {
+                    limit: self.limits.max_bytes,
+                    received: self.received,
+                    stage: self.stage,
+                }),
+                OnLimit::Truncate => {
+                    self.truncated = true;
+                    self.received = self.limits.max_bytes;
+                    Ok(Accept::Prefix((self.limits.max_bytes - before) as usize))
+                }
+            };
+        }
+        Ok(Accept::All)
+    }
+
+    /// Checks the end of the stream against the declared length.
+    pub(crate) fn finish(&self) -> Result<(), Error> {
+        match self.declared {
+            Some(declared) if self.received < declared => Err(Error::ContentLengthMismatch {
+                declared,
+                received: self.received,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks the time limits without registering a wake-up: the per-chunk fast path
+    /// while the source keeps producing (an atomic load). Call before polling the source.
+    pub(crate) fn check_time(&mut self) -> Option<Error> {
+        if !self.limits.has_timers() {
+            return None;
+        }
+        let received = self.received;
+        let timers = self
+            .timers
+            .get_or_insert_with(|| Box::new(Timers::start(&self.limits)));
+        while timers.sleep.is_elapsed() {
+            if let Some(error) = timers.evaluate(Instant::now(), received) {
+                return Some(error);
+            }
+        }
+        None
+    }
+
+    /// Registers a wake-up for the next time limit; `Ready(error)` if one has run out.
+    /// Call when the source returned `Pending`.
+    pub(crate) fn poll_time(&mut self, cx: &mut Context<'_>) -> Poll<Error> {
+        if !self.limits.has_timers() {
+            return Poll::Pending;
+        }
+        let received = self.received;
+        let timers = self
+            .timers
+            .get_or_insert_with(|| Box::new(Timers::start(&self.limits)));
+        while timers.sleep.as_mut().poll(cx).is_ready() {
+            if let Some(error) = timers.evaluate(Instant::now(), received) {
+                return Poll::Ready(error);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Timers {
+    fn start(limits: &Limits) -> Timers {
+        let now = Instant::now();
+        let mut timers = Timers {
+            deadline: limits.deadline.map(|d| (d, now + d)),
+            idle: limits.idle.map(|timeout| Idle {
+                timeout,
+                last_progress: now,
+                mark: 0,
+                next_check: now + timeout / IDLE_STEPS,
+            }),
+            rate: limits.min_rate.map(|r| Rate {
+                min_bytes: r.bytes,
+                window: r.window,
+                at_last_check: 0,
+                judging: false,
+                next_check: now + r.grace,
+            }),
+            sleep: Box::pin(tokio::time::sleep_until(now)),
+        };
+        timers.rearm();
+        timers
+    }
+
+    /// The earliest moment a limit could run out.
+    fn due(&self) -> Instant {
+        let candidates = [
+            self.deadline.map(|(_, at)| at),
+            self.idle.as_ref().map(|i| i.next_check),
+            self.rate.as_ref().map(|r| r.next_check),
+        ];
+        candidates
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400))
+    }
+
+    fn rearm(&mut self) {
+        let due = self.due();
+        self.sleep.as_mut().reset(due);
+    }
+
+    /// The timer fired: find out which limit (if any) ran out, then re-arm.
+    fn evaluate(&mut self, now: Instant, received: u64) -> Option<Error> {
+        if let Some((deadline, at)) = self.deadline {
+            if now >= at {
+                return Some(Error::Deadline { deadline, received });
+            }
+        }
+        if let Some(idle) = self.idle.as_mut() {
+            if now >= idle.next_check {
+                let expires = if received != idle.mark {
+                    idle.mark = received;
+                    idle.last_progress = now;
+                    now + idle.timeout
+                } else {
+                    idle.last_progress + idle.timeout
+                };
+                if now >= expires {
+                    return Some(Error::IdleTimeout {
+                        timeout: idle.timeout,
+                        received,
+                    });
+                }
+                idle.next_check = (now + idle.timeout / IDLE_STEPS).min(expires);
+            }
+        }
+        if let Some(rate) = self.rate.as_mut() {
+            while now >= rate.next_check {
+                let observed = received - rate.at_last_check;
+                if rate.judging && observed < rate.min_bytes {
+                    return Some(Error::TooSlow {
+                        min_bytes: rate.min_bytes,
+                        window: rate.window,
+                        observed,
+                        received,
+                    });
+                }
+                rate.at_last_check = received;
+                rate.judging = true;
+                rate.next_check += rate.window;
+            }
+        }
+        self.rearm();
+        None
+    }
+}

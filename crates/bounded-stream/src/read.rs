@@ -1,0 +1,141 @@
+//! A cap on an `AsyncRead`.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::meter::{Accept, Meter};
+use crate::{Limits, Stage};
+
+pin_project! {
+    /// An `AsyncRead` that yields at most `limit` bytes and honours the time limits of
+    /// its [`Limits`]. Over the cap (reject mode) or out of time, a read fails with an
+    /// `io::Error` holding this crate's [`Error`](crate::Error): get it back with
+    /// [`Error::from_io`](crate::Error::from_io). In truncate mode the reader reports
+    /// end of file at the cap.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use tokio::io::AsyncReadExt;
+    /// use bounded_stream::{BoundedRead, Error, Limits};
+    ///
+    /// let mut reader = BoundedRead::new(&b"0123456789"[..], &Limits::new(4));
+    /// let err = reader.read_to_end(&mut Vec::new()).await.unwrap_err();
+    /// assert!(matches!(Error::from_io(err), Ok(Error::TooLarge { limit: 4, .. })));
+    /// # }
+    /// ```
+    #[derive(Debug)]
+    pub struct BoundedRead<R> {
+        #[pin]
+        inner: R,
+        meter: Meter,
+        done: bool,
+    }
+}
+
+impl<R> BoundedRead<R> {
+    /// Caps `inner` at `limits`.
+    pub fn new(inner: R, limits: &Limits) -> Self {
+        Self::at_stage(inner, limits, Stage::Wire)
+    }
+
+    /// Caps `inner`, reporting `stage` in errors.
+    pub fn at_stage(inner: R, limits: &Limits, stage: Stage) -> Self {
+        BoundedRead {
+            inner,
+            meter: Meter::new(limits, stage),
+            done: false,
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn received(&self) -> u64 {
+        self.meter.received()
+    }
+
+    /// `true` once reading stopped at the cap (truncate mode).
+    pub fn truncated(&self) -> bool {
+        self.meter.truncated()
+    }
+
+    /// The wrapped reader.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
+impl<R: AsyncRead> AsyncRead for BoundedRead<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        if *this.done || buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(error) = this.meter.check_time() {
+            *this.done = true;
+            return Poll::Ready(Err(error.into_io()));
+        }
+        // An `Err` must leave `buf` as it was (AsyncRead's contract): roll back to here.
+        let before = buf.filled().len();
+        // One byte past what the cap allows is enough to tell "at the cap" from "over".
+        let room = this.meter.room().saturating_add(1);
+        let n = if (buf.remaining() as u64) <= room {
+            match this.inner.poll_read(cx, buf) {
+                Poll::Ready(result) => result?,
+                Poll::Pending => return pending_or_timeout(this.meter, this.done, cx),
+            }
+            buf.filled().len() - before
+        } else {
+            // Give the source a view of exactly `room` bytes (initialised once, safely).
+            let window = buf.initialize_unfilled_to(room as usize);
+            let mut limited = ReadBuf::new(window);
+            match this.inner.poll_read(cx, &mut limited) {
+                Poll::Ready(result) => result?,
+                Poll::Pending => return pending_or_timeout(this.meter, this.done, cx),
+            }
+            let n = limited.filled().len();
+            buf.advance(n);
+            n
+        };
+        if n == 0 {
+            *this.done = true;
+            return Poll::Ready(this.meter.finish().map_err(crate::Error::into_io));
+        }
+        match this.meter.accept(n) {
+            Ok(Accept::All) => Poll::Ready(Ok(())),
+            Ok(Accept::Prefix(keep)) => {
+                *this.done = true;
+                let filled = buf.filled().len();
+                buf.set_filled(filled - (n - keep));
+                Poll::Ready(Ok(()))
+            }
+            Err(error) => {
+                *this.done = true;
+                buf.set_filled(before);
+                Poll::Ready(Err(error.into_io()))
+            }
+        }
+    }
+}
+
+/// The source is not ready: register the timer's wake-up, or fail if time is up.
+fn pending_or_timeout(
+    meter: &mut Meter,
+    done: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    match meter.poll_time(cx) {
+        Poll::Ready(error) => {
+            *done = true;
+            Poll::Ready(Err(error.into_io()))
+        }
+        Poll::Pending => Poll::Pending,
+    }
+}

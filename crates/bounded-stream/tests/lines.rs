@@ -1,0 +1,201 @@
+//! Line scans, searches and tails: the same answers under any chunking, in bounded memory.
+
+use std::io;
+use std::ops::ControlFlow;
+
+use bounded_stream::{
+    Error, find, find_line, find_line_regex, scan_lines, scan_lines_blocking, tail_bytes,
+    tail_lines,
+};
+use bytes::Bytes;
+use proptest::prelude::*;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A reader handing out `data` in chunks of the given sizes.
+fn chunked(data: &[u8], sizes: &[usize]) -> impl tokio::io::AsyncRead + Unpin {
+    let mut parts = Vec::new();
+    let mut at = 0;
+    for size in sizes.iter().cycle() {
+        if at >= data.len() {
+            break;
+        }
+        let end = (at + size.max(&1)).min(data.len());
+        parts.push(Ok::<_, io::Error>(Bytes::copy_from_slice(&data[at..end])));
+        at = end;
+    }
+    tokio_util::io::StreamReader::new(futures_util::stream::iter(parts))
+}
+
+/// The model: split on '\n', drop the empty piece after a final '\n', cut to max_line.
+fn model(data: &[u8], max_line: usize) -> Vec<(Vec<u8>, bool)> {
+    let mut lines: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
+    if data.is_empty() || data.ends_with(b"\n") {
+        lines.pop();
+    }
+    lines
+        .into_iter()
+        .map(|l| (l[..l.len().min(max_line)].to_vec(), l.len() > max_line))
+        .collect()
+}
+
+fn arb_text() -> impl Strategy<Value = Vec<u8>> {
+    // Short and long lines, invalid UTF-8 and '\r' included.
+    prop::collection::vec(
+        prop_oneof![Just(b'\n'), Just(b'\r'), Just(0xffu8), b'a'..=b'z'],
+        0..3000,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn scan_matches_the_model_under_any_chunking(data in arb_text(), max_line in 1usize..200, sizes in prop::collection::vec(1usize..500, 1..6)) {
+        let mut seen = Vec::new();
+        let summary = runtime().block_on(scan_lines(chunked(&data, &sizes), max_line, |line| {
+            seen.push((line.bytes.to_vec(), line.truncated));
+            ControlFlow::Continue(())
+        })).unwrap();
+        let expected = model(&data, max_line);
+        prop_assert_eq!(summary.lines, expected.len() as u64);
+        prop_assert_eq!(summary.bytes, data.len() as u64);
+        prop_assert_eq!(summary.truncated_lines, expected.iter().filter(|(_, t)| *t).count() as u64);
+        prop_assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn find_matches_the_model_under_any_chunking(prefix in arb_text(), suffix in arb_text(), needle in prop::collection::vec(b'a'..=b'c', 1..12), sizes in prop::collection::vec(1usize..300, 1..6)) {
+        let mut data = prefix.clone();
+        data.extend_from_slice(&needle);
+        data.extend_from_slice(&suffix);
+        let expected = memchr::memmem::find(&data, &needle).map(|i| i as u64);
+        let got = runtime().block_on(find(chunked(&data, &sizes), &needle)).unwrap();
+        prop_assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn tail_bytes_matches_the_model(data in arb_text(), n in 0usize..500, sizes in prop::collection::vec(1usize..300, 1..6)) {
+        let got = runtime().block_on(tail_bytes(chunked(&data, &sizes), n)).unwrap();
+        prop_assert_eq!(&got[..], &data[data.len().saturating_sub(n)..]);
+    }
+
+    #[test]
+    fn tail_lines_matches_the_model(data in arb_text(), n in 0usize..20, max_line in 1usize..100) {
+        let got = runtime().block_on(tail_lines(chunked(&data, &[97]), n, max_line)).unwrap();
+        let all = model(&data, max_line);
+        let expected: Vec<Bytes> = all[all.len().saturating_sub(n)..].iter().map(|(l, _)| Bytes::from(l.clone())).collect();
+        prop_assert_eq!(got, expected);
+    }
+}
+
+#[tokio::test]
+async fn a_callback_can_stop_early() {
+    let data = b"a\nb\nwarning: x\nc\n".repeat(1000);
+    let mut calls = 0;
+    let summary = scan_lines(&data[..], 100, |line| {
+        calls += 1;
+        if line.bytes.starts_with(b"warning:") {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .await
+    .unwrap();
+    assert!(summary.stopped);
+    assert_eq!(calls, 3);
+}
+
+#[tokio::test]
+async fn a_huge_single_line_is_reported_truncated_not_buffered() {
+    // 64 MiB with no newline, then a short line.
+    let mut data = vec![b'x'; 64 << 20];
+    data.extend_from_slice(b"\nwarning: after the long line\n");
+    let mut lines = Vec::new();
+    let summary = scan_lines(&data[..], 1024, |line| {
+        lines.push((line.number, line.bytes.len(), line.truncated));
+        ControlFlow::Continue(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(lines, vec![(1, 1024, true), (2, 28, false)]);
+    assert_eq!(summary.truncated_lines, 1);
+    let found = find_line(&data[..], b"warning:", 1024)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.number, 2);
+    assert_eq!(
+        find(&data[..], b"warning:").await.unwrap(),
+        Some((64 << 20) + 1)
+    );
+}
+
+#[tokio::test]
+async fn find_line_and_regex_report_the_line() {
+    let log = b"step 1 ok\nstep 2 ok\nwarning: deprecated flag --foo\nstep 3 ok\n";
+    let hit = find_line(&log[..], b"warning:", 4096)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (hit.number, &hit.line[..]),
+        (3, &b"warning: deprecated flag --foo"[..])
+    );
+    let re = regex::bytes::Regex::new(r"step \d ok$").unwrap();
+    assert_eq!(
+        find_line_regex(&log[..], &re, 4096)
+            .await
+            .unwrap()
+            .unwrap()
+            .number,
+        1
+    );
+    assert!(
+        find_line(&log[..], b"error:", 4096)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn the_blocking_scan_agrees_with_the_async_one() {
+    let data = b"one\ntwo\n\xff\xfe invalid utf-8\nthree".to_vec();
+    let mut lines = Vec::new();
+    let summary = scan_lines_blocking(&data[..], 100, |line| {
+        lines.push(line.bytes.to_vec());
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(
+        lines,
+        model(&data, 100)
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(summary.lines, 4);
+}
+
+#[tokio::test]
+async fn a_read_error_is_reported_with_the_count() {
+    let parts = vec![
+        Ok(Bytes::from_static(b"line\npartial")),
+        Err(io::Error::new(io::ErrorKind::BrokenPipe, "gone")),
+    ];
+    let reader = tokio_util::io::StreamReader::new(futures_util::stream::iter(parts));
+    match scan_lines(reader, 100, |_| ControlFlow::Continue(())).await {
+        Err(Error::Source {
+            received: 12,
+            source,
+        }) => assert_eq!(source.kind(), io::ErrorKind::BrokenPipe),
+        other => panic!("expected Source error, got {other:?}"),
+    }
+}
