@@ -4,6 +4,7 @@
 //! compare what it observed with what must hold ("entries left: 0"). The run fails if
 //! any check fails. Later crates add their scenarios as modules here.
 
+mod mem;
 mod stream;
 mod temp;
 
@@ -94,6 +95,7 @@ pub fn main(args: &[String]) -> Result<bool> {
         .build()?;
     let mut scenarios = runtime.block_on(temp::scenarios(profile))?;
     scenarios.extend(runtime.block_on(stream::scenarios(profile))?);
+    scenarios.extend(runtime.block_on(mem::scenarios(profile))?);
     drop(runtime);
 
     let checks: usize = scenarios.iter().map(|s| s.checks.len()).sum();
@@ -124,25 +126,30 @@ pub fn child_main(args: &[String]) -> Result<bool> {
     }
 }
 
-/// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`).
-pub fn status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+/// Resident size and peak resident size now, in KiB (from `mem-watch`).
+pub fn rss_kib() -> (u64, u64) {
+    match mem_watch::Probe::new() {
+        Ok(mut probe) => {
+            let snapshot = probe.snapshot();
+            (
+                snapshot.sample.rss / 1024,
+                snapshot.peak_rss.unwrap_or(0) / 1024,
+            )
+        }
+        Err(_) => (0, 0),
+    }
 }
 
 /// Resets the peak resident size (`VmHWM`) to the current one, where the kernel allows
-/// it (`echo 5 > /proc/self/clear_refs`, Linux 4.0+).
+/// it (Linux 4.0+).
 pub fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+    mem_watch::Probe::new().is_ok_and(|probe| probe.reset_peak())
 }
 
-/// Open file descriptors of this process (the listing's own descriptor included, the
-/// same every time).
+/// Open file descriptors of this process (from `mem-watch`, its own probe's left out).
 pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0)
+    mem_watch::Probe::new()
+        .ok()
+        .and_then(|mut p| p.sample().fds)
+        .unwrap_or(0) as usize
 }

@@ -10,7 +10,7 @@ use async_compression::tokio::bufread as enc;
 use bounded_stream::{Codec, DecodeLimits, Error, Limits, Stage, decode};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, BufReader};
 
-use super::{Profile, Scenario, reset_peak_rss, status_kib};
+use super::{Profile, Scenario, reset_peak_rss, rss_kib};
 use crate::Result;
 
 const MIB: u64 = 1 << 20;
@@ -51,13 +51,13 @@ async fn log_scan(profile: Profile) -> Result<Scenario> {
     let written = tokio::task::block_in_place(|| write_log(file.as_file_mut(), size))?;
     let wrote_in = started.elapsed();
 
-    let baseline_kib = status_kib("VmRSS").unwrap_or(0);
+    let baseline_kib = rss_kib().0;
     let reset = reset_peak_rss();
     let started = Instant::now();
     let reader = tokio::fs::File::open(&path).await?;
     let found = bounded_stream::find_line(reader, b"warning:", 64 * 1024).await?;
     let scanned_in = started.elapsed();
-    let peak_kib = status_kib("VmHWM").unwrap_or(0);
+    let peak_kib = rss_kib().1;
     let over_baseline_mib = peak_kib.saturating_sub(baseline_kib) as f64 / 1024.0;
     file.close().await?;
 
@@ -117,7 +117,7 @@ async fn bombs(profile: Profile) -> Result<Scenario> {
         // before the cap stops it is ever produced.
         let zeros = BufReader::new(tokio::io::repeat(0).take(bomb_size));
         let wire = tokio_util::io::ReaderStream::new(encoder(codec, zeros));
-        let baseline_kib = status_kib("VmRSS").unwrap_or(0);
+        let baseline_kib = rss_kib().0;
         reset_peak_rss();
         let started = Instant::now();
         let mut decoded = std::pin::pin!(decode(wire, codec, &DecodeLimits::new(Limits::new(cap))));
@@ -131,10 +131,7 @@ async fn bombs(profile: Profile) -> Result<Scenario> {
             }
         }
         let encoded = decoded.encoded();
-        let peak_over = status_kib("VmHWM")
-            .unwrap_or(0)
-            .saturating_sub(baseline_kib) as f64
-            / 1024.0;
+        let peak_over = rss_kib().1.saturating_sub(baseline_kib) as f64 / 1024.0;
         let (ok, observed) = match outcome {
             Some(Error::TooLarge {
                 received,
