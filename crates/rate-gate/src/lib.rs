@@ -1,16 +1,61 @@
 //! API quota and concurrency limits that are exact, fair, and obey the server.
 //!
-//! **Status: not built yet.** This crate is reserved in the workspace; its issue
-//! ("`rate-gate`: API quota and concurrency limits") describes what it will hold.
+//! # The guarantee
 //!
-//! # What it will guarantee
+//! A [`Gate`] never lets out more requests than its [`Quota`] allows (GCRA: N per period
+//! with a burst), never more at once than its concurrency cap, and never more than the
+//! server said remain: after [`Gate::observe`] sees `X-RateLimit-Remaining: 0` it waits
+//! for `X-RateLimit-Reset`, and after `Retry-After` or a 403/429 refusal it pauses every
+//! waiter. Waiters are served first come, first served; only the first in line sleeps,
+//! on one timer (no polling loop); a cancelled waiter takes no quota and holds up
+//! nobody. The quota can change at runtime.
 //!
-//! A gate combining a quota of N requests per period (with a burst) and a cap on
-//! concurrent requests never lets out more than either allows, nor more than the server
-//! said remain (`X-RateLimit-Remaining`, `X-RateLimit-Reset`, `Retry-After`). Waiters are
-//! served first come, first served, and a cancelled waiter neither holds up those behind
-//! it nor consumes quota. Keyed gates evict idle keys, so memory stays bounded.
+//! The peers: `governor` waits by check-sleep-retry, is not fair, cannot change its
+//! quota at runtime and does not read rate headers; tower's `RateLimit` keeps state per
+//! clone; no Rust limiter adjusts itself from the server's headers.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), rate_gate::Error> {
+//! use std::time::Duration;
+//! use rate_gate::{Feedback, Gate, Quota};
+//!
+//! // GitHub: 5,000 requests an hour per token, about 100 at once.
+//! let gate = Gate::builder().quota(Quota::per_hour(5000).burst(100)?).concurrency(100).build();
+//! let permit = gate.acquire().await?;
+//! // ... send the request, then report what the response said:
+//! permit.observe(Feedback::new().remaining(0, Duration::from_secs(1800)));
+//! drop(permit);
+//! // No further request is let out until the server's window resets.
+//! assert!(gate.try_acquire().is_err());
+//! # Ok(()) }
+//! ```
+//!
+//! # Status
+//!
+//! This crate is being built in steps. Present: [`Quota`], [`Gate`] (rate, concurrency,
+//! FIFO, server feedback from headers or plain values, stats). Not yet: keyed gates with
+//! idle eviction, bounded parallelism and batching helpers, a tower `Layer`, a shared
+//! (Redis) backend.
 //!
 //! # What this does not protect against
 //!
-//! Nothing yet: the crate has no code. Until it does, rely on nothing from it.
+//! - **Requests made around the gate.** Only requests that hold a [`Permit`] count.
+//! - **Other processes and machines.** One gate is one process's view; twenty workers
+//!   on one token need a shared backend (planned) or a quota split among them.
+//! - **Clock skew in `X-RateLimit-Reset`.** It is an epoch time read against this
+//!   machine's clock; a skewed clock shifts the pause.
+//! - **Server windows it was never told about.** Until a response reports the server's
+//!   budget, only the configured quota applies.
+
+mod error;
+mod feedback;
+mod gate;
+mod quota;
+
+pub use error::{Error, Result};
+pub use feedback::{Feedback, http_date_in, until_epoch};
+pub use gate::{DEFAULT_REFUSAL_PAUSE, Gate, GateBuilder, Permit, Stats};
+pub use quota::Quota;

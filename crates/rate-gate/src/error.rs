@@ -1,0 +1,29 @@
+//! The crate's one error type.
+
+/// What a gate can refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// More permits asked at once than the burst allows: this can never be granted.
+    #[error("asked for {requested} permits at once, but the burst is {burst}")]
+    OverBurst {
+        /// Permits asked for.
+        requested: u32,
+        /// The quota's burst.
+        burst: u32,
+    },
+
+    /// A quota with zero requests or a zero period.
+    #[error("invalid quota: {count} per {period_ms} ms with burst {burst}")]
+    InvalidQuota {
+        /// Requests per period.
+        count: u32,
+        /// The period, in milliseconds.
+        period_ms: u128,
+        /// The burst.
+        burst: u32,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

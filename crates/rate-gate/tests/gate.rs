@@ -1,0 +1,272 @@
+//! The gate's guarantees, observed under paused tokio time.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rate_gate::{Error, Feedback, Gate, Quota};
+use tokio::time::Instant;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test(start_paused = true)]
+async fn hundred_tasks_get_exactly_the_quota_each_hour_for_three_hours() {
+    let gate = Gate::builder().quota(Quota::per_hour(5000)).build();
+    let start = Instant::now();
+    let grants = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let (gate, grants) = (gate.clone(), grants.clone());
+        tasks.spawn(async move {
+            loop {
+                let permit = gate.acquire().await.unwrap();
+                let at = start.elapsed();
+                if at >= 3 * HOUR {
+                    return;
+                }
+                grants.lock().unwrap().push(at);
+                drop(permit);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let mut grants = grants.lock().unwrap().clone();
+    grants.sort();
+    for hour in 0..3 {
+        let in_hour = grants.iter().filter(|t| t.as_secs() / 3600 == hour).count();
+        assert_eq!(in_hour, 5000, "hour {hour}");
+    }
+    // And in every sliding hour, never more than the quota.
+    for pair in grants.windows(5001) {
+        assert!(pair[5000] - pair[0] >= HOUR - Quota::per_hour(5000).emission_interval());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_goes_at_once_then_the_rate_applies() {
+    let gate = Gate::builder()
+        .quota(Quota::per_second(10).burst(20).unwrap())
+        .build();
+    let start = Instant::now();
+    let mut times = Vec::new();
+    for _ in 0..40 {
+        gate.acquire().await.unwrap();
+        times.push(start.elapsed());
+    }
+    assert!(
+        times[..20].iter().all(|t| t.is_zero()),
+        "the first 20 at once"
+    );
+    assert_eq!(times[20], Duration::from_millis(100));
+    assert_eq!(times[39], Duration::from_millis(2000));
+    assert!(matches!(
+        gate.acquire_n(21).await,
+        Err(Error::OverBurst {
+            requested: 21,
+            burst: 20
+        })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_in_arrival_order_and_a_cancelled_one_takes_nothing() {
+    let gate = Gate::builder().quota(Quota::per_second(1)).build();
+    gate.acquire().await.unwrap(); // Uses the first slot: everyone else waits.
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut handles = Vec::new();
+    for i in 0..6 {
+        let (gate, order) = (gate.clone(), order.clone());
+        handles.push(tokio::spawn(async move {
+            gate.acquire().await.unwrap();
+            order.lock().unwrap().push((i, Instant::now()));
+        }));
+        tokio::task::yield_now().await; // Let it queue before the next one arrives.
+    }
+    let start = Instant::now();
+    handles[2].abort();
+    for (i, h) in handles.into_iter().enumerate() {
+        if i != 2 {
+            h.await.unwrap();
+        }
+    }
+    let order = order.lock().unwrap().clone();
+    assert_eq!(
+        order.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        vec![0, 1, 3, 4, 5]
+    );
+    // The cancelled waiter took no slot: five grants at 1 s, 2 s, ..., 5 s.
+    let at: Vec<u64> = order.iter().map(|(_, t)| (*t - start).as_secs()).collect();
+    assert_eq!(at, vec![1, 2, 3, 4, 5]);
+    assert_eq!(gate.stats().granted, 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn remaining_zero_stops_everything_until_the_reset() {
+    let gate = Gate::builder()
+        .quota(Quota::per_second(100).burst(100).unwrap())
+        .concurrency(10)
+        .build();
+    let permit = gate.acquire().await.unwrap();
+    permit.observe(Feedback::new().remaining(0, Duration::from_secs(90)));
+    drop(permit);
+    let start = Instant::now();
+    assert!(gate.try_acquire().is_err());
+    gate.acquire().await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(90));
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_more_than_the_server_said_remain_counting_those_in_flight() {
+    let gate = Gate::builder()
+        .quota(Quota::per_second(1000).burst(1000).unwrap())
+        .concurrency(100)
+        .build();
+    let in_flight: Vec<_> = futures_join(&gate, 4).await;
+    // One response says 10 remain; 3 other requests are still in flight.
+    in_flight[0].observe(Feedback::new().remaining(10, Duration::from_secs(60)));
+    drop(in_flight);
+    let start = Instant::now();
+    let mut granted_before_reset = 0;
+    while start.elapsed() < Duration::from_secs(60) {
+        let _p = gate.acquire().await.unwrap();
+        if start.elapsed() < Duration::from_secs(60) {
+            granted_before_reset += 1;
+        }
+    }
+    assert_eq!(
+        granted_before_reset, 7,
+        "10 remaining minus the 3 already in flight"
+    );
+}
+
+async fn futures_join(gate: &Gate, n: usize) -> Vec<rate_gate::Permit> {
+    let mut permits = Vec::new();
+    for _ in 0..n {
+        permits.push(gate.acquire().await.unwrap());
+    }
+    permits
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_and_refusals_pause_every_waiter() {
+    let gate = Gate::builder()
+        .quota(Quota::per_second(100).burst(100).unwrap())
+        .build();
+    gate.observe(Feedback::new().retry_after(Duration::from_secs(30)));
+    assert_eq!(gate.stats().paused_for, Some(Duration::from_secs(30)));
+    let start = Instant::now();
+    let waiters: Vec<_> = (0..5)
+        .map(|_| {
+            let g = gate.clone();
+            tokio::spawn(async move { g.acquire().await.map(|_| Instant::now()) })
+        })
+        .collect();
+    for w in waiters {
+        assert_eq!(w.await.unwrap().unwrap() - start, Duration::from_secs(30));
+    }
+    // A 429 without Retry-After: the default one-minute pause.
+    gate.observe(Feedback::new().limited());
+    let start = Instant::now();
+    gate.acquire().await.unwrap();
+    assert_eq!(start.elapsed(), rate_gate::DEFAULT_REFUSAL_PAUSE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quota_change_wakes_the_waiting_head_at_once() {
+    let gate = Gate::builder().quota(Quota::per_hour(1)).build();
+    gate.acquire().await.unwrap();
+    let waiter = {
+        let g = gate.clone();
+        tokio::spawn(async move { g.acquire().await.map(|_| Instant::now()) })
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let changed_at = Instant::now();
+    gate.set_quota(Quota::per_second(10));
+    let granted = waiter.await.unwrap().unwrap();
+    assert!(
+        granted - changed_at <= Duration::from_millis(100),
+        "{:?}",
+        granted - changed_at
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_is_capped_and_released_on_panic() {
+    let gate = Gate::builder().concurrency(3).build();
+    let held: Vec<_> = futures_join(&gate, 3).await;
+    assert_eq!(gate.stats().in_flight, 3);
+    assert!(gate.try_acquire().is_err());
+    let g = gate.clone();
+    let panicked = tokio::spawn(async move {
+        let _p = g.acquire().await.unwrap();
+        panic!("injected");
+    });
+    drop(held);
+    assert!(panicked.await.unwrap_err().is_panic());
+    assert_eq!(gate.stats().in_flight, 0);
+    assert!(gate.try_acquire().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn try_acquire_never_jumps_the_line() {
+    // Burst 2: after one acquire, one token is free.
+    let gate = Gate::builder()
+        .quota(Quota::per_second(1).burst(2).unwrap())
+        .build();
+    gate.acquire().await.unwrap();
+    // A waiter for 2 tokens heads the line (one is free, it needs a second).
+    let waiter = {
+        let g = gate.clone();
+        tokio::spawn(async move { g.acquire_n(2).await.map(|_| Instant::now()) })
+    };
+    tokio::task::yield_now().await;
+    // The free token must not be taken from under the waiter.
+    assert_eq!(gate.try_acquire().map(|_| ()), Err(Duration::ZERO));
+    let start = Instant::now();
+    let granted = waiter.await.unwrap().unwrap();
+    assert_eq!(
+        granted - start,
+        Duration::from_secs(1),
+        "the waiter got both tokens on time"
+    );
+}
+
+#[test]
+fn headers_are_read_like_githubs() {
+    use http::{HeaderMap, HeaderValue, StatusCode};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut h = HeaderMap::new();
+    h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+    h.insert(
+        "x-ratelimit-reset",
+        HeaderValue::from_str(&(now + 1200).to_string()).unwrap(),
+    );
+    let f = Feedback::from_headers(StatusCode::FORBIDDEN, &h);
+    assert_eq!(f.remaining, Some(0));
+    let reset = f.reset_in.unwrap();
+    assert!(reset > Duration::from_secs(1190) && reset <= Duration::from_secs(1200));
+    assert!(f.limited, "403 with Remaining: 0 is a refusal");
+
+    let mut h = HeaderMap::new();
+    h.insert("retry-after", HeaderValue::from_static("120"));
+    let f = Feedback::from_headers(StatusCode::TOO_MANY_REQUESTS, &h);
+    assert_eq!(
+        (f.retry_after, f.limited),
+        (Some(Duration::from_secs(120)), true)
+    );
+
+    let f = Feedback::from_headers(StatusCode::FORBIDDEN, &HeaderMap::new());
+    assert!(
+        !f.limited,
+        "a plain 403 is a permission error, not a rate limit"
+    );
+
+    let epoch_2015 = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_480); // Wed, 21 Oct 2015 07:28:00 GMT
+    assert_eq!(
+        rate_gate::http_date_in("Wed, 21 Oct 2015 07:28:30 GMT", epoch_2015),
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(rate_gate::http_date_in("not a date", epoch_2015), None);
+}
