@@ -119,6 +119,10 @@ impl LineSplitter {
 
     /// The end of input: the last line, if it had no `\n`.
     pub fn finish(mut self, f: &mut impl FnMut(Line<'_>) -> ControlFlow<()>) -> ScanSummary {
+        self.flush(f)
+    }
+
+    fn flush(&mut self, f: &mut impl FnMut(Line<'_>) -> ControlFlow<()>) -> ScanSummary {
         if !self.skipping && self.end > self.start {
             let _ = emit(
                 &self.buf,
@@ -128,8 +132,24 @@ impl LineSplitter {
                 &mut self.summary,
                 f,
             );
+            self.start = self.end;
         }
         self.summary
+    }
+
+    /// Handles one read's outcome: `Break` with the scan's result once it is over.
+    fn step(
+        &mut self,
+        read: io::Result<usize>,
+        f: &mut impl FnMut(Line<'_>) -> ControlFlow<()>,
+    ) -> ControlFlow<Result<ScanSummary, Error>> {
+        match read {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(Err(read_error(e, self.summary.bytes))),
+            Ok(0) => ControlFlow::Break(Ok(self.flush(f))),
+            Ok(n) if self.filled(n, f).is_break() => ControlFlow::Break(Ok(self.summary)),
+            Ok(_) => ControlFlow::Continue(()),
+        }
     }
 }
 
@@ -193,16 +213,9 @@ pub async fn scan_lines<R: AsyncRead + Unpin>(
 ) -> Result<ScanSummary, Error> {
     let mut splitter = LineSplitter::new(max_line);
     loop {
-        let n = match reader.read(splitter.spare()).await {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(read_error(e, splitter.summary.bytes)),
-        };
-        if n == 0 {
-            return Ok(splitter.finish(&mut f));
-        }
-        if splitter.filled(n, &mut f).is_break() {
-            return Ok(splitter.summary);
+        let read = reader.read(splitter.spare()).await;
+        if let ControlFlow::Break(result) = splitter.step(read, &mut f) {
+            return result;
         }
     }
 }
@@ -216,16 +229,9 @@ pub fn scan_lines_blocking<R: Read>(
 ) -> Result<ScanSummary, Error> {
     let mut splitter = LineSplitter::new(max_line);
     loop {
-        let n = match reader.read(splitter.spare()) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(read_error(e, splitter.summary.bytes)),
-        };
-        if n == 0 {
-            return Ok(splitter.finish(&mut f));
-        }
-        if splitter.filled(n, &mut f).is_break() {
-            return Ok(splitter.summary);
+        let read = reader.read(splitter.spare());
+        if let ControlFlow::Break(result) = splitter.step(read, &mut f) {
+            return result;
         }
     }
 }
