@@ -111,7 +111,7 @@ pub struct Gate {
 }
 
 /// Builds a [`Gate`].
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct GateBuilder {
     quota: Option<Quota>,
     concurrency: Option<u32>,
@@ -131,7 +131,7 @@ impl GateBuilder {
     }
 
     /// The gate.
-    pub fn build(self) -> Gate {
+    pub fn build(&self) -> Gate {
         let now = Instant::now();
         Gate {
             inner: Arc::new(Inner {
@@ -319,6 +319,19 @@ impl Gate {
         }
         drop(state);
         self.inner.changed.notify_waiters();
+    }
+
+    /// `true` when this gate is indistinguishable from a new one built the same way:
+    /// nobody else holds it (no clone, no permit), its quota has refilled and no server
+    /// pause or budget stands. Evicting such a gate loses nothing.
+    pub(crate) fn is_pristine(&self, now: Instant) -> bool {
+        if Arc::strong_count(&self.inner) != 1 {
+            return false;
+        }
+        let state = self.state();
+        state.paused_until.is_none_or(|u| u <= now)
+            && state.server.is_none_or(|(_, reset)| reset <= now)
+            && state.gcra.as_ref().is_none_or(|g| g.is_full(now))
     }
 
     fn in_flight(&self) -> u64 {

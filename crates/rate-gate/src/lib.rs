@@ -36,9 +36,9 @@
 //! # Status
 //!
 //! This crate is being built in steps. Present: [`Quota`], [`Gate`] (rate, concurrency,
-//! FIFO, server feedback from headers or plain values, stats). Not yet: keyed gates with
-//! idle eviction, bounded parallelism and batching helpers, a tower `Layer`, a shared
-//! (Redis) backend.
+//! FIFO, server feedback from headers or plain values, stats), [`KeyedGate`] (a gate per
+//! key with safe idle eviction). Not yet: bounded parallelism and batching helpers, a
+//! tower `Layer`, a shared (Redis) backend.
 //!
 //! # What this does not protect against
 //!
@@ -53,9 +53,11 @@
 mod error;
 mod feedback;
 mod gate;
+mod keyed;
 mod quota;
 
 pub use error::{Error, Result};
 pub use feedback::{Feedback, http_date_in, until_epoch};
 pub use gate::{DEFAULT_REFUSAL_PAUSE, Gate, GateBuilder, Permit, Stats};
+pub use keyed::KeyedGate;
 pub use quota::Quota;

@@ -121,6 +121,11 @@ impl Gcra {
         self.quota
     }
 
+    /// `true` when the full burst is available again: the same state as a fresh one.
+    pub(crate) fn is_full(&self, now: Instant) -> bool {
+        self.tat <= now
+    }
+
     /// Takes `n` at `now`, or says how long until they would be allowed (taking nothing).
     pub(crate) fn take(&mut self, n: u32, now: Instant) -> Result<Result<(), Duration>> {
         if n > self.quota.burst {
