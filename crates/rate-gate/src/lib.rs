@@ -37,8 +37,9 @@
 //!
 //! This crate is being built in steps. Present: [`Quota`], [`Gate`] (rate, concurrency,
 //! FIFO, server feedback from headers or plain values, stats), [`KeyedGate`] (a gate per
-//! key with safe idle eviction). Not yet: bounded parallelism and batching helpers, a
-//! tower `Layer`, a shared (Redis) backend.
+//! key with safe idle eviction), [`map_bounded`] / [`try_map_bounded`] (at most K in
+//! flight, results in input order). Not yet: the batcher, a tower `Layer`, a shared
+//! (Redis) backend.
 //!
 //! # What this does not protect against
 //!
@@ -50,12 +51,14 @@
 //! - **Server windows it was never told about.** Until a response reports the server's
 //!   budget, only the configured quota applies.
 
+mod bounded;
 mod error;
 mod feedback;
 mod gate;
 mod keyed;
 mod quota;
 
+pub use bounded::{map_bounded, try_map_bounded};
 pub use error::{Error, Result};
 pub use feedback::{Feedback, http_date_in, until_epoch};
 pub use gate::{DEFAULT_REFUSAL_PAUSE, Gate, GateBuilder, Permit, Stats};
