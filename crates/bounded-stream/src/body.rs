@@ -1,7 +1,7 @@
 //! A cap on an http-body 1.x `Body` (hyper's `Incoming` among them).
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
@@ -87,16 +87,13 @@ where
         if *this.done {
             return Poll::Ready(None);
         }
-        if let Some(error) = this.meter.check_time() {
-            *this.done = true;
-            return Poll::Ready(Some(Err(error)));
-        }
-        let Poll::Ready(polled) = this.inner.poll_frame(cx) else {
-            if let Poll::Ready(error) = this.meter.poll_time(cx) {
+        let inner = this.inner;
+        let polled = match ready!(this.meter.poll_source(cx, |cx| inner.poll_frame(cx))) {
+            Ok(polled) => polled,
+            Err(error) => {
                 *this.done = true;
                 return Poll::Ready(Some(Err(error)));
             }
-            return Poll::Pending;
         };
         let frame = match polled {
             Some(Ok(frame)) => frame,

@@ -230,16 +230,16 @@ impl Stream for Decoded {
         if this.done {
             return Poll::Ready(None);
         }
-        if let Some(error) = this.meter.check_time() {
-            this.done = true;
-            return Poll::Ready(Some(Err(error)));
-        }
-        let Poll::Ready(polled) = Pin::new(&mut this.inner).poll_next(cx) else {
-            if let Poll::Ready(error) = this.meter.poll_time(cx) {
+        let inner = &mut this.inner;
+        let polled = match ready!(
+            this.meter
+                .poll_source(cx, |cx| Pin::new(inner).poll_next(cx))
+        ) {
+            Ok(polled) => polled,
+            Err(error) => {
                 this.done = true;
                 return Poll::Ready(Some(Err(error)));
             }
-            return Poll::Pending;
         };
         let chunk = match polled {
             Some(Ok(chunk)) => chunk,

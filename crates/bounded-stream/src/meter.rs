@@ -148,9 +148,26 @@ impl Meter {
         }
     }
 
-    /// Checks the time limits without registering a wake-up: the per-chunk fast path
-    /// while the source keeps producing (an atomic load). Call before polling the source.
-    pub(crate) fn check_time(&mut self) -> Option<Error> {
+    /// Polls `source` under the time limits: checks them first (the per-chunk fast path,
+    /// an atomic load), then polls the source, and only when it is not ready registers
+    /// the timer's wake-up. `Ready(Err)` when a time limit has run out. Every adapter
+    /// polls its source through here.
+    pub(crate) fn poll_source<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        source: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<Result<T, Error>> {
+        if let Some(error) = self.check_time() {
+            return Poll::Ready(Err(error));
+        }
+        match source(cx) {
+            Poll::Ready(value) => Poll::Ready(Ok(value)),
+            Poll::Pending => self.poll_time(cx).map(Err),
+        }
+    }
+
+    /// Checks the time limits without registering a wake-up.
+    fn check_time(&mut self) -> Option<Error> {
         if !self.limits.has_timers() {
             return None;
         }
@@ -167,8 +184,7 @@ impl Meter {
     }
 
     /// Registers a wake-up for the next time limit; `Ready(error)` if one has run out.
-    /// Call when the source returned `Pending`.
-    pub(crate) fn poll_time(&mut self, cx: &mut Context<'_>) -> Poll<Error> {
+    fn poll_time(&mut self, cx: &mut Context<'_>) -> Poll<Error> {
         if !self.limits.has_timers() {
             return Poll::Pending;
         }

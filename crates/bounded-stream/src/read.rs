@@ -78,31 +78,31 @@ impl<R: AsyncRead> AsyncRead for BoundedRead<R> {
         if *this.done || buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        if let Some(error) = this.meter.check_time() {
-            *this.done = true;
-            return Poll::Ready(Err(error.into_io()));
-        }
         // An `Err` must leave `buf` as it was (AsyncRead's contract): roll back to here.
         let before = buf.filled().len();
         // One byte past what the cap allows is enough to tell "at the cap" from "over".
         let room = this.meter.room().saturating_add(1);
-        let n = if (buf.remaining() as u64) <= room {
-            match this.inner.poll_read(cx, buf) {
-                Poll::Ready(result) => result?,
-                Poll::Pending => return pending_or_timeout(this.meter, this.done, cx),
+        let inner = this.inner;
+        let read = |cx: &mut Context<'_>| -> Poll<io::Result<usize>> {
+            if (buf.remaining() as u64) <= room {
+                return inner
+                    .poll_read(cx, buf)
+                    .map_ok(|()| buf.filled().len() - before);
             }
-            buf.filled().len() - before
-        } else {
             // Give the source a view of exactly `room` bytes (initialised once, safely).
-            let window = buf.initialize_unfilled_to(room as usize);
-            let mut limited = ReadBuf::new(window);
-            match this.inner.poll_read(cx, &mut limited) {
-                Poll::Ready(result) => result?,
-                Poll::Pending => return pending_or_timeout(this.meter, this.done, cx),
-            }
+            let mut limited = ReadBuf::new(buf.initialize_unfilled_to(room as usize));
+            let polled = inner.poll_read(cx, &mut limited);
             let n = limited.filled().len();
             buf.advance(n);
-            n
+            polled.map_ok(|()| n)
+        };
+        let n = match this.meter.poll_source(cx, read) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(error)) => {
+                *this.done = true;
+                return Poll::Ready(Err(error.into_io()));
+            }
+            Poll::Ready(Ok(result)) => result?,
         };
         if n == 0 {
             *this.done = true;
@@ -122,20 +122,5 @@ impl<R: AsyncRead> AsyncRead for BoundedRead<R> {
                 Poll::Ready(Err(error.into_io()))
             }
         }
-    }
-}
-
-/// The source is not ready: register the timer's wake-up, or fail if time is up.
-fn pending_or_timeout(
-    meter: &mut Meter,
-    done: &mut bool,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<()>> {
-    match meter.poll_time(cx) {
-        Poll::Ready(error) => {
-            *done = true;
-            Poll::Ready(Err(error.into_io()))
-        }
-        Poll::Pending => Poll::Pending,
     }
 }

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use futures_core::Stream;
@@ -101,16 +101,13 @@ where
         if *this.done {
             return Poll::Ready(None);
         }
-        if let Some(error) = this.meter.check_time() {
-            *this.done = true;
-            return Poll::Ready(Some(Err(error)));
-        }
-        let Poll::Ready(item) = this.inner.poll_next(cx) else {
-            if let Poll::Ready(error) = this.meter.poll_time(cx) {
+        let inner = this.inner;
+        let item = match ready!(this.meter.poll_source(cx, |cx| inner.poll_next(cx))) {
+            Ok(item) => item,
+            Err(error) => {
                 *this.done = true;
                 return Poll::Ready(Some(Err(error)));
             }
-            return Poll::Pending;
         };
         let result = match item {
             Some(Ok(chunk)) => match this.meter.accept(chunk.len()) {
