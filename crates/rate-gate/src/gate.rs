@@ -1,59 +1,107 @@
 //! The gate: rate and concurrency in one FIFO `acquire`, bounded by the server's word.
+//!
+//! The quota is GCRA on one 128-bit atomic, the ledger: `tat`, the theoretical arrival
+//! time of the next request in nanoseconds since the gate was built, beside the count of
+//! permits granted. A grant is one compare-and-swap that also counts itself, so
+//! `try_acquire` takes no lock while the server has imposed nothing. A server pause or
+//! budget raises the `restricted` flag and every take goes through the `state` mutex
+//! until it lapses. The quota itself is read through a sequence lock, so a runtime
+//! change is never seen half-made.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
+use portable_atomic::AtomicU128;
+use tokio::sync::{Notify, Semaphore};
 
-use crate::quota::Gcra;
-use crate::{Feedback, Quota, Result};
+use crate::clock::{Clock, Source};
+use crate::{Error, Feedback, Quota, Result};
 
 /// How long to pause on a rate-limit refusal that gives no `Retry-After` (GitHub's
 /// advice for secondary limits: wait at least a minute).
 pub const DEFAULT_REFUSAL_PAUSE: Duration = Duration::from_secs(60);
 
-#[derive(Debug)]
-struct State {
-    gcra: Option<Gcra>,
-    /// No request before this instant (Retry-After, a refusal, Remaining: 0).
-    paused_until: Option<Instant>,
-    /// The server's budget: requests left until the instant.
-    server: Option<(u64, Instant)>,
+/// What the server imposed; times in nanoseconds on the gate's clock.
+#[derive(Debug, Default)]
+struct Imposed {
+    /// No request before this time (Retry-After, a refusal).
+    paused_until: Option<u64>,
+    /// The server's budget: requests left until the time.
+    server: Option<(u64, u64)>,
+    /// The configured quota, for readers (the hot path reads `Rates`).
+    quota: Option<Quota>,
 }
 
-impl State {
-    /// Takes `n` at `now`, or says how long until it might be possible.
-    fn try_take(&mut self, n: u32, now: Instant) -> Result<Result<(), Duration>> {
-        if let Some(until) = self.paused_until {
-            if until > now {
-                return Ok(Err(until - now));
-            }
-            self.paused_until = None;
-        }
-        if let Some((left, reset)) = self.server {
-            if reset <= now {
-                self.server = None;
-            } else if left < n as u64 {
-                return Ok(Err(reset - now));
-            }
-        }
-        if let Some(gcra) = self.gcra.as_mut() {
-            if let Err(wait) = gcra.take(n, now)? {
-                return Ok(Err(wait));
-            }
-        }
-        if let Some((left, _)) = self.server.as_mut() {
-            *left -= n as u64;
-        }
-        Ok(Ok(()))
+impl Imposed {
+    fn is_empty(&self) -> bool {
+        self.paused_until.is_none() && self.server.is_none()
     }
+}
+
+/// The quota in nanoseconds, behind a sequence lock (writers hold `Inner::state`).
+#[derive(Debug, Default)]
+struct Rates {
+    seq: AtomicU64,
+    /// Nanoseconds between requests at the sustained rate; 0 means no quota.
+    interval: AtomicU64,
+    burst: AtomicU32,
+}
+
+impl Rates {
+    /// A consistent `(interval, burst)`, or `None` while a writer is mid-change.
+    #[inline]
+    fn read(&self) -> Option<(u64, u32)> {
+        let seq = self.seq.load(Ordering::Acquire);
+        if seq & 1 == 1 {
+            return None;
+        }
+        let rates = (
+            self.interval.load(Ordering::Relaxed),
+            self.burst.load(Ordering::Relaxed),
+        );
+        fence(Ordering::Acquire);
+        (self.seq.load(Ordering::Relaxed) == seq).then_some(rates)
+    }
+
+    /// Writes a new quota; the caller holds `Inner::state`, so writers never overlap.
+    fn write(&self, quota: Option<Quota>) {
+        let (interval, burst) = quota.map_or((0, 0), |q| {
+            let ns = u64::try_from(q.emission_interval().as_nanos()).unwrap_or(u64::MAX);
+            (ns.max(1), q.burst_size())
+        });
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.interval.store(interval, Ordering::Relaxed);
+        self.burst.store(burst, Ordering::Relaxed);
+        self.seq.store(seq + 2, Ordering::Release);
+    }
+}
+
+/// `(tat, granted)` from the ledger word.
+#[inline]
+fn split(word: u128) -> (u64, u64) {
+    ((word >> 64) as u64, word as u64)
+}
+
+#[inline]
+fn join(tat: u64, granted: u64) -> u128 {
+    (u128::from(tat) << 64) | u128::from(granted)
+}
+
+/// What one attempt to take quota found.
+enum Take {
+    Granted,
+    /// Nanoseconds until it might be possible.
+    Wait(u64),
+    /// More than the burst: never possible.
+    OverBurst(u32),
 }
 
 #[derive(Debug, Default)]
 struct Counters {
-    granted: AtomicU64,
     waited: AtomicU64,
     wait_ns: AtomicU64,
     rejected: AtomicU64,
@@ -63,7 +111,7 @@ struct Counters {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Permits granted.
+    /// Permits granted (an `acquire_n(n)` counts `n`).
     pub granted: u64,
     /// Acquisitions that had to wait.
     pub waited: u64,
@@ -79,13 +127,22 @@ pub struct Stats {
 
 #[derive(Debug)]
 struct Inner {
-    state: Mutex<State>,
+    /// GCRA's theoretical arrival time (ns on `clock`, high half) and the permits
+    /// granted (low half) in one word, so a grant is a single compare-and-swap.
+    ledger: AtomicU128,
+    rates: Rates,
+    /// Set while anything in `state` is imposed: takes then go through the mutex.
+    restricted: AtomicBool,
+    state: Mutex<Imposed>,
+    /// Acquirers queued now; `try_acquire` never jumps ahead of them.
+    waiting: AtomicUsize,
     /// The head of the line: waiters queue here in arrival order (tokio's mutex is
     /// FIFO); only the head sleeps on the clock.
     line: tokio::sync::Mutex<()>,
     changed: Notify,
-    concurrency: Option<(Arc<Semaphore>, u32)>,
+    concurrency: Option<(Semaphore, u32)>,
     counters: Counters,
+    clock: Source,
 }
 
 /// Rate and concurrency limits in one `acquire`: a quota (GCRA), an optional cap on
@@ -107,7 +164,7 @@ struct Inner {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Gate {
-    inner: Arc<Inner>,
+    inner: std::sync::Arc<Inner>,
 }
 
 /// Builds a [`Gate`].
@@ -115,6 +172,7 @@ pub struct Gate {
 pub struct GateBuilder {
     quota: Option<Quota>,
     concurrency: Option<u32>,
+    clock: Clock,
 }
 
 impl GateBuilder {
@@ -130,39 +188,102 @@ impl GateBuilder {
         self
     }
 
+    /// Where the gate reads the time ([`Clock::Tokio`] unless told).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// The gate.
     pub fn build(&self) -> Gate {
-        let now = Instant::now();
+        let rates = Rates::default();
+        rates.write(self.quota);
         Gate {
-            inner: Arc::new(Inner {
-                state: Mutex::new(State {
-                    gcra: self.quota.map(|q| Gcra::new(q, now)),
-                    paused_until: None,
-                    server: None,
+            inner: std::sync::Arc::new(Inner {
+                ledger: AtomicU128::new(0),
+                rates,
+                restricted: AtomicBool::new(false),
+                state: Mutex::new(Imposed {
+                    quota: self.quota,
+                    ..Imposed::default()
                 }),
+                waiting: AtomicUsize::new(0),
                 line: tokio::sync::Mutex::new(()),
                 changed: Notify::new(),
-                concurrency: self
-                    .concurrency
-                    .map(|n| (Arc::new(Semaphore::new(n as usize)), n)),
+                concurrency: self.concurrency.map(|n| (Semaphore::new(n as usize), n)),
                 counters: Counters::default(),
+                clock: Source::new(self.clock),
             }),
         }
     }
 }
 
-/// Leave to send `n` requests: holds a concurrency slot until dropped.
+/// Leave to send a request: holds a concurrency slot until dropped (on panic and
+/// cancellation too). [`Gate::acquire`] borrows the gate; [`Gate::acquire_owned`] gives
+/// a `Permit<'static>` to move into a task.
 #[derive(Debug)]
-pub struct Permit {
-    gate: Gate,
-    _slot: Option<OwnedSemaphorePermit>,
+pub struct Permit<'a> {
+    gate: Cow<'a, Gate>,
+    holds_slot: bool,
 }
 
-impl Permit {
+impl Permit<'_> {
     /// Reports the response's rate-limit feedback; this permit's own request is not
     /// counted among those still in flight.
     pub fn observe(&self, feedback: Feedback) {
-        self.gate.observe_with(feedback, 1);
+        self.gate.observe_with(feedback, u64::from(self.holds_slot));
+    }
+
+    /// The gate this permit came from.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+}
+
+impl Drop for Permit<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.holds_slot {
+            if let Some((semaphore, _)) = &self.gate.inner.concurrency {
+                semaphore.add_permits(1);
+            }
+        }
+    }
+}
+
+/// A concurrency slot taken but not yet handed to a permit: given back if dropped.
+struct Slot<'a>(Option<&'a Semaphore>);
+
+impl Slot<'_> {
+    #[inline]
+    fn into_permit<'g>(mut self, gate: Cow<'g, Gate>) -> Permit<'g> {
+        let holds_slot = self.0.take().is_some();
+        Permit { gate, holds_slot }
+    }
+}
+
+impl Drop for Slot<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(semaphore) = self.0 {
+            semaphore.add_permits(1);
+        }
+    }
+}
+
+/// Counts a queued acquirer for as long as it is queued (cancellation included).
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn new(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::SeqCst);
+        Queued(waiting)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -172,112 +293,208 @@ impl Gate {
         GateBuilder::default()
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    fn state(&self) -> MutexGuard<'_, Imposed> {
         self.inner
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The quota now, if any.
+    pub fn quota(&self) -> Option<Quota> {
+        self.state().quota
+    }
+
+    /// GCRA on the ledger's `tat` with a consistent `(interval, burst)`; a grant also
+    /// counts itself in the same compare-and-swap.
+    #[inline]
+    fn take_quota(&self, n: u32, now: u64, (interval, burst): (u64, u32)) -> Take {
+        let ledger = &self.inner.ledger;
+        if interval == 0 {
+            ledger.fetch_add(u128::from(n), Ordering::Relaxed);
+            return Take::Granted;
+        }
+        if n > burst {
+            return Take::OverBurst(burst);
+        }
+        let step = interval.saturating_mul(u64::from(n));
+        let horizon = now.saturating_add(interval.saturating_mul(u64::from(burst)));
+        let mut current = ledger.load(Ordering::Relaxed);
+        loop {
+            let (tat, granted) = split(current);
+            let next = tat.max(now).saturating_add(step);
+            if next > horizon {
+                return Take::Wait(next - horizon);
+            }
+            let updated = join(next, granted.wrapping_add(u64::from(n)));
+            match ledger.compare_exchange_weak(
+                current,
+                updated,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Take::Granted,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Takes `n` at `now`: lock-free unless the server imposed something.
+    #[inline]
+    fn take(&self, n: u32, now: u64) -> Take {
+        if !self.inner.restricted.load(Ordering::Acquire) {
+            if let Some(rates) = self.inner.rates.read() {
+                return self.take_quota(n, now, rates);
+            }
+        }
+        self.take_restricted(n, now)
+    }
+
+    /// The server's pause and budget, then the quota, under the state mutex.
+    fn take_restricted(&self, n: u32, now: u64) -> Take {
+        let mut state = self.state();
+        if let Some(until) = state.paused_until {
+            if until > now {
+                return Take::Wait(until - now);
+            }
+            state.paused_until = None;
+        }
+        if let Some((left, reset)) = state.server {
+            if reset <= now {
+                state.server = None;
+            } else if left < u64::from(n) {
+                return Take::Wait(reset - now);
+            }
+        }
+        if state.is_empty() {
+            self.inner.restricted.store(false, Ordering::Release);
+        }
+        // Writers of `rates` hold this mutex, so the read is consistent.
+        let rates = self.inner.rates.read().unwrap_or((0, 0));
+        let outcome = self.take_quota(n, now, rates);
+        if let (Take::Granted, Some((left, _))) = (&outcome, state.server.as_mut()) {
+            *left -= u64::from(n);
+        }
+        outcome
+    }
+
+    fn over_burst(&self, requested: u32, burst: u32) -> Error {
+        self.inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        Error::OverBurst { requested, burst }
+    }
+
     /// Waits for one permit: a concurrency slot, then its turn at the quota.
-    pub async fn acquire(&self) -> Result<Permit> {
+    pub async fn acquire(&self) -> Result<Permit<'_>> {
         self.acquire_n(1).await
+    }
+
+    /// [`Gate::acquire`] for a permit that owns a handle to the gate, to move into a task.
+    pub async fn acquire_owned(&self) -> Result<Permit<'static>> {
+        let permit = self.acquire_n(1).await?;
+        Ok(permit.into_owned())
     }
 
     /// Waits for `n` permits of quota at once (one concurrency slot). Fails at once if
     /// `n` is over the burst, since it could never be granted.
-    pub async fn acquire_n(&self, n: u32) -> Result<Permit> {
-        // Refuse the impossible before queueing.
-        if let Some(gcra) = self.state().gcra.as_ref() {
-            let burst = gcra.quota().burst_size();
-            if n > burst {
-                self.inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                return Err(crate::Error::OverBurst {
-                    requested: n,
-                    burst,
-                });
-            }
+    pub async fn acquire_n(&self, n: u32) -> Result<Permit<'_>> {
+        // Nobody waiting and the quota allows: no queueing at all.
+        match self.try_take_now(n) {
+            Ok(permit) => return Ok(permit),
+            Err(Err(error)) => return Err(error),
+            Err(Ok(_)) => {}
         }
-        let started = Instant::now();
+        let started = self.inner.clock.now();
+        let _queued = Queued::new(&self.inner.waiting);
         // 1. A concurrency slot (FIFO), so nobody holds quota while waiting for one.
         let slot = match &self.inner.concurrency {
-            Some((semaphore, _)) => Some(
-                semaphore
-                    .clone()
-                    .acquire_owned()
+            Some((semaphore, _)) => {
+                let permit = semaphore
+                    .acquire()
                     .await
-                    .expect("the gate never closes its semaphore"),
-            ),
-            None => None,
+                    .expect("the gate never closes its semaphore");
+                permit.forget();
+                Slot(Some(semaphore))
+            }
+            None => Slot(None),
         };
         // 2. The head of the line (FIFO). Dropped on cancellation: the next waiter moves up.
         let _head = self.inner.line.lock().await;
         loop {
             let changed = self.inner.changed.notified();
-            let outcome = self.state().try_take(n, Instant::now())?;
-            match outcome {
-                Ok(()) => break,
-                Err(wait) => {
+            match self.take(n, self.inner.clock.now()) {
+                Take::Granted => break,
+                Take::OverBurst(burst) => return Err(self.over_burst(n, burst)),
+                Take::Wait(ns) => {
                     // One timer, woken early if the quota or a pause changes.
                     tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
+                        _ = tokio::time::sleep(Duration::from_nanos(ns)) => {}
                         _ = changed => {}
                     }
                 }
             }
         }
         let counters = &self.inner.counters;
-        counters.granted.fetch_add(n as u64, Ordering::Relaxed);
-        let waited = started.elapsed();
-        if !waited.is_zero() {
-            counters.waited.fetch_add(1, Ordering::Relaxed);
-            counters
-                .wait_ns
-                .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
-        }
-        Ok(Permit {
-            gate: self.clone(),
-            _slot: slot,
-        })
+        counters.waited.fetch_add(1, Ordering::Relaxed);
+        let waited = self.inner.clock.now().saturating_sub(started);
+        counters.wait_ns.fetch_add(waited, Ordering::Relaxed);
+        Ok(slot.into_permit(Cow::Borrowed(self)))
     }
 
-    /// A permit now, or how long until one could be had. Never jumps ahead of waiters:
-    /// while anyone waits, it refuses.
-    pub fn try_acquire(&self) -> Result<Permit, Duration> {
-        let refuse = |wait| {
-            self.inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
-            Err(wait)
-        };
-        let Ok(_head) = self.inner.line.try_lock() else {
-            return refuse(Duration::ZERO);
-        };
+    /// A permit now, if nobody waits, a slot is free and the quota allows; otherwise
+    /// the nanoseconds until it might be (zero for a wait on others), or the error when
+    /// it never could be.
+    #[inline]
+    fn try_take_now(&self, n: u32) -> Result<Permit<'_>, Result<u64, Error>> {
+        if self.inner.waiting.load(Ordering::SeqCst) != 0 {
+            return Err(Ok(0));
+        }
         let slot = match &self.inner.concurrency {
-            Some((semaphore, _)) => match semaphore.clone().try_acquire_owned() {
-                Ok(slot) => Some(slot),
-                Err(_) => return refuse(Duration::ZERO),
+            Some((semaphore, _)) => match semaphore.try_acquire() {
+                Ok(permit) => {
+                    permit.forget();
+                    Slot(Some(semaphore))
+                }
+                Err(_) => return Err(Ok(0)),
             },
-            None => None,
+            None => Slot(None),
         };
-        match self.state().try_take(1, Instant::now()) {
-            Ok(Ok(())) => {}
-            Ok(Err(wait)) => return refuse(wait),
-            Err(_) => return refuse(Duration::MAX),
+        match self.take(n, self.inner.clock.now()) {
+            Take::Granted => Ok(slot.into_permit(Cow::Borrowed(self))),
+            Take::Wait(ns) => Err(Ok(ns)),
+            Take::OverBurst(burst) => Err(Err(self.over_burst(n, burst))),
         }
-        self.inner.counters.granted.fetch_add(1, Ordering::Relaxed);
-        Ok(Permit {
-            gate: self.clone(),
-            _slot: slot,
+    }
+
+    /// A permit now, or how long until one could be had (zero when the wait is for
+    /// other waiters or a concurrency slot). Never jumps ahead of waiters: while anyone
+    /// waits, it refuses.
+    #[inline]
+    pub fn try_acquire(&self) -> Result<Permit<'_>, Duration> {
+        self.try_take_now(1).map_err(|refusal| {
+            self.inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            Duration::from_nanos(refusal.unwrap_or(u64::MAX))
         })
     }
 
-    /// Changes the quota at runtime; waiters re-evaluate at once.
+    /// Changes the quota at runtime, keeping what was already used: the debt is carried
+    /// over, capped at one full burst of the new quota. Waiters re-evaluate at once.
     pub fn set_quota(&self, quota: Quota) {
-        let now = Instant::now();
+        let now = self.inner.clock.now();
         let mut state = self.state();
-        match state.gcra.as_mut() {
-            Some(gcra) => gcra.set_quota(quota, now),
-            None => state.gcra = Some(Gcra::new(quota, now)),
-        }
+        state.quota = Some(quota);
+        self.inner.rates.write(Some(quota));
+        let interval = u64::try_from(quota.emission_interval().as_nanos()).unwrap_or(u64::MAX);
+        let max_owed = interval
+            .max(1)
+            .saturating_mul(u64::from(quota.burst_size()));
+        let cap = now.saturating_add(max_owed);
+        let _ = self
+            .inner
+            .ledger
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |word| {
+                let (tat, granted) = split(word);
+                (tat > cap).then_some(join(cap, granted))
+            });
         drop(state);
         self.inner.changed.notify_waiters();
     }
@@ -291,16 +508,17 @@ impl Gate {
     }
 
     fn observe_with(&self, feedback: Feedback, own: u64) {
-        let now = Instant::now();
+        let now = self.inner.clock.now();
+        let ns = |d: Duration| now.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let in_flight = self.in_flight().saturating_sub(own);
         let mut state = self.state();
-        let mut pause = feedback.retry_after.map(|d| now + d);
+        let mut pause = feedback.retry_after.map(ns);
         if feedback.limited && pause.is_none() {
-            pause = Some(now + feedback.reset_in.unwrap_or(DEFAULT_REFUSAL_PAUSE));
+            pause = Some(ns(feedback.reset_in.unwrap_or(DEFAULT_REFUSAL_PAUSE)));
         }
         if let (Some(remaining), Some(reset_in)) = (feedback.remaining, feedback.reset_in) {
             let left = remaining.saturating_sub(in_flight);
-            let reset = now + reset_in;
+            let reset = ns(reset_in);
             // A late response for the same window (responses arrive out of order) never
             // raises what is left; a new window replaces the old.
             state.server = match state.server {
@@ -313,9 +531,12 @@ impl Gate {
         if let Some(until) = pause {
             state.paused_until = Some(state.paused_until.map_or(until, |p| p.max(until)));
             tracing::warn!(
-                pause_ms = (until - now).as_millis() as u64,
+                pause_ms = (until - now) / 1_000_000,
                 "rate-gate: server asked to pause"
             );
+        }
+        if !state.is_empty() {
+            self.inner.restricted.store(true, Ordering::Release);
         }
         drop(state);
         self.inner.changed.notify_waiters();
@@ -324,20 +545,21 @@ impl Gate {
     /// `true` when this gate is indistinguishable from a new one built the same way:
     /// nobody else holds it (no clone, no permit), its quota has refilled and no server
     /// pause or budget stands. Evicting such a gate loses nothing.
-    pub(crate) fn is_pristine(&self, now: Instant) -> bool {
-        if Arc::strong_count(&self.inner) != 1 {
+    pub(crate) fn is_pristine(&self) -> bool {
+        if std::sync::Arc::strong_count(&self.inner) != 1 || self.in_flight() != 0 {
             return false;
         }
+        let now = self.inner.clock.now();
         let state = self.state();
         state.paused_until.is_none_or(|u| u <= now)
             && state.server.is_none_or(|(_, reset)| reset <= now)
-            && state.gcra.as_ref().is_none_or(|g| g.is_full(now))
+            && split(self.inner.ledger.load(Ordering::Acquire)).0 <= now
     }
 
     fn in_flight(&self) -> u64 {
         match &self.inner.concurrency {
             Some((semaphore, max)) => {
-                (*max as u64).saturating_sub(semaphore.available_permits() as u64)
+                u64::from(*max).saturating_sub(semaphore.available_permits() as u64)
             }
             None => 0,
         }
@@ -346,19 +568,31 @@ impl Gate {
     /// What the gate has done so far.
     pub fn stats(&self) -> Stats {
         let c = &self.inner.counters;
-        let now = Instant::now();
+        let now = self.inner.clock.now();
         let paused_for = self
             .state()
             .paused_until
             .filter(|u| *u > now)
-            .map(|u| u - now);
+            .map(|u| Duration::from_nanos(u - now));
         Stats {
-            granted: c.granted.load(Ordering::Relaxed),
+            granted: split(self.inner.ledger.load(Ordering::Relaxed)).1,
             waited: c.waited.load(Ordering::Relaxed),
             total_wait: Duration::from_nanos(c.wait_ns.load(Ordering::Relaxed)),
             rejected: c.rejected.load(Ordering::Relaxed),
             in_flight: self.in_flight(),
             paused_for,
+        }
+    }
+}
+
+impl Permit<'_> {
+    /// This permit with its own handle to the gate, to move into a task.
+    pub fn into_owned(mut self) -> Permit<'static> {
+        let gate = self.gate.clone().into_owned();
+        let holds_slot = std::mem::take(&mut self.holds_slot);
+        Permit {
+            gate: Cow::Owned(gate),
+            holds_slot,
         }
     }
 }

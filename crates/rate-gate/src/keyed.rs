@@ -4,8 +4,6 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::time::Instant;
-
 use crate::{Feedback, Gate, GateBuilder, Permit, Result};
 
 /// A gate per key, all built alike: e.g. one per GitHub token, or per route group
@@ -66,8 +64,7 @@ impl<K: Hash + Eq + Clone> KeyedGate<K> {
             return gate.clone();
         }
         if keys.gates.len() >= 2 * keys.swept_at_len {
-            let now = Instant::now();
-            keys.gates.retain(|_, gate| !gate.is_pristine(now));
+            keys.gates.retain(|_, gate| !gate.is_pristine());
             keys.swept_at_len = keys.gates.len().max(64);
             tracing::debug!(keys = keys.gates.len(), "rate-gate: evicted idle keys");
         }
@@ -77,8 +74,8 @@ impl<K: Hash + Eq + Clone> KeyedGate<K> {
     }
 
     /// Waits for a permit for `key`.
-    pub async fn acquire(&self, key: &K) -> Result<Permit> {
-        self.gate(key).acquire().await
+    pub async fn acquire(&self, key: &K) -> Result<Permit<'static>> {
+        self.gate(key).acquire_owned().await
     }
 
     /// Takes the server's word for `key`.

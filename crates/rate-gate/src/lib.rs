@@ -52,6 +52,7 @@
 //!   budget, only the configured quota applies.
 
 mod bounded;
+mod clock;
 mod error;
 mod feedback;
 mod gate;
@@ -59,6 +60,7 @@ mod keyed;
 mod quota;
 
 pub use bounded::{map_bounded, try_map_bounded};
+pub use clock::Clock;
 pub use error::{Error, Result};
 pub use feedback::{Feedback, http_date_in, until_epoch};
 pub use gate::{DEFAULT_REFUSAL_PAUSE, Gate, GateBuilder, Permit, Stats};

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use crate::{Error, Result};
 
 /// N requests per period, with a burst (how many may go at once after an idle spell).
@@ -91,70 +89,12 @@ impl Quota {
         self.burst
     }
 
-    /// The time between two requests at the sustained rate.
+    /// The time between two requests at the sustained rate, rounded up to the
+    /// nanosecond so that the rate never exceeds the quota (3 per second is one request
+    /// every 333,333,334 ns).
     pub fn emission_interval(&self) -> Duration {
-        self.period / self.count
-    }
-}
-
-/// GCRA state: the theoretical arrival time of the next request.
-#[derive(Debug)]
-pub(crate) struct Gcra {
-    quota: Quota,
-    interval: Duration,
-    tolerance: Duration,
-    tat: Instant,
-}
-
-impl Gcra {
-    pub(crate) fn new(quota: Quota, now: Instant) -> Self {
-        let interval = quota.emission_interval();
-        Gcra {
-            quota,
-            interval,
-            tolerance: interval * (quota.burst - 1),
-            tat: now,
-        }
-    }
-
-    pub(crate) fn quota(&self) -> Quota {
-        self.quota
-    }
-
-    /// `true` when the full burst is available again: the same state as a fresh one.
-    pub(crate) fn is_full(&self, now: Instant) -> bool {
-        self.tat <= now
-    }
-
-    /// Takes `n` at `now`, or says how long until they would be allowed (taking nothing).
-    pub(crate) fn take(&mut self, n: u32, now: Instant) -> Result<Result<(), Duration>> {
-        if n > self.quota.burst {
-            return Err(Error::OverBurst {
-                requested: n,
-                burst: self.quota.burst,
-            });
-        }
-        let tat = self.tat.max(now);
-        let new_tat = tat + self.interval * n;
-        let allowed_at = new_tat
-            .checked_sub(self.tolerance + self.interval)
-            .unwrap_or(now);
-        if allowed_at > now {
-            return Ok(Err(allowed_at - now));
-        }
-        self.tat = new_tat;
-        Ok(Ok(()))
-    }
-
-    /// Changes the quota, keeping what was already used: the debt carried in `tat` is
-    /// kept, capped at what the new quota would allow for a full burst.
-    pub(crate) fn set_quota(&mut self, quota: Quota, now: Instant) {
-        let owed = self.tat.saturating_duration_since(now);
-        let fresh = Gcra::new(quota, now);
-        let max_owed = fresh.tolerance + fresh.interval;
-        *self = Gcra {
-            tat: now + owed.min(max_owed),
-            ..fresh
-        };
+        let count = u128::from(self.count);
+        let ns = self.period.as_nanos().div_ceil(count);
+        Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
     }
 }

@@ -138,7 +138,7 @@ async fn never_more_than_the_server_said_remain_counting_those_in_flight() {
     );
 }
 
-async fn futures_join(gate: &Gate, n: usize) -> Vec<rate_gate::Permit> {
+async fn futures_join(gate: &Gate, n: usize) -> Vec<rate_gate::Permit<'_>> {
     let mut permits = Vec::new();
     for _ in 0..n {
         permits.push(gate.acquire().await.unwrap());
@@ -269,4 +269,60 @@ fn headers_are_read_like_githubs() {
         Some(Duration::from_secs(30))
     );
     assert_eq!(rate_gate::http_date_in("not a date", epoch_2015), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_uneven_quota_never_exceeds_its_count_in_any_period() {
+    // 3 per second does not divide a second evenly: the interval rounds up, never down.
+    let gate = Gate::builder().quota(Quota::per_second(3)).build();
+    let start = Instant::now();
+    let mut times = Vec::new();
+    for _ in 0..31 {
+        gate.acquire().await.unwrap();
+        times.push(start.elapsed());
+    }
+    for window in times.windows(4) {
+        assert!(
+            window[3] - window[0] >= Duration::from_secs(1),
+            "{window:?}"
+        );
+    }
+}
+
+/// Real threads on the lock-free path: the quota is exact under contention.
+#[test]
+fn threads_racing_on_try_acquire_get_exactly_the_burst() {
+    // 1,000 per year with a burst of 1,000: the first 1,000 go at once, then none for
+    // almost nine hours, far beyond this test's run.
+    let quota = Quota::new(1000, Duration::from_secs(365 * 24 * 3600))
+        .unwrap()
+        .burst(1000)
+        .unwrap();
+    let gate = Gate::builder().quota(quota).concurrency(3).build();
+    let peak = std::sync::atomic::AtomicU64::new(0);
+    let granted: usize = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = 0;
+                    for _ in 0..10_000 {
+                        if let Ok(permit) = gate.try_acquire() {
+                            let now = gate.stats().in_flight;
+                            peak.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+                            mine += 1;
+                            drop(permit);
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    assert_eq!(granted, 1000);
+    let stats = gate.stats();
+    assert_eq!(stats.granted, 1000);
+    assert_eq!(stats.granted + stats.rejected, 40_000);
+    assert!(peak.into_inner() <= 3, "never more than 3 in flight");
+    assert_eq!(stats.in_flight, 0);
 }

@@ -1,0 +1,145 @@
+//! `rate-gate` against `governor`, in the same run on the same quota. Our gate reads
+//! `Clock::Tsc`, the clock governor uses, except in `try_acquire_tokio_clock` (our
+//! default clock, which follows `tokio::time::pause`).
+//!
+//! - `try_acquire` (granted) vs governor's `check`: target at most 1.0x governor's time.
+//! - `try_acquire` refused (quota spent) vs `check` refused.
+//! - `contended_2threads`: two threads taking from one limiter; time per grant.
+//! - `acquire_async`: `acquire().await` vs governor's `until_ready().await` when the
+//!   quota allows at once.
+
+use std::num::NonZeroU32;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use governor::{DefaultDirectRateLimiter, RateLimiter};
+use rate_gate::Clock::{Tokio, Tsc};
+
+/// A quota that always allows: 1e9 per second with a burst of 1e9.
+const PLENTY: u32 = 1_000_000_000;
+
+fn ours(count: u32, burst: u32, clock: rate_gate::Clock) -> rate_gate::Gate {
+    let quota = rate_gate::Quota::per_second(count).burst(burst).unwrap();
+    rate_gate::Gate::builder().quota(quota).clock(clock).build()
+}
+
+fn governor(count: u32, burst: u32) -> DefaultDirectRateLimiter {
+    let nz = |n| NonZeroU32::new(n).unwrap();
+    RateLimiter::direct(governor::Quota::per_second(nz(count)).allow_burst(nz(burst)))
+}
+
+/// One group: `ours`, then `governor`.
+fn pair(c: &mut Criterion, group: &str, ours: &dyn Fn() -> bool, peer: &dyn Fn() -> bool) {
+    let mut g = c.benchmark_group(group);
+    g.bench_function("ours", |b| b.iter(ours));
+    g.bench_function("governor", |b| b.iter(peer));
+    g.finish();
+}
+
+fn uncontended(c: &mut Criterion) {
+    let gate = ours(PLENTY, PLENTY, Tsc);
+    let limiter = governor(PLENTY, PLENTY);
+    pair(
+        c,
+        "rate-gate/try_acquire",
+        &|| gate.try_acquire().is_ok(),
+        &|| limiter.check().is_ok(),
+    );
+
+    // The default clock (tokio's, which follows `tokio::time::pause`): clock_gettime.
+    let gate = ours(PLENTY, PLENTY, Tokio);
+    pair(
+        c,
+        "rate-gate/try_acquire_tokio_clock",
+        &|| gate.try_acquire().is_ok(),
+        &|| limiter.check().is_ok(),
+    );
+
+    // One request an hour, already taken: every call is refused with a wait.
+    let gate = ours(1, 1, Tsc);
+    let limiter = governor(1, 1);
+    assert!(gate.try_acquire().is_ok() && limiter.check().is_ok());
+    pair(
+        c,
+        "rate-gate/try_acquire_refused",
+        &|| gate.try_acquire().is_err(),
+        &|| limiter.check().is_err(),
+    );
+}
+
+/// Two threads hammer one limiter; returns the wall time for `iters` grants each.
+fn two_threads(iters: u64, take: &(dyn Fn() -> bool + Sync)) -> Duration {
+    let barrier = Barrier::new(3);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                barrier.wait();
+                for _ in 0..iters {
+                    std::hint::black_box(take());
+                }
+                barrier.wait();
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        barrier.wait();
+        start.elapsed()
+    })
+}
+
+fn contended(c: &mut Criterion) {
+    let gate = ours(PLENTY, PLENTY, Tsc);
+    let limiter = governor(PLENTY, PLENTY);
+    let mut g = c.benchmark_group("rate-gate/contended_2threads");
+    g.bench_function("ours", |b| {
+        b.iter_custom(|iters| two_threads(iters, &|| gate.try_acquire().is_ok()))
+    });
+    g.bench_function("governor", |b| {
+        b.iter_custom(|iters| two_threads(iters, &|| limiter.check().is_ok()))
+    });
+    g.finish();
+}
+
+fn acquire_async(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let gate = ours(PLENTY, PLENTY, Tsc);
+    let limiter = governor(PLENTY, PLENTY);
+    let mut g = c.benchmark_group("rate-gate/acquire_async");
+    g.bench_function("ours", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    std::hint::black_box(gate.acquire().await.is_ok());
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("governor", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    limiter.until_ready().await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30)
+}
+
+criterion_group! { name = benches; config = config(); targets = uncontended, contended, acquire_async }
+criterion_main!(benches);
