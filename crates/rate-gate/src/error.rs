@@ -23,6 +23,15 @@ pub enum Error {
         /// The burst.
         burst: u32,
     },
+
+    /// A batcher was started outside a tokio runtime: it needs one for its task.
+    #[error("a batcher needs a tokio runtime to run its task in")]
+    NoRuntime,
+
+    /// A tower `call` on a gated service without a permit: `poll_ready` must return
+    /// `Ready(Ok)` first. Nothing was sent.
+    #[error("call without a permit: poll_ready must return Ready(Ok) first")]
+    NotReady,
 }
 
 /// The crate's result type.

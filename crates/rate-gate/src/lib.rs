@@ -33,24 +33,38 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # Status
+//! # What is here
 //!
-//! This crate is being built in steps. Present: [`Quota`], [`Gate`] (rate, concurrency,
-//! FIFO, server feedback from headers or plain values, stats), [`KeyedGate`] (a gate per
-//! key with safe idle eviction), [`map_bounded`] / [`try_map_bounded`] (at most K in
-//! flight, results in input order). Not yet: the batcher, a tower `Layer`, a shared
-//! (Redis) backend.
+//! - [`Quota`] and [`Gate`]: rate (GCRA), concurrency, FIFO waiting, server feedback
+//!   from headers or plain values, runtime quota changes, [`Stats`].
+//! - [`KeyedGate`]: a gate per key (token, host, route group) with safe idle eviction.
+//! - [`map_bounded`] / [`try_map_bounded`]: at most K in flight, results in input order.
+//! - [`Batcher`]: calls within a window (or up to N) coalesced into one batch call.
+//! - [`GateLayer`] (feature `tower`, on by default): the gate in front of a tower
+//!   service, shared by every clone, reading [`HttpHeaders`] from responses.
+//!
+//! # Cost
+//!
+//! A grant that does not wait is lock-free: a clock read and one 128-bit
+//! compare-and-swap that moves GCRA's timestamp and counts the grant together. The
+//! default clock is tokio's (so `tokio::time::pause` works in tests), which costs a
+//! `clock_gettime`; `Clock::Tsc` (feature `quanta`) reads the CPU's counter instead,
+//! as `governor` does. `BENCHMARKS.md` has the figures against governor. On targets
+//! without a 128-bit compare-and-swap, `portable-atomic` falls back to a lock.
 //!
 //! # What this does not protect against
 //!
 //! - **Requests made around the gate.** Only requests that hold a [`Permit`] count.
 //! - **Other processes and machines.** One gate is one process's view; twenty workers
 //!   on one token need a shared backend (planned) or a quota split among them.
+//! - **A response body still streaming.** [`GateLayer`] holds the concurrency slot
+//!   until the response (its head, for HTTP) arrives, not until the body is read.
 //! - **Clock skew in `X-RateLimit-Reset`.** It is an epoch time read against this
 //!   machine's clock; a skewed clock shifts the pause.
 //! - **Server windows it was never told about.** Until a response reports the server's
 //!   budget, only the configured quota applies.
 
+mod batch;
 mod bounded;
 mod clock;
 mod error;
@@ -58,7 +72,10 @@ mod feedback;
 mod gate;
 mod keyed;
 mod quota;
+#[cfg(feature = "tower")]
+mod tower;
 
+pub use batch::{BatchError, BatchStats, Batcher, BatcherBuilder};
 pub use bounded::{map_bounded, try_map_bounded};
 pub use clock::Clock;
 pub use error::{Error, Result};
@@ -66,3 +83,7 @@ pub use feedback::{Feedback, http_date_in, until_epoch};
 pub use gate::{DEFAULT_REFUSAL_PAUSE, Gate, GateBuilder, Permit, Stats};
 pub use keyed::KeyedGate;
 pub use quota::Quota;
+#[cfg(all(feature = "tower", feature = "http"))]
+pub use tower::HttpHeaders;
+#[cfg(feature = "tower")]
+pub use tower::{BoxError, GateLayer, GateService, NoFeedback, ObserveResponse, ResponseFuture};
