@@ -22,7 +22,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  stress [--quick]   run the leak scenarios and print the report (non-zero exit on a leak)
+  stress [--quick] [--only temp|stream|mem|rate]
+                     run the leak scenarios and print the report (non-zero exit on a leak)
   ci                 fmt check, clippy -D warnings, cargo test --workspace, stress --quick
   bench              run the benches in benches/ and rewrite BENCHMARKS.md";
 

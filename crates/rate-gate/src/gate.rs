@@ -136,6 +136,9 @@ struct Inner {
     state: Mutex<Imposed>,
     /// Acquirers queued now; `try_acquire` never jumps ahead of them.
     waiting: AtomicUsize,
+    /// The head of the line holds a concurrency slot while it waits for quota: that
+    /// slot is not a request in flight.
+    head_slot: AtomicBool,
     /// The head of the line: waiters queue here in arrival order (tokio's mutex is
     /// FIFO); only the head sleeps on the clock.
     line: tokio::sync::Mutex<()>,
@@ -208,6 +211,7 @@ impl GateBuilder {
                     ..Imposed::default()
                 }),
                 waiting: AtomicUsize::new(0),
+                head_slot: AtomicBool::new(false),
                 line: tokio::sync::Mutex::new(()),
                 changed: Notify::new(),
                 concurrency: self.concurrency.map(|n| (Semaphore::new(n as usize), n)),
@@ -268,6 +272,21 @@ impl Drop for Slot<'_> {
         if let Some(semaphore) = self.0 {
             semaphore.add_permits(1);
         }
+    }
+}
+
+/// Marks the head's slot as not in flight while it sleeps; cleared on drop.
+struct HeadSlot<'a>(&'a AtomicBool);
+
+impl HeadSlot<'_> {
+    fn set(&self, waiting: bool) {
+        self.0.store(waiting, Ordering::SeqCst);
+    }
+}
+
+impl Drop for HeadSlot<'_> {
+    fn drop(&mut self) {
+        self.set(false);
     }
 }
 
@@ -405,7 +424,10 @@ impl Gate {
         }
         let started = self.inner.clock.now();
         let _queued = Queued::new(&self.inner.waiting);
-        // 1. A concurrency slot (FIFO), so nobody holds quota while waiting for one.
+        // 1. The line (FIFO). Dropped on cancellation: the next waiter moves up.
+        let _head = self.inner.line.lock().await;
+        // 2. At the head: a concurrency slot, so slots held are exactly the permits out
+        //    (what `observe` counts as in flight), and nobody holds quota waiting for one.
         let slot = match &self.inner.concurrency {
             Some((semaphore, _)) => {
                 let permit = semaphore
@@ -417,14 +439,17 @@ impl Gate {
             }
             None => Slot(None),
         };
-        // 2. The head of the line (FIFO). Dropped on cancellation: the next waiter moves up.
-        let _head = self.inner.line.lock().await;
+        let head_slot = HeadSlot(&self.inner.head_slot);
+        // 3. The quota, on one timer. While it tries, the head's slot counts as in flight
+        //    (so a grant is never missed by `observe`); while it sleeps, it does not.
         loop {
             let changed = self.inner.changed.notified();
+            head_slot.set(false);
             match self.take(n, self.inner.clock.now()) {
                 Take::Granted => break,
                 Take::OverBurst(burst) => return Err(self.over_burst(n, burst)),
                 Take::Wait(ns) => {
+                    head_slot.set(true);
                     // One timer, woken early if the quota or a pause changes.
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_nanos(ns)) => {}
@@ -437,6 +462,7 @@ impl Gate {
         counters.waited.fetch_add(1, Ordering::Relaxed);
         let waited = self.inner.clock.now().saturating_sub(started);
         counters.wait_ns.fetch_add(waited, Ordering::Relaxed);
+        drop(head_slot);
         Ok(slot.into_permit(Cow::Borrowed(self)))
     }
 
@@ -556,11 +582,12 @@ impl Gate {
             && split(self.inner.ledger.load(Ordering::Acquire)).0 <= now
     }
 
+    /// Permits out: slots held, less the one the head holds while it waits for quota.
     fn in_flight(&self) -> u64 {
         match &self.inner.concurrency {
-            Some((semaphore, max)) => {
-                u64::from(*max).saturating_sub(semaphore.available_permits() as u64)
-            }
+            Some((semaphore, max)) => u64::from(*max)
+                .saturating_sub(semaphore.available_permits() as u64)
+                .saturating_sub(u64::from(self.inner.head_slot.load(Ordering::SeqCst))),
             None => 0,
         }
     }

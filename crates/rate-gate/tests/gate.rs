@@ -326,3 +326,29 @@ fn threads_racing_on_try_acquire_get_exactly_the_burst() {
     assert!(peak.into_inner() <= 3, "never more than 3 in flight");
     assert_eq!(stats.in_flight, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_head_is_not_counted_as_a_request_in_flight() {
+    // The head of the line holds a concurrency slot while it waits for quota; when a
+    // response says one request remains, that one is still the head's to send.
+    let gate = Gate::builder()
+        .quota(Quota::per_second(1))
+        .concurrency(10)
+        .build();
+    let start = Instant::now();
+    let first = gate.acquire_owned().await.unwrap();
+    let g = gate.clone();
+    let head = tokio::spawn(async move { g.acquire_owned().await.map(|_| Instant::now()) });
+    tokio::task::yield_now().await; // The head is in line, holding its slot.
+    first.observe(Feedback::new().remaining(1, HOUR));
+    drop(first);
+    let granted = head.await.unwrap().unwrap();
+    assert_eq!(
+        granted - start,
+        Duration::from_secs(1),
+        "granted at its turn"
+    );
+    // And that was the last one the server allowed before its reset.
+    assert!(gate.try_acquire().is_err());
+    assert_eq!(gate.stats().in_flight, 0);
+}

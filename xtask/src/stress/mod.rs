@@ -5,6 +5,7 @@
 //! any check fails. Later crates add their scenarios as modules here.
 
 mod mem;
+mod rate;
 mod stream;
 mod temp;
 
@@ -15,6 +16,9 @@ use crate::Result;
 /// The hidden subcommand the harness re-executes itself with, to get a second process
 /// it can SIGKILL.
 pub const CHILD_COMMAND: &str = "stress-child";
+
+/// The scenario groups, one per crate, in the order they run (`--only <group>`).
+const GROUPS: &[&str] = &["temp", "stream", "mem", "rate"];
 
 /// How much work each scenario does.
 #[derive(Debug, Clone, Copy)]
@@ -78,12 +82,23 @@ impl Scenario {
 
 pub fn main(args: &[String]) -> Result<bool> {
     let mut profile = Profile { quick: false };
-    for arg in args {
+    let mut only: Option<String> = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => profile.quick = true,
+            "--only" => match args.next() {
+                Some(group) if GROUPS.contains(&group.as_str()) => only = Some(group.clone()),
+                other => {
+                    return Err(
+                        format!("stress: --only takes one of {GROUPS:?}, got {other:?}").into(),
+                    );
+                }
+            },
             other => return Err(format!("stress: unknown argument {other:?}").into()),
         }
     }
+    let wanted = |group: &str| only.as_deref().is_none_or(|o| o == group);
     let started = Instant::now();
     println!(
         "leakproof stress ({} profile)\n",
@@ -93,10 +108,21 @@ pub fn main(args: &[String]) -> Result<bool> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let mut scenarios = runtime.block_on(temp::scenarios(profile))?;
-    scenarios.extend(runtime.block_on(stream::scenarios(profile))?);
-    scenarios.extend(runtime.block_on(mem::scenarios(profile))?);
+    let mut scenarios = Vec::new();
+    if wanted("temp") {
+        scenarios.extend(runtime.block_on(temp::scenarios(profile))?);
+    }
+    if wanted("stream") {
+        scenarios.extend(runtime.block_on(stream::scenarios(profile))?);
+    }
+    if wanted("mem") {
+        scenarios.extend(runtime.block_on(mem::scenarios(profile))?);
+    }
     drop(runtime);
+    if wanted("rate") {
+        // Its own runtime: one thread on a paused clock, to simulate hours of quota.
+        scenarios.extend(rate::scenarios(profile)?);
+    }
 
     let checks: usize = scenarios.iter().map(|s| s.checks.len()).sum();
     let failed: Vec<&Scenario> = scenarios.iter().filter(|s| !s.passed()).collect();

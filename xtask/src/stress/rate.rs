@@ -1,0 +1,361 @@
+//! `rate-gate` scenarios: 100 clients behind one gate against a loopback hyper server
+//! that imitates GitHub's rate limits, in simulated time (a paused tokio clock: hours
+//! of quota in seconds of wall time, over real sockets).
+//!
+//! The server keeps GitHub's primary window (5,000 requests an hour from the window's
+//! first request; `X-RateLimit-Limit/Remaining/Used/Reset`, reset in epoch seconds) and
+//! its concurrency secondary limit (more than 100 at once gets a 429 with
+//! `Retry-After`); an exhausted window gets a 403. Every request takes 200 ms.
+//!
+//! - Configured gate: `per_hour(5000)` + `concurrency(100)` + header feedback. Quota
+//!   used, refusals, and fairness (p99/p50 of the wait for equal work).
+//! - Header-only gate: no quota configured, only the server's word.
+//! - Control: the same server without a gate refuses, so the zeros above mean
+//!   something.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bounded_stream::{CappedClient, Limits};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, StatusCode};
+use rate_gate::{Feedback, Gate, Quota};
+use tokio::time::Instant;
+
+use super::{Profile, Scenario};
+use crate::Result;
+
+const LIMIT: u64 = 5000;
+const WINDOW: Duration = Duration::from_secs(3600);
+const MAX_CONCURRENT: u64 = 100;
+const SERVICE_TIME: Duration = Duration::from_millis(200);
+const CLIENTS: usize = 100;
+
+pub fn scenarios(profile: Profile) -> Result<Vec<Scenario>> {
+    // One thread, clock paused: time jumps to the next timer whenever every task waits.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()?;
+    runtime.block_on(async {
+        let hours = profile.pick(3, 1) as u32;
+        Ok(vec![
+            configured(hours).await?,
+            header_only(profile.pick(2, 1) as u32).await?,
+            control().await?,
+        ])
+    })
+}
+
+/// What the imitation server counted.
+#[derive(Debug, Default)]
+struct Counts {
+    ok: AtomicU64,
+    /// 403: the primary window was exhausted.
+    primary_refusals: AtomicU64,
+    /// 429: over the concurrency secondary limit.
+    secondary_refusals: AtomicU64,
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
+}
+
+struct Server {
+    counts: Counts,
+    /// (requests used, the window's reset) on the server's clock.
+    window: Mutex<(u64, Instant)>,
+}
+
+impl Server {
+    fn refusals(&self) -> u64 {
+        self.counts.primary_refusals.load(Ordering::SeqCst)
+            + self.counts.secondary_refusals.load(Ordering::SeqCst)
+    }
+}
+
+/// Starts the imitation GitHub on 127.0.0.1; it lives as long as the runtime.
+async fn start_server() -> Result<(Arc<Server>, String)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server = Arc::new(Server {
+        counts: Counts::default(),
+        window: Mutex::new((0, Instant::now())),
+    });
+    let shared = server.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let server = shared.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let server = server.clone();
+                    async move { Ok::<_, Infallible>(answer(&server, request).await) }
+                });
+                let io = hyper_util::rt::TokioIo::new(socket);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+    Ok((server, base))
+}
+
+/// Decrements the in-flight count however the handler ends.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn answer(server: &Server, _: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let counts = &server.counts;
+    let now = Instant::now();
+    let in_flight = counts.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    let _in_flight = InFlight(&counts.in_flight);
+    counts.peak_in_flight.fetch_max(in_flight, Ordering::SeqCst);
+    let reset_epoch = |reset: Instant| {
+        let wall = SystemTime::now() + (reset - now);
+        wall.duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64()
+            .ceil() as u64
+    };
+    if in_flight > MAX_CONCURRENT {
+        counts.secondary_refusals.fetch_add(1, Ordering::SeqCst);
+        return reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            &[("retry-after", "60".into())],
+        );
+    }
+    let (remaining, reset) = {
+        let mut window = server.window.lock().unwrap_or_else(|e| e.into_inner());
+        if window.1 <= now {
+            // A new window starts with the first request after the reset.
+            *window = (0, now + WINDOW);
+        }
+        if window.0 >= LIMIT {
+            counts.primary_refusals.fetch_add(1, Ordering::SeqCst);
+            let headers = rate_headers(0, reset_epoch(window.1));
+            return reply(StatusCode::FORBIDDEN, &headers);
+        }
+        window.0 += 1;
+        (LIMIT - window.0, window.1)
+    };
+    tokio::time::sleep(SERVICE_TIME).await;
+    counts.ok.fetch_add(1, Ordering::SeqCst);
+    reply(StatusCode::OK, &rate_headers(remaining, reset_epoch(reset)))
+}
+
+fn rate_headers(remaining: u64, reset_epoch: u64) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-ratelimit-limit", LIMIT.to_string()),
+        ("x-ratelimit-remaining", remaining.to_string()),
+        ("x-ratelimit-used", (LIMIT - remaining).to_string()),
+        ("x-ratelimit-reset", reset_epoch.to_string()),
+    ]
+}
+
+fn reply(status: StatusCode, headers: &[(&'static str, String)]) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
+    *response.status_mut() = status;
+    for (name, value) in headers {
+        if let Ok(value) = value.parse() {
+            response.headers_mut().insert(*name, value);
+        }
+    }
+    response
+}
+
+/// One request through the gate, unless its permit comes at or after `end`; returns how
+/// long the client waited for the permit.
+async fn gated_request(
+    gate: &Gate,
+    client: &CappedClient,
+    uri: &hyper::Uri,
+    end: Instant,
+) -> Result<Option<Duration>> {
+    let asked = Instant::now();
+    let permit = gate.acquire().await?;
+    let waited = asked.elapsed();
+    if Instant::now() >= end {
+        return Ok(None);
+    }
+    let response = client.get(uri.clone(), &Limits::new(4096)).await?;
+    permit.observe(Feedback::from_headers(
+        response.status(),
+        response.headers(),
+    ));
+    // Read the (tiny) body so the connection goes back to the pool.
+    let _ = response.into_body().collect().await;
+    Ok(Some(waited))
+}
+
+/// `CLIENTS` clients loop through `gate`, sending only what is granted within
+/// `duration`; returns every wait.
+async fn run_clients(gate: &Gate, base: &str, duration: Duration) -> Result<Vec<Duration>> {
+    let uri: hyper::Uri = format!("{base}/repos/o/r/issues").parse()?;
+    let client = CappedClient::new();
+    let end = Instant::now() + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        let (gate, client, uri) = (gate.clone(), client.clone(), uri.clone());
+        tasks.spawn(async move {
+            let mut waits = Vec::new();
+            loop {
+                match gated_request(&gate, &client, &uri, end).await {
+                    Ok(Some(waited)) => waits.push(waited),
+                    Ok(None) => return Ok(waits),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        });
+    }
+    let mut waits = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        waits.extend(done??);
+    }
+    Ok(waits)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+async fn configured(hours: u32) -> Result<Scenario> {
+    let (server, base) = start_server().await?;
+    let gate = Gate::builder()
+        .quota(Quota::per_hour(LIMIT as u32))
+        .concurrency(MAX_CONCURRENT as u32)
+        .build();
+    let started = Instant::now();
+    let mut waits = run_clients(&gate, &base, WINDOW * hours).await?;
+    let simulated = started.elapsed();
+    waits.sort();
+    let (p50, p99) = (percentile(&waits, 0.50), percentile(&waits, 0.99));
+    let ok = server.counts.ok.load(Ordering::SeqCst);
+    let quota = LIMIT * u64::from(hours);
+    let used = ok as f64 / quota as f64;
+    let ratio = p99.as_secs_f64() / p50.as_secs_f64().max(1e-9);
+    let stats = gate.stats();
+
+    let mut s = Scenario::new(format!(
+        "rate-gate: {CLIENTS} clients behind per_hour(5000) + concurrency(100), {hours} simulated hour(s) against an imitation GitHub"
+    ));
+    s.note(format!(
+        "{} requests sent in {:.0} simulated s; server peak in flight {}; gate: {} granted, {} waited, {} rejected",
+        waits.len(),
+        simulated.as_secs_f64(),
+        server.counts.peak_in_flight.load(Ordering::SeqCst),
+        stats.granted,
+        stats.waited,
+        stats.rejected
+    ));
+    s.note(format!(
+        "wait per request: p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+        p50.as_secs_f64(),
+        p99.as_secs_f64(),
+        waits.last().copied().unwrap_or_default().as_secs_f64()
+    ));
+    s.check(
+        "quota used >= 99%",
+        used >= 0.99,
+        format!("{ok} of {quota} ({:.2}%)", used * 100.0),
+    );
+    s.check(
+        "403/429 received: 0",
+        server.refusals() == 0,
+        format!(
+            "{} (403: {}, 429: {})",
+            server.refusals(),
+            server.counts.primary_refusals.load(Ordering::SeqCst),
+            server.counts.secondary_refusals.load(Ordering::SeqCst)
+        ),
+    );
+    s.check(
+        "fair: p99/p50 wait <= 2 for equal work",
+        ratio <= 2.0,
+        format!("{ratio:.3}"),
+    );
+    s.check(
+        "every permit returned",
+        stats.in_flight == 0,
+        format!("in flight {}", stats.in_flight),
+    );
+    Ok(s)
+}
+
+async fn header_only(windows: u32) -> Result<Scenario> {
+    let (server, base) = start_server().await?;
+    // No quota configured: only the server's X-RateLimit-Remaining/Reset hold it back.
+    let gate = Gate::builder().concurrency(MAX_CONCURRENT as u32).build();
+    let started = Instant::now();
+    let waits = run_clients(&gate, &base, WINDOW * windows).await?;
+    let simulated = started.elapsed();
+    let ok = server.counts.ok.load(Ordering::SeqCst);
+    let quota = LIMIT * u64::from(windows);
+    let used = ok as f64 / quota as f64;
+
+    let mut s = Scenario::new(format!(
+        "rate-gate: {CLIENTS} clients behind concurrency(100) and the server's headers only, {windows} window(s)"
+    ));
+    s.note(format!(
+        "{} requests sent in {:.0} simulated s",
+        waits.len(),
+        simulated.as_secs_f64()
+    ));
+    s.check(
+        "quota used >= 99%",
+        used >= 0.99,
+        format!("{ok} of {quota} ({:.2}%)", used * 100.0),
+    );
+    s.check(
+        "403/429 received: 0",
+        server.refusals() == 0,
+        server.refusals().to_string(),
+    );
+    Ok(s)
+}
+
+/// Without a gate, the same server refuses: the zeros above are the gate's doing.
+async fn control() -> Result<Scenario> {
+    let (server, base) = start_server().await?;
+    let uri: hyper::Uri = format!("{base}/repos/o/r/issues").parse()?;
+    let client = CappedClient::new();
+    let (clients, each) = (150, 60);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (client, uri) = (client.clone(), uri.clone());
+        tasks.spawn(async move {
+            for _ in 0..each {
+                if let Ok(response) = client.get(uri.clone(), &Limits::new(4096)).await {
+                    let _ = response.into_body().collect().await;
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let c = &server.counts;
+    let mut s = Scenario::new(format!(
+        "rate-gate control: {clients} clients x {each} requests with no gate"
+    ));
+    s.check(
+        "the server refuses abuse (403 and 429 > 0)",
+        c.primary_refusals.load(Ordering::SeqCst) > 0
+            && c.secondary_refusals.load(Ordering::SeqCst) > 0,
+        format!(
+            "{} ok, 403: {}, 429: {}",
+            c.ok.load(Ordering::SeqCst),
+            c.primary_refusals.load(Ordering::SeqCst),
+            c.secondary_refusals.load(Ordering::SeqCst)
+        ),
+    );
+    Ok(s)
+}
