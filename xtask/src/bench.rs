@@ -18,6 +18,12 @@ use crate::{Result, workspace_root};
 /// "at least 0.98x the throughput" is "at most 1/0.98 of the time".
 const TARGETS: &[(&str, &str, f64, &str)] = &[
     (
+        "rate-gate/try_acquire",
+        "governor",
+        1.0,
+        "time <= 1.0x governor's check",
+    ),
+    (
         "scoped-temp/create_write4k_remove",
         "tempfile",
         1.10,
