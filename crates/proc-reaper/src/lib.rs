@@ -1,18 +1,84 @@
 //! Child processes that never outlive their owner.
 //!
-//! **Status: not built yet.** This crate is reserved in the workspace; its issue
-//! ("`proc-reaper`: child processes that never outlive their owner") describes what it
-//! will hold.
+//! # The guarantee
 //!
-//! # What it will guarantee
+//! A child spawned through a [`Reaper`] is ended together with its whole process tree
+//! (grandchildren that double-fork or call `setsid` included) when its [`Child`] handle
+//! is dropped, when the future awaiting it is cancelled, when its time runs out
+//! ([`Child::wait_timeout`]), and on [`Reaper::shutdown`]: SIGTERM first, SIGKILL after
+//! a grace period (dropping skips straight to SIGKILL). Every signal goes through a
+//! pidfd opened while the process was alive, so a reused PID is never hit. The leader
+//! and every orphan of the tree re-parented to this process are reaped: no zombies.
+//! Captured output is a bounded tail (plus, optionally, each line to a callback), so a
+//! child that writes forever costs bounded memory.
 //!
-//! A child spawned through the reaper is ended together with its whole process tree,
-//! grandchildren that double-fork or call `setsid` included, when its handle is dropped,
-//! when the future awaiting it is cancelled, on timeout, and on shutdown: SIGTERM first,
-//! SIGKILL after a grace period, signalled through pidfds so a reused PID is never hit.
-//! Every child and re-parented orphan is reaped, so no zombie is left, and captured
-//! output is capped.
+//! How: each child starts in its own process group, with an environment marker
+//! ([`MARKER_VAR`]) its descendants inherit. The reaper makes this process a child
+//! subreaper, so a grandchild whose parent dies is re-parented here, where the marker
+//! identifies its tree. Ending a tree walks `/proc/<pid>/task/*/children` from the
+//! leader and from those escapees, signals every member and the leader's group, and
+//! rescans until nothing is left.
+//!
+//! The peers: tokio's `kill_on_drop` kills the child's PID only, with no TERM stage;
+//! `process-wrap` kills the group leader; `duct` calls killing grandchildren unsolved; a
+//! `setsid` grandchild escapes every process-group kill.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), proc_reaper::Error> {
+//! use std::process::Command;
+//! use std::time::Duration;
+//! use proc_reaper::Reaper;
+//!
+//! let reaper = Reaper::new()?;
+//! let mut cmd = Command::new("sh");
+//! cmd.args(["-c", "echo working; sleep 60"]);
+//! let child = reaper.command(cmd).name("slow-job").grace(Duration::from_millis(100)).spawn()?;
+//! assert_eq!(reaper.live_count(), 1);
+//! // Out of time: SIGTERM, 100 ms of grace, then SIGKILL, for the whole tree.
+//! let outcome = child.wait_timeout(Duration::from_millis(200)).await?;
+//! assert!(outcome.timed_out);
+//! assert_eq!(outcome.stdout.text(), "working\n");
+//! assert_eq!(reaper.live_count(), 0);
+//! # Ok(()) }
+//! ```
+//!
+//! # Platforms
+//!
+//! Linux only (pidfds: 5.3+; subreapers: 3.4+). The crate does not build elsewhere.
 //!
 //! # What this does not protect against
 //!
-//! Nothing yet: the crate has no code. Until it does, rely on nothing from it.
+//! - **Escapees that clear their environment.** A process that double-forks *and*
+//!   starts with a fresh environment (`env -i`) loses the marker; once re-parented it is
+//!   no longer known as part of its tree. Descendants still attached to the leader are
+//!   found by parentage regardless.
+//! - **This process dying.** When the owner is SIGKILLed, its children are not ended by
+//!   this crate (a supervisor process is needed for that; planned as `supervise()`).
+//! - **An escapee that dies on its own, outside the tree's group.** A zombie's
+//!   environment is unreadable, so a re-parented zombie is attributed to its tree by
+//!   its process group; one that called `setsid` and then exited before its tree was
+//!   ended can no longer be attributed, and stays a zombie of this process (no running
+//!   process, one PID table entry) until this process exits.
+//! - **Orphans of children spawned elsewhere.** As a subreaper, this process adopts the
+//!   orphans of *all* its children; those of children not spawned through the reaper are
+//!   not reaped by it and stay zombies until this process exits.
+//! - **A child forgotten with `mem::forget`.** Its handle never drops; `shutdown` still
+//!   ends its tree, but nobody reaps the leader.
+//! - **Peak RSS precision.** `peak_rss` is `wait4`'s `ru_maxrss`: the largest of the
+//!   leader and the children it waited for, not the tree's sum.
+
+#![cfg(target_os = "linux")]
+
+mod error;
+mod kill;
+mod output;
+mod procfs;
+mod reaper;
+
+pub use error::{Error, Result};
+pub use kill::TreeReport;
+pub use output::{Captured, LineSink, Stream};
+pub use reaper::{Child, ChildInfo, DEFAULT_GRACE, MARKER_VAR, Outcome, Reaper, Spawn};

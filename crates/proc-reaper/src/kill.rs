@@ -1,0 +1,190 @@
+//! Ending a whole process tree: find every member, SIGTERM, wait out the grace, SIGKILL
+//! what is left, reap what became ours.
+//!
+//! Members are found two ways: the leader's descendants (`/proc/<pid>/task/*/children`),
+//! and escapees: processes that double-forked or called `setsid`, were re-parented to
+//! this process (a child subreaper) and still carry the tree's environment marker (or,
+//! once dead, whose environment is gone, the leader's process group). Each
+//! member gets a pidfd the moment it is found, and every signal goes through it, so a
+//! reused PID is never hit. The leader's process group is signalled too: the leader is
+//! never reaped before its tree is gone, so its PGID cannot be reused meanwhile.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::process::{
+    Pid, PidfdFlags, Signal, WaitId, WaitIdOptions, kill_process_group, pidfd_open,
+    pidfd_send_signal, waitid,
+};
+
+use crate::procfs;
+
+/// What ending a tree took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TreeReport {
+    /// Processes found in the tree (the leader included).
+    pub members: usize,
+    /// Of those, escapees found through the marker (re-parented to us).
+    pub escapees: usize,
+    /// Processes still alive after the grace period, ended by SIGKILL.
+    pub killed: usize,
+    /// Re-parented orphans this process reaped.
+    pub reaped: usize,
+    /// From the first signal to the last member gone.
+    pub took: Duration,
+}
+
+/// One tree being ended: its members by PID, each with a pidfd opened while alive.
+pub(crate) struct Tree {
+    leader: u32,
+    marker: Arc<[u8]>,
+    me: u32,
+    members: HashMap<u32, OwnedFd>,
+    escapees: usize,
+}
+
+impl Tree {
+    pub(crate) fn new(leader: u32, marker: Arc<[u8]>) -> Self {
+        Tree {
+            leader,
+            marker,
+            me: std::process::id(),
+            members: HashMap::new(),
+            escapees: 0,
+        }
+    }
+
+    /// Finds members not seen before; returns how many are alive now.
+    fn scan(&mut self) -> usize {
+        let mut roots = vec![self.leader];
+        for kid in procfs::children(self.me) {
+            if kid == self.leader || self.members.contains_key(&kid) {
+                continue;
+            }
+            // Re-parented here: alive, it carries the marker; dead (a zombie, whose
+            // environment is gone), it still carries the leader's process group.
+            let ours = procfs::has_marker(kid, &self.marker)
+                || (procfs::zombie(kid)
+                    && procfs::stat(kid).is_some_and(|s| s.pgrp == self.leader));
+            if ours {
+                roots.push(kid);
+            }
+        }
+        for (i, root) in roots.into_iter().enumerate() {
+            for pid in procfs::tree(root) {
+                if self.members.contains_key(&pid) {
+                    continue;
+                }
+                let Some(raw) = Pid::from_raw(pid as i32) else {
+                    continue;
+                };
+                if let Ok(fd) = pidfd_open(raw, PidfdFlags::empty()) {
+                    self.members.insert(pid, fd);
+                    if i > 0 {
+                        self.escapees += 1;
+                    }
+                }
+            }
+        }
+        self.members
+            .keys()
+            .filter(|pid| procfs::alive(**pid))
+            .count()
+    }
+
+    /// Sends `signal` to every member still alive and to the leader's group.
+    fn signal(&self, signal: Signal) -> usize {
+        if let Some(group) = Pid::from_raw(self.leader as i32) {
+            let _ = kill_process_group(group, signal);
+        }
+        let mut sent = 0;
+        for (pid, fd) in &self.members {
+            if procfs::alive(*pid) && pidfd_send_signal(fd.as_fd(), signal).is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    /// SIGKILL to every member found now, without waiting for anything; the members
+    /// stay known to [`Tree::end`] (dead ones can no longer be found by scanning).
+    pub(crate) fn kill_now(&mut self) {
+        if self.scan() > 0 {
+            self.signal(Signal::KILL);
+        }
+    }
+
+    /// Ends the tree: SIGTERM and up to `grace` for it to exit (skipped when `grace` is
+    /// zero), then SIGKILL until no member is left; then reaps every member that became
+    /// this process's child, except the leader (its owner reaps it, for its status).
+    /// Blocking: waits at most `grace` plus the time the kernel takes to kill.
+    pub(crate) fn end(mut self, grace: Duration) -> TreeReport {
+        let started = Instant::now();
+        let mut alive = self.scan();
+        if !grace.is_zero() && alive > 0 {
+            self.signal(Signal::TERM);
+            let deadline = started + grace;
+            let mut pause = Duration::from_micros(200);
+            while Instant::now() < deadline {
+                // New members (forked while terminating) get the signal too.
+                let before = self.members.len();
+                alive = self.scan();
+                if self.members.len() > before {
+                    self.signal(Signal::TERM);
+                }
+                if alive == 0 {
+                    break;
+                }
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
+        }
+        let mut killed = 0;
+        if alive > 0 {
+            killed = self.signal(Signal::KILL);
+            // SIGKILL cannot be caught, but a member may have forked just before it:
+            // rescan until nothing is left.
+            for round in 0..10_000u32 {
+                alive = self.scan();
+                if alive == 0 {
+                    break;
+                }
+                self.signal(Signal::KILL);
+                if round > 10 {
+                    std::thread::sleep(Duration::from_micros(100));
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+        let took = started.elapsed();
+        let reaped = self.reap_members();
+        let report = TreeReport {
+            members: self.members.len(),
+            escapees: self.escapees,
+            killed,
+            reaped,
+            took,
+        };
+        tracing::debug!(leader = self.leader, ?report, "proc-reaper: tree ended");
+        report
+    }
+
+    /// Reaps the members (not the leader) that are now zombies of this process.
+    fn reap_members(&self) -> usize {
+        let mut reaped = 0;
+        for (pid, fd) in &self.members {
+            if *pid == self.leader {
+                continue;
+            }
+            let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG;
+            if let Ok(Some(_)) = waitid(WaitId::PidFd(fd.as_fd()), options) {
+                reaped += 1;
+            }
+        }
+        reaped
+    }
+}

@@ -1,0 +1,475 @@
+//! The reaper: spawns children in their own process groups, tracks them, and ends their
+//! trees on drop, cancellation, timeout or shutdown.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use rustix::process::{Pid, PidfdFlags, pidfd_open};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::kill::{Tree, TreeReport};
+use crate::output::{Captured, LineSink, Stream, capture};
+use crate::{Error, Result};
+
+/// The environment variable that marks every process of a tree (inherited through
+/// `fork`, `setsid` and `exec`), so escapees re-parented to us are known as ours.
+pub const MARKER_VAR: &str = "PROC_REAPER_TREE";
+
+/// How long a child gets between SIGTERM and SIGKILL unless told otherwise.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
+/// A live child, as [`Reaper::live`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChildInfo {
+    /// The name given at spawn (the program's, unless set).
+    pub name: String,
+    /// The leader's PID.
+    pub pid: u32,
+    /// When it was spawned.
+    pub started: SystemTime,
+}
+
+struct Entry {
+    info: ChildInfo,
+    marker: Arc<[u8]>,
+}
+
+/// Tree ids, unique in the process (across reapers), so markers never collide.
+static NEXT_TREE: AtomicU64 = AtomicU64::new(1);
+
+struct Inner {
+    children: Mutex<HashMap<u64, Entry>>,
+    /// Trees being ended in the background (after a drop): `settle` waits for zero.
+    ending: watch::Sender<usize>,
+    subreaper: bool,
+}
+
+/// Spawns and tracks children; every child's whole tree ends with its handle.
+///
+/// Creating a reaper makes this process a *child subreaper* (Linux): orphans of its
+/// descendants are re-parented here instead of to PID 1, so escapees can be found and
+/// killed. Clones share the reaper.
+#[derive(Clone)]
+pub struct Reaper {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Reaper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reaper")
+            .field("live", &self.live_count())
+            .field("subreaper", &self.inner.subreaper)
+            .finish()
+    }
+}
+
+impl Reaper {
+    /// A reaper; makes this process a child subreaper (failing if the kernel refuses).
+    pub fn new() -> Result<Self> {
+        rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+            .map_err(|e| Error::Subreaper(e.into()))?;
+        Ok(Reaper {
+            inner: Arc::new(Inner {
+                children: Mutex::new(HashMap::new()),
+                ending: watch::Sender::new(0),
+                subreaper: true,
+            }),
+        })
+    }
+
+    fn children(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
+        self.inner.children()
+    }
+
+    /// Prepares `command` to be spawned: see [`Spawn`].
+    pub fn command(&self, command: Command) -> Spawn<'_> {
+        let name = command.get_program().to_string_lossy().into_owned();
+        Spawn {
+            reaper: self,
+            command,
+            name,
+            tail: 64 << 10,
+            max_line: 64 << 10,
+            sink: None,
+            grace: DEFAULT_GRACE,
+            capture: true,
+        }
+    }
+
+    /// Spawns `command` with the defaults: output captured (last 64 KiB of each
+    /// stream), a 5 s grace between SIGTERM and SIGKILL.
+    pub fn spawn(&self, command: Command) -> Result<Child> {
+        self.command(command).spawn()
+    }
+
+    /// The children alive now (spawned through this reaper and not yet reaped).
+    pub fn live(&self) -> Vec<ChildInfo> {
+        let mut live: Vec<ChildInfo> = self.children().values().map(|e| e.info.clone()).collect();
+        live.sort_by_key(|c| c.pid);
+        live
+    }
+
+    /// How many children are alive now (for health: the users' rule is Degraded above
+    /// 100).
+    pub fn live_count(&self) -> usize {
+        self.children().len()
+    }
+
+    /// Ends every live child's tree: SIGTERM, up to `grace`, then SIGKILL; returns one
+    /// report per tree. The handles still reap their leaders (awaiting them returns at
+    /// once), or do so when dropped.
+    pub async fn shutdown(&self, grace: Duration) -> Vec<TreeReport> {
+        let trees: Vec<(u32, Arc<[u8]>)> = self
+            .children()
+            .values()
+            .map(|e| (e.info.pid, e.marker.clone()))
+            .collect();
+        tracing::info!(trees = trees.len(), ?grace, "proc-reaper: shutting down");
+        let mut tasks = tokio::task::JoinSet::new();
+        for (pid, marker) in trees {
+            tasks.spawn_blocking(move || Tree::new(pid, marker).end(grace));
+        }
+        let mut reports = Vec::new();
+        while let Some(report) = tasks.join_next().await {
+            if let Ok(report) = report {
+                reports.push(report);
+            }
+        }
+        reports
+    }
+
+    /// Waits until every tree ended in the background (by a dropped [`Child`]) is gone
+    /// and reaped.
+    pub async fn settle(&self) {
+        let mut ending = self.inner.ending.subscribe();
+        let _ = ending.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// Options for one spawn, from [`Reaper::command`].
+pub struct Spawn<'r> {
+    reaper: &'r Reaper,
+    command: Command,
+    name: String,
+    tail: usize,
+    max_line: usize,
+    sink: Option<LineSink>,
+    grace: Duration,
+    capture: bool,
+}
+
+impl std::fmt::Debug for Spawn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spawn")
+            .field("command", &self.command)
+            .field("name", &self.name)
+            .field("tail", &self.tail)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Spawn<'_> {
+    /// The name [`Reaper::live`] shows (the program's unless set).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Keep the last `bytes` of stdout and of stderr (default 64 KiB each).
+    pub fn tail(mut self, bytes: usize) -> Self {
+        self.tail = bytes;
+        self
+    }
+
+    /// Hand every output line (at most `max_line` bytes of it) to `sink` as it comes.
+    pub fn on_line(
+        mut self,
+        max_line: usize,
+        sink: impl FnMut(Stream, &[u8]) + Send + 'static,
+    ) -> Self {
+        self.max_line = max_line.max(1);
+        self.sink = Some(Arc::new(Mutex::new(sink)));
+        self
+    }
+
+    /// Leave stdout and stderr as the command set them (inherited by default), instead
+    /// of capturing them.
+    pub fn no_capture(mut self) -> Self {
+        self.capture = false;
+        self
+    }
+
+    /// Time between SIGTERM and SIGKILL on timeout and [`Child::kill`] (default 5 s).
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Starts the child in a process group of its own, marked as a new tree.
+    pub fn spawn(mut self) -> Result<Child> {
+        // The pidfd and the output pipes register with the runtime's reactor.
+        tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let inner = &self.reaper.inner;
+        let id = NEXT_TREE.fetch_add(1, Ordering::Relaxed);
+        let marker_value = format!("{}.{id}", std::process::id());
+        let marker: Arc<[u8]> = format!("{MARKER_VAR}={marker_value}").into_bytes().into();
+        self.command.process_group(0).env(MARKER_VAR, &marker_value);
+        if self.capture {
+            self.command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+        let program = self.name.clone();
+        let mut std_child = self.command.spawn().map_err(|source| Error::Spawn {
+            program: self.command.get_program().to_string_lossy().into_owned(),
+            source,
+        })?;
+        let pid = std_child.id();
+        let started = Instant::now();
+        // From here on, the child is ours to end: a failure below kills it.
+        // `AsyncFd::new` is deprecated for lacking I/O safety, but its replacement is
+        // `unsafe`; the fd is an `OwnedFd` moved in, which is the safety it asks for.
+        #[allow(deprecated)]
+        let pidfd = Pid::from_raw(pid as i32)
+            .ok_or_else(|| std::io::Error::other("pid 0"))
+            .and_then(|raw| pidfd_open(raw, PidfdFlags::NONBLOCK).map_err(Into::into))
+            .and_then(AsyncFd::new);
+        let pidfd = match pidfd {
+            Ok(fd) => fd,
+            Err(source) => {
+                let _ = std_child.kill();
+                let _ = std_child.wait();
+                return Err(Error::Pidfd { pid, source });
+            }
+        };
+        let (tail, max_line) = (self.tail, self.max_line);
+        let stdout = std_child
+            .stdout
+            .take()
+            .and_then(|p| tokio::process::ChildStdout::from_std(p).ok())
+            .map(|p| {
+                let sink = self.sink.clone();
+                tokio::spawn(capture(p, Stream::Stdout, tail, max_line, sink))
+            });
+        let stderr = std_child
+            .stderr
+            .take()
+            .and_then(|p| tokio::process::ChildStderr::from_std(p).ok())
+            .map(|p| {
+                let sink = self.sink.clone();
+                tokio::spawn(capture(p, Stream::Stderr, tail, max_line, sink))
+            });
+        inner.children().insert(
+            id,
+            Entry {
+                info: ChildInfo {
+                    name: program,
+                    pid,
+                    started: SystemTime::now(),
+                },
+                marker: marker.clone(),
+            },
+        );
+        tracing::debug!(pid, name = %self.name, "proc-reaper: spawned");
+        Ok(Child {
+            reaper: self.reaper.clone(),
+            id,
+            pid,
+            std: Some(std_child),
+            pidfd: Some(pidfd),
+            marker,
+            started,
+            stdout,
+            stderr,
+            grace: self.grace,
+        })
+    }
+}
+
+impl Inner {
+    fn children(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
+        self.children.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// How a child's run ended.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Outcome {
+    /// The leader's exit status (an exit code, or the signal that ended it).
+    pub status: ExitStatus,
+    /// `true` when the reaper ended it because its time ran out.
+    pub timed_out: bool,
+    /// `true` when the reaper ended it (timeout or [`Child::kill`]).
+    pub killed: bool,
+    /// From spawn to exit.
+    pub duration: Duration,
+    /// CPU time (user + system) of the leader and the children it waited for.
+    pub cpu_time: Duration,
+    /// Peak resident size of the leader (or its largest waited-for child), in bytes.
+    pub peak_rss: u64,
+    /// What was kept of stdout (empty when not captured).
+    pub stdout: Captured,
+    /// What was kept of stderr (empty when not captured).
+    pub stderr: Captured,
+    /// How the rest of the tree was ended once the leader was done.
+    pub tree: TreeReport,
+}
+
+impl Outcome {
+    /// `true` for exit code 0.
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+}
+
+/// A running child. Dropping it ends its whole tree at once (SIGKILL) and reaps it in
+/// the background ([`Reaper::settle`] waits for that); so does dropping a future that
+/// awaits it.
+pub struct Child {
+    reaper: Reaper,
+    id: u64,
+    pid: u32,
+    std: Option<std::process::Child>,
+    pidfd: Option<AsyncFd<OwnedFd>>,
+    marker: Arc<[u8]>,
+    started: Instant,
+    stdout: Option<JoinHandle<Captured>>,
+    stderr: Option<JoinHandle<Captured>>,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Child {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Child")
+            .field("pid", &self.pid)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Child {
+    /// The leader's PID (its process group's ID too).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Takes the child's stdin, if the command piped it.
+    pub fn stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.std.as_mut().and_then(|c| c.stdin.take())
+    }
+
+    /// Waits for the leader to exit, ends whatever is left of its tree (SIGTERM, the
+    /// grace, SIGKILL), reaps, and reports.
+    pub async fn wait(mut self) -> Result<Outcome> {
+        self.exited().await;
+        self.finish(false, false).await
+    }
+
+    /// [`Child::wait`] for at most `limit`; past it, the tree is ended (SIGTERM, the
+    /// grace, SIGKILL) and the outcome says `timed_out`.
+    pub async fn wait_timeout(mut self, limit: Duration) -> Result<Outcome> {
+        let timed_out = tokio::time::timeout(limit, self.exited()).await.is_err();
+        self.finish(timed_out, timed_out).await
+    }
+
+    /// Ends the tree now (SIGTERM, the grace, SIGKILL) and reports.
+    pub async fn kill(mut self) -> Result<Outcome> {
+        self.finish(false, true).await
+    }
+
+    /// Resolves when the leader has exited (its pidfd turns readable).
+    async fn exited(&mut self) {
+        if let Some(pidfd) = &self.pidfd {
+            // A pidfd only ever reports readable, once, when the process exits; an error
+            // here means the fd is unusable, and `finish` then ends the tree anyway.
+            let _ = pidfd.readable().await;
+        }
+    }
+
+    /// Ends the rest of the tree, reaps the leader, collects output.
+    async fn finish(&mut self, timed_out: bool, killed: bool) -> Result<Outcome> {
+        let (pid, marker) = (self.pid, self.marker.clone());
+        let grace = self.grace;
+        let mut std_child = self.std.take();
+        let (tree, reaped) = tokio::task::spawn_blocking(move || {
+            let tree = Tree::new(pid, marker).end(grace);
+            let reaped = std_child.as_mut().map(reap);
+            (tree, reaped)
+        })
+        .await
+        .map_err(|e| Error::Reap {
+            pid,
+            source: std::io::Error::other(e),
+        })?;
+        let duration = self.started.elapsed();
+        self.pidfd = None;
+        self.reaper.inner.children().remove(&self.id);
+        let usage = reaped.unwrap_or_else(|| Err(std::io::Error::other("already reaped")));
+        let usage = usage.map_err(|source| Error::Reap { pid, source })?;
+        let stdout = collect(self.stdout.take()).await;
+        let stderr = collect(self.stderr.take()).await;
+        Ok(Outcome {
+            status: usage.status,
+            timed_out,
+            killed,
+            duration,
+            cpu_time: usage.rusage.utime + usage.rusage.stime,
+            peak_rss: usage.rusage.maxrss,
+            stdout,
+            stderr,
+            tree,
+        })
+    }
+}
+
+/// Reaps an exited leader with `wait4`, for its status and resource usage.
+fn reap(child: &mut std::process::Child) -> std::io::Result<wait4::ResUse> {
+    use wait4::Wait4;
+    child.wait4()
+}
+
+async fn collect(task: Option<JoinHandle<Captured>>) -> Captured {
+    match task {
+        Some(task) => task.await.unwrap_or_default(),
+        None => Captured::default(),
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let Some(mut std_child) = self.std.take() else {
+            return; // Reaped already.
+        };
+        self.reaper.inner.children().remove(&self.id);
+        let (pid, marker) = (self.pid, self.marker.clone());
+        // The whole tree gets SIGKILL before this returns; reaping waits for the kernel.
+        let mut tree = Tree::new(pid, marker);
+        tree.kill_now();
+        let job = move || {
+            tree.end(Duration::ZERO);
+            if let Err(e) = reap(&mut std_child) {
+                tracing::warn!(pid, error = %e, "proc-reaper: could not reap a dropped child");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let ending = self.reaper.inner.ending.clone();
+                ending.send_modify(|n| *n += 1);
+                runtime.spawn_blocking(move || {
+                    job();
+                    ending.send_modify(|n| *n -= 1);
+                });
+            }
+            Err(_) => job(),
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The reaper's guarantees, observed from `/proc`: the PIDs are gone, and nothing is
+//! left as a zombie of this process.
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use proc_reaper::{Reaper, Stream};
+use tokio::sync::mpsc;
+
+/// `true` once `/proc/<pid>` no longer exists (a zombie still has one).
+fn gone(pid: u32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// This process's parent PID for `pid`, from `/proc/<pid>/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_ascii_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Zombie children of this process.
+fn zombies() -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let kids = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for pid in kids
+            .split_ascii_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+        {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z'))
+            {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Tests share this process (and its zombie list): one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn sh(script: &str) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", script]);
+    cmd
+}
+
+/// A reaper whose children print their PIDs, one per line, to `pids`.
+fn reporting(reaper: &Reaper, script: &str) -> (proc_reaper::Child, mpsc::UnboundedReceiver<u32>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let child = reaper
+        .command(sh(script))
+        .grace(Duration::from_millis(300))
+        .on_line(128, move |stream, line| {
+            if stream == Stream::Stdout {
+                if let Some(pid) = std::str::from_utf8(line)
+                    .ok()
+                    .and_then(|l| l.trim().parse().ok())
+                {
+                    let _ = tx.send(pid);
+                }
+            }
+        })
+        .spawn()
+        .unwrap();
+    (child, rx)
+}
+
+async fn next_pids(rx: &mut mpsc::UnboundedReceiver<u32>, n: usize) -> Vec<u32> {
+    let mut pids = Vec::new();
+    while pids.len() < n {
+        pids.push(rx.recv().await.expect("the child printed its pids"));
+    }
+    pids
+}
+
+#[tokio::test]
+async fn a_dropped_child_is_killed_and_reaped() {
+    let _serial = SERIAL.lock().await;
+    let reaper = Reaper::new().unwrap();
+    let (child, mut rx) = reporting(&reaper, "sleep 60 & echo $!; wait");
+    let sleeper = next_pids(&mut rx, 1).await[0];
+    let leader = child.pid();
+    assert!(!gone(sleeper));
+    drop(child);
+    reaper.settle().await;
+    assert!(gone(leader), "the leader is gone and reaped");
+    assert!(gone(sleeper), "its child is gone");
+    assert_eq!(reaper.live_count(), 0);
+    assert!(zombies().is_empty(), "zombies: {:?}", zombies());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_child_gets_sigterm_and_its_tree_goes() {
+    let _serial = SERIAL.lock().await;
+    let reaper = Reaper::new().unwrap();
+    let (child, mut rx) = reporting(&reaper, "sleep 60 & echo $!; wait");
+    let sleeper = next_pids(&mut rx, 1).await[0];
+    let leader = child.pid();
+    let outcome = child.wait_timeout(Duration::from_secs(30)).await.unwrap();
+    assert!(outcome.timed_out && outcome.killed);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(outcome.status.signal(), Some(15), "ended by SIGTERM");
+    assert!(gone(leader) && gone(sleeper));
+    assert!(zombies().is_empty());
+}
+
+#[tokio::test]
+async fn cancelling_the_wait_ends_the_tree() {
+    let _serial = SERIAL.lock().await;
+    let reaper = Reaper::new().unwrap();
+    let (child, mut rx) = reporting(&reaper, "sleep 60 & echo $!; wait");
+    let sleeper = next_pids(&mut rx, 1).await[0];
+    let leader = child.pid();
+    let waiting = child.wait();
+    tokio::select! {
+        _ = waiting => panic!("sleep 60 finished early"),
+        _ = tokio::task::yield_now() => {}
+    }
+    reaper.settle().await;
+    assert!(gone(leader) && gone(sleeper));
+    assert!(zombies().is_empty());
+}
+
+#[tokio::test]
+async fn a_setsid_escapee_that_ignores_sigterm_is_found_and_killed() {
+    let _serial = SERIAL.lock().await;
+    let reaper = Reaper::new().unwrap();
+    // The subshell starts a grandchild in a new session, ignoring SIGTERM, and exits:
+    // the grandchild is re-parented (to us, the subreaper) and escapes any group kill.
+    let script = r#"(setsid sh -c 'trap "" TERM; echo $$; exec sleep 60' &); echo $$; sleep 60"#;
+    let (child, mut rx) = reporting(&reaper, script);
+    let pids = next_pids(&mut rx, 2).await;
+    let escapee = *pids.iter().find(|p| **p != child.pid()).unwrap();
+    // Wait until the escape is complete: re-parented to this process.
+    while parent_of(escapee) != Some(std::process::id()) {
+        tokio::task::yield_now().await;
+    }
+    let leader = child.pid();
+    let outcome = child.kill().await.unwrap();
+    assert!(outcome.tree.escapees >= 1, "{:?}", outcome.tree);
+    assert!(outcome.tree.killed >= 1, "the stubborn one needed SIGKILL");
+    assert!(gone(leader), "leader");
+    assert!(gone(escapee), "escapee");
+    assert!(zombies().is_empty(), "zombies: {:?}", zombies());
+}
+
+#[tokio::test]
+async fn a_normal_exit_reports_status_output_and_usage_and_ends_leftovers() {
+    let _serial = SERIAL.lock().await;
+    let reaper = Reaper::new().unwrap();
+    let script = "sleep 60 & echo $!; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo done >&2; exit 3";
+    let child = reaper.spawn(sh(script)).unwrap();
+    let outcome = child.wait().await.unwrap();
+    assert_eq!(outcome.status.code(), Some(3));
+    assert!(!outcome.timed_out && !outcome.killed);
+    assert_eq!(outcome.stderr.text(), "done\n");
+    let leftover: u32 = outcome.stdout.text().trim().parse().unwrap();
+    assert!(gone(leftover), "the background sleep went with its tree");
+    assert!(outcome.cpu_time > Duration::ZERO, "{:?}", outcome.cpu_time);
+    assert!(outcome.peak_rss > 0);
+    assert!(zombies().is_empty());
+}
+
+#[tokio::test]
+async fn a_thousand_spawns_leave_no_zombie() {
+    let _serial = SERIAL.lock().await;
+    let reaper = Reaper::new().unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    let done = Arc::new(Mutex::new(0));
+    for i in 0..1000 {
+        let (reaper, done) = (reaper.clone(), done.clone());
+        tasks.spawn(async move {
+            let child = reaper.spawn(Command::new("true")).unwrap();
+            if i % 10 == 0 {
+                drop(child); // Some are dropped, not awaited.
+            } else {
+                assert!(child.wait().await.unwrap().success());
+            }
+            *done.lock().unwrap() += 1;
+        });
+        if tasks.len() >= 50 {
+            tasks.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(t) = tasks.join_next().await {
+        t.unwrap();
+    }
+    reaper.settle().await;
+    assert_eq!(*done.lock().unwrap(), 1000);
+    assert_eq!(reaper.live_count(), 0);
+    assert!(zombies().is_empty(), "zombies: {:?}", zombies());
+}
+
+#[tokio::test]
+async fn shutdown_ends_every_tree() {
+    let _serial = SERIAL.lock().await;
+    let reaper = Reaper::new().unwrap();
+    let mut children = Vec::new();
+    let mut members = Vec::new();
+    for _ in 0..5 {
+        let (child, mut rx) = reporting(&reaper, "sleep 60 & echo $!; sleep 60 & echo $!; wait");
+        members.extend(next_pids(&mut rx, 2).await);
+        members.push(child.pid());
+        children.push(child);
+    }
+    assert_eq!(reaper.live().len(), 5);
+    let reports = reaper.shutdown(Duration::from_millis(500)).await;
+    assert_eq!(reports.len(), 5);
+    assert!(reports.iter().all(|r| r.members == 3), "{reports:?}");
+    for child in children {
+        child.wait().await.unwrap();
+    }
+    assert!(members.iter().all(|pid| gone(*pid)), "{members:?}");
+    assert!(zombies().is_empty());
+}
+
+#[test]
+fn spawning_outside_a_runtime_is_an_error() {
+    let _serial = SERIAL.blocking_lock();
+    let reaper = Reaper::new().unwrap();
+    assert!(matches!(
+        reaper.spawn(Command::new("true")),
+        Err(proc_reaper::Error::NoRuntime)
+    ));
+}
