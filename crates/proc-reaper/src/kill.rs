@@ -14,6 +14,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{
     Pid, PidfdFlags, Signal, WaitId, WaitIdOptions, kill_process_group, pidfd_open,
     pidfd_send_signal, waitid,
@@ -57,8 +58,33 @@ impl Tree {
         }
     }
 
-    /// Finds members not seen before; returns how many are alive now.
+    /// Finds members not seen before; returns how many are alive now. When none is,
+    /// looks once more: a member that died since the first look had its children
+    /// re-parented here by the time it was seen dead.
     fn scan(&mut self) -> usize {
+        self.discover();
+        let alive = self.alive();
+        if alive > 0 {
+            return alive;
+        }
+        let before = self.members.len();
+        self.discover();
+        if self.members.len() == before {
+            0
+        } else {
+            self.alive()
+        }
+    }
+
+    fn alive(&self) -> usize {
+        self.members
+            .keys()
+            .filter(|pid| procfs::alive(**pid))
+            .count()
+    }
+
+    /// Adds members not seen before: the leader's descendants and escapees.
+    fn discover(&mut self) {
         let mut roots = vec![self.leader];
         for kid in procfs::children(self.me) {
             if kid == self.leader || self.members.contains_key(&kid) {
@@ -66,11 +92,18 @@ impl Tree {
             }
             // Re-parented here: alive, it carries the marker; dead (a zombie, whose
             // environment is gone), it still carries the leader's process group.
-            let ours = procfs::has_marker(kid, &self.marker)
-                || (procfs::zombie(kid)
-                    && procfs::stat(kid).is_some_and(|s| s.pgrp == self.leader));
-            if ours {
-                roots.push(kid);
+            // Not cached as foreign when unmarked: read mid-`exec`, an environment can
+            // look unmarked for an instant.
+            match procfs::marker(kid, &self.marker) {
+                Some(true) => roots.push(kid),
+                Some(false) => {}
+                None => {
+                    if procfs::zombie(kid)
+                        && procfs::stat(kid).is_some_and(|s| s.pgrp == self.leader)
+                    {
+                        roots.push(kid);
+                    }
+                }
             }
         }
         for (i, root) in roots.into_iter().enumerate() {
@@ -89,10 +122,28 @@ impl Tree {
                 }
             }
         }
-        self.members
-            .keys()
-            .filter(|pid| procfs::alive(**pid))
-            .count()
+    }
+
+    /// Blocks until a live member exits (its pidfd turns readable) or `timeout` passes.
+    fn wait_exit(&self, timeout: Duration) {
+        let live: Vec<&OwnedFd> = self
+            .members
+            .iter()
+            .filter(|(pid, _)| procfs::alive(**pid))
+            .map(|(_, fd)| fd)
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let mut fds: Vec<PollFd<'_>> = live
+            .iter()
+            .map(|fd| PollFd::new(*fd, PollFlags::IN))
+            .collect();
+        let timeout = Timespec {
+            tv_sec: timeout.as_secs() as _,
+            tv_nsec: timeout.subsec_nanos() as _,
+        };
+        let _ = poll(&mut fds, Some(&timeout));
     }
 
     /// Sends `signal` to every member still alive and to the leader's group.
@@ -127,7 +178,6 @@ impl Tree {
         if !grace.is_zero() && alive > 0 {
             self.signal(Signal::TERM);
             let deadline = started + grace;
-            let mut pause = Duration::from_micros(200);
             while Instant::now() < deadline {
                 // New members (forked while terminating) get the signal too.
                 let before = self.members.len();
@@ -138,8 +188,11 @@ impl Tree {
                 if alive == 0 {
                     break;
                 }
-                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
-                pause = (pause * 2).min(Duration::from_millis(10));
+                // Woken by the first exit; the timeout only bounds a rescan for new members.
+                self.wait_exit(
+                    Duration::from_millis(5)
+                        .min(deadline.saturating_duration_since(Instant::now())),
+                );
             }
         }
         let mut killed = 0;
@@ -153,11 +206,7 @@ impl Tree {
                     break;
                 }
                 self.signal(Signal::KILL);
-                if round > 10 {
-                    std::thread::sleep(Duration::from_micros(100));
-                } else {
-                    std::thread::yield_now();
-                }
+                self.wait_exit(Duration::from_millis(if round < 100 { 1 } else { 10 }));
             }
         }
         let took = started.elapsed();

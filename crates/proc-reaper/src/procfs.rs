@@ -46,13 +46,14 @@ pub(crate) fn zombie(pid: u32) -> bool {
     stat(pid).is_some_and(|s| s.state == 'Z')
 }
 
-/// `true` if `/proc/<pid>/environ` holds the entry `marker` (`NAME=value`). A zombie's
-/// environment is unreadable: it never matches.
-pub(crate) fn has_marker(pid: u32, marker: &[u8]) -> bool {
-    let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
-        return false;
-    };
-    environ.split(|b| *b == 0).any(|entry| entry == marker)
+/// Whether `/proc/<pid>/environ` holds the entry `marker` (`NAME=value`): `None` when it
+/// cannot be told (unreadable or empty: a zombie, an exiting process, one mid-exec).
+pub(crate) fn marker(pid: u32, marker: &[u8]) -> Option<bool> {
+    let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    if environ.is_empty() {
+        return None;
+    }
+    Some(environ.split(|b| *b == 0).any(|entry| entry == marker))
 }
 
 /// What `/proc/<pid>/stat` says that we use.

@@ -5,6 +5,7 @@
 //! any check fails. Later crates add their scenarios as modules here.
 
 mod mem;
+mod proc;
 mod rate;
 mod stream;
 mod temp;
@@ -18,7 +19,7 @@ use crate::Result;
 pub const CHILD_COMMAND: &str = "stress-child";
 
 /// The scenario groups, one per crate, in the order they run (`--only <group>`).
-const GROUPS: &[&str] = &["temp", "stream", "mem", "rate"];
+const GROUPS: &[&str] = &["temp", "stream", "mem", "rate", "proc"];
 
 /// How much work each scenario does.
 #[derive(Debug, Clone, Copy)]
@@ -122,6 +123,14 @@ pub fn main(args: &[String]) -> Result<bool> {
     if wanted("rate") {
         // Its own runtime: one thread on a paused clock, to simulate hours of quota.
         scenarios.extend(rate::scenarios(profile)?);
+    }
+    if wanted("proc") {
+        // Last: a reaper makes this process a child subreaper for good.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        scenarios.extend(runtime.block_on(proc::scenarios(profile))?);
     }
 
     let checks: usize = scenarios.iter().map(|s| s.checks.len()).sum();
