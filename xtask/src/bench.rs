@@ -18,6 +18,12 @@ use crate::{Result, workspace_root};
 /// "at least 0.98x the throughput" is "at most 1/0.98 of the time".
 const TARGETS: &[(&str, &str, f64, &str)] = &[
     (
+        "proc-reaper/spawn_wait_true",
+        "tokio",
+        1.05,
+        "time <= 1.05x tokio",
+    ),
+    (
         "rate-gate/try_acquire",
         "governor",
         1.0,

@@ -160,6 +160,22 @@ impl Tree {
         sent
     }
 
+    /// When no member is alive (the leader exited, alone or with its tree): reaps what
+    /// became ours and reports, without blocking. `None` when something is alive.
+    pub(crate) fn settled(&mut self) -> Option<TreeReport> {
+        if self.scan() > 0 {
+            return None;
+        }
+        let reaped = self.reap_members();
+        Some(TreeReport {
+            members: self.members.len(),
+            escapees: self.escapees,
+            killed: 0,
+            reaped,
+            took: Duration::ZERO,
+        })
+    }
+
     /// SIGKILL to every member found now, without waiting for anything; the members
     /// stay known to [`Tree::end`] (dead ones can no longer be found by scanning).
     pub(crate) fn kill_now(&mut self) {

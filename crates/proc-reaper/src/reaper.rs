@@ -400,16 +400,22 @@ impl Child {
         let (pid, marker) = (self.pid, self.marker.clone());
         let grace = self.grace;
         let mut std_child = self.std.take();
-        let (tree, reaped) = tokio::task::spawn_blocking(move || {
-            let tree = Tree::new(pid, marker).end(grace);
-            let reaped = std_child.as_mut().map(reap);
-            (tree, reaped)
-        })
-        .await
-        .map_err(|e| Error::Reap {
-            pid,
-            source: std::io::Error::other(e),
-        })?;
+        let mut tree = Tree::new(pid, marker);
+        // The common case, a leader that exited alone: one scan and a `wait4` that cannot
+        // block, on this thread. Anything alive means waiting: on the blocking pool.
+        let (tree, reaped) = match tree.settled() {
+            Some(report) => (report, std_child.as_mut().map(reap)),
+            None => tokio::task::spawn_blocking(move || {
+                let tree = tree.end(grace);
+                let reaped = std_child.as_mut().map(reap);
+                (tree, reaped)
+            })
+            .await
+            .map_err(|e| Error::Reap {
+                pid,
+                source: std::io::Error::other(e),
+            })?,
+        };
         let duration = self.started.elapsed();
         self.pidfd = None;
         self.reaper.inner.children().remove(&self.id);

@@ -1,0 +1,155 @@
+//! `proc-reaper` against plain `tokio::process::Command`, in the same run:
+//!
+//! - `spawn_wait_true`: spawn `/bin/true` and wait, output captured (ours by default,
+//!   tokio's `output()`). Target: at most 1.05x tokio's time.
+//! - `spawn_wait_true_inherit`: the same with output inherited (ours `no_capture`,
+//!   tokio's `status()`).
+//! - `kill_tree_100`: end a shell with 100 `sleep` children; ours ends the tree through
+//!   pidfds (SIGKILL, no grace), the peer kills the process group with one `killpg` (what
+//!   `process-wrap` does; it would miss a `setsid` escapee). Only the kill and the
+//!   reaping are timed, not building the tree.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use proc_reaper::{Reaper, Stream};
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, kill_process_group, waitid};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn spawn_wait(c: &mut Criterion) {
+    let rt = runtime();
+    let reaper = rt.block_on(async { Reaper::new().unwrap() });
+    let mut g = c.benchmark_group("proc-reaper/spawn_wait_true");
+    g.bench_function("ours", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let child = reaper.spawn(Command::new("/bin/true")).unwrap();
+                assert!(child.wait().await.unwrap().success());
+            })
+        })
+    });
+    g.bench_function("tokio", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let out = tokio::process::Command::new("/bin/true")
+                    .output()
+                    .await
+                    .unwrap();
+                assert!(out.status.success());
+            })
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("proc-reaper/spawn_wait_true_inherit");
+    g.bench_function("ours", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let child = reaper
+                    .command(Command::new("/bin/true"))
+                    .no_capture()
+                    .spawn()
+                    .unwrap();
+                assert!(child.wait().await.unwrap().success());
+            })
+        })
+    });
+    g.bench_function("tokio", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let status = tokio::process::Command::new("/bin/true")
+                    .stdout(Stdio::null())
+                    .status()
+                    .await
+                    .unwrap();
+                assert!(status.success());
+            })
+        })
+    });
+    g.finish();
+}
+
+const TREE: &str = "for i in $(seq 100); do sleep 60 & done; echo ready; wait";
+
+fn kill_tree(c: &mut Criterion) {
+    let rt = runtime();
+    let reaper = rt.block_on(async { Reaper::new().unwrap() });
+    let mut g = c.benchmark_group("proc-reaper/kill_tree_100");
+    g.bench_function("ours", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let (tx, mut ready) = tokio::sync::mpsc::unbounded_channel();
+                    let mut cmd = Command::new("sh");
+                    cmd.args(["-c", TREE]);
+                    let child = reaper
+                        .command(cmd)
+                        .grace(Duration::ZERO)
+                        .on_line(16, move |s, l| {
+                            if s == Stream::Stdout && l == b"ready" {
+                                let _ = tx.send(());
+                            }
+                        })
+                        .spawn()
+                        .unwrap();
+                    ready.recv().await.unwrap();
+                    let start = Instant::now();
+                    let outcome = child.kill().await.unwrap();
+                    timed += start.elapsed();
+                    assert!(outcome.tree.members >= 101, "{:?}", outcome.tree);
+                }
+                timed
+            })
+        })
+    });
+    g.bench_function("killpg", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut child = tokio::process::Command::new("sh")
+                        .args(["-c", TREE])
+                        .process_group(0)
+                        .stdout(Stdio::piped())
+                        .spawn()
+                        .unwrap();
+                    let mut out = child.stdout.take().unwrap();
+                    let mut buf = [0u8; 6];
+                    tokio::io::AsyncReadExt::read_exact(&mut out, &mut buf)
+                        .await
+                        .unwrap();
+                    let group = Pid::from_raw(child.id().unwrap() as i32).unwrap();
+                    let start = Instant::now();
+                    kill_process_group(group, Signal::KILL).unwrap();
+                    child.wait().await.unwrap();
+                    // The sleeps were re-parented to this process (a subreaper): reap the
+                    // group, as a caller must.
+                    while let Ok(Some(_)) = waitid(WaitId::Pgid(Some(group)), WaitIdOptions::EXITED)
+                    {
+                    }
+                    timed += start.elapsed();
+                }
+                timed
+            })
+        })
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20)
+}
+
+criterion_group! { name = benches; config = config(); targets = spawn_wait, kill_tree }
+criterion_main!(benches);
