@@ -37,6 +37,15 @@ pub enum Error {
     #[error("could not become a child subreaper: {0}")]
     Subreaper(io::Error),
 
+    /// A step of supervision failed (starting the program, its registry, signals).
+    #[error("supervisor: could not {step}: {source}")]
+    Supervisor {
+        /// What was being done.
+        step: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+
     /// The reaper needs a tokio runtime (with IO enabled) to watch its children.
     #[error("proc-reaper needs a tokio runtime with IO enabled")]
     NoRuntime,

@@ -45,6 +45,23 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Surviving the owner's own death
+//!
+//! A SIGKILLed process cleans up nothing. [`supervise()`], called first thing in `main`,
+//! re-executes the program as the child of a small supervisor (a child subreaper) that
+//! forwards SIGTERM/SIGINT/SIGHUP, and once the program is gone, however it went, ends
+//! every descendant left, removes the paths the program registered with
+//! [`Supervisor::remove_on_exit`], and exits with the program's status:
+//!
+//! ```no_run
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let supervisor = proc_reaper::supervise()?; // returns in the program only
+//!     supervisor.remove_on_exit(std::env::temp_dir().join("my-run"))?;
+//!     // ... start the tokio runtime, do the work ...
+//!     Ok(())
+//! }
+//! ```
+//!
 //! # Platforms
 //!
 //! Linux only (pidfds: 5.3+; subreapers: 3.4+). The crate does not build elsewhere.
@@ -55,8 +72,12 @@
 //!   starts with a fresh environment (`env -i`) loses the marker; once re-parented it is
 //!   no longer known as part of its tree. Descendants still attached to the leader are
 //!   found by parentage regardless.
-//! - **This process dying.** When the owner is SIGKILLed, its children are not ended by
-//!   this crate (a supervisor process is needed for that; planned as `supervise()`).
+//! - **This process dying, unless supervised.** When the owner is SIGKILLed, only
+//!   [`supervise()`] saves the day: called first thing in `main`, it runs the program
+//!   as the child of a small supervisor that ends every descendant and removes the
+//!   registered directories once the program is gone, however it went. Without it, a
+//!   SIGKILLed owner's children live on. And if the supervisor itself is SIGKILLed, the
+//!   program dies with it (`PR_SET_PDEATHSIG`) but the program's own children do not.
 //! - **An escapee that dies on its own, outside the tree's group.** A zombie's
 //!   environment is unreadable, so a re-parented zombie is attributed to its tree by
 //!   its process group; one that called `setsid` and then exited before its tree was
@@ -77,8 +98,10 @@ mod kill;
 mod output;
 mod procfs;
 mod reaper;
+mod supervise;
 
 pub use error::{Error, Result};
 pub use kill::TreeReport;
 pub use output::{Captured, LineSink, Stream};
 pub use reaper::{Child, ChildInfo, DEFAULT_GRACE, MARKER_VAR, Outcome, Reaper, Spawn};
+pub use supervise::{SUPERVISOR_VAR, Supervisor, supervise};

@@ -1,0 +1,157 @@
+//! `supervise()` across real processes: this test binary re-executed as a helper that
+//! calls `supervise()`, so the helper process is the supervisor and its re-executed copy
+//! the program. The program starts children (one a `setsid` escapee), registers a
+//! directory, and reports; the test SIGKILLs the program (or the supervisor) and checks
+//! from outside what is left.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::process::{Pid, PidfdFlags, Signal, kill_process, pidfd_open};
+
+/// Not a test: the body of the helper. It does nothing unless `SUPERVISE_TEST_ROOT` is
+/// set by `start`.
+#[test]
+#[ignore = "helper process, run by the other tests in this file"]
+fn helper() {
+    let Some(root) = std::env::var_os("SUPERVISE_TEST_ROOT") else {
+        return;
+    };
+    // In the helper this never returns: the helper becomes the supervisor.
+    let supervisor = proc_reaper::supervise().unwrap();
+    let dir = PathBuf::from(root).join("registered");
+    std::fs::create_dir_all(dir.join("inner")).unwrap();
+    std::fs::write(dir.join("inner/file"), b"data").unwrap();
+    supervisor.remove_on_exit(&dir).unwrap();
+    // A child with a plain background sleep, and a setsid escapee whose parent exits.
+    let mut tree = Command::new("sh")
+        .args([
+            "-c",
+            "sleep 60 & echo $!; (setsid sleep 60 & echo $!); wait",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tree.stdout.take().unwrap()).lines();
+    let sleeper = lines.next().unwrap().unwrap();
+    let escapee = lines.next().unwrap().unwrap();
+    println!(
+        "@@ready {} {} {} {} {}",
+        std::process::id(),
+        supervisor.pid(),
+        sleeper,
+        escapee,
+        dir.display()
+    );
+    // Wait to be killed (the test's doing); `sh` waits for its sleep first.
+    let _ = tree.wait();
+}
+
+struct Started {
+    supervisor: Child,
+    program: u32,
+    sleeper: u32,
+    escapee: u32,
+    dir: PathBuf,
+}
+
+fn start(root: &Path) -> Started {
+    let mut supervisor = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SUPERVISE_TEST_ROOT", root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = supervisor.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = loop {
+        let line = lines
+            .next()
+            .expect("the helper ended before it was ready")
+            .unwrap();
+        // libtest prints "test helper ... " without a newline before our output.
+        if let Some(at) = line.find("@@ready") {
+            break line[at..].to_string();
+        }
+    };
+    // Keep reading in the background so the program never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let f: Vec<&str> = ready.split_ascii_whitespace().collect();
+    let started = Started {
+        program: f[1].parse().unwrap(),
+        sleeper: f[3].parse().unwrap(),
+        escapee: f[4].parse().unwrap(),
+        dir: PathBuf::from(f[5]),
+        supervisor,
+    };
+    assert_eq!(f[2].parse::<u32>().unwrap(), started.supervisor.id());
+    started
+}
+
+fn gone(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn sigkill(pid: u32) {
+    kill_process(Pid::from_raw(pid as i32).unwrap(), Signal::KILL).unwrap();
+}
+
+#[test]
+fn a_sigkilled_program_leaves_no_descendant_and_no_registered_dir() {
+    let root = tempfile::tempdir().unwrap();
+    let mut s = start(root.path());
+    assert!(s.dir.join("inner/file").exists());
+    assert!(!gone(s.sleeper) && !gone(s.escapee));
+    sigkill(s.program);
+    // The supervisor exits once it has cleaned up: that is the synchronisation point.
+    let status = s.supervisor.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(128 + 9),
+        "the program's fate, as an exit code"
+    );
+    assert!(gone(s.program), "program");
+    assert!(gone(s.sleeper), "the program's child");
+    assert!(gone(s.escapee), "the setsid escapee");
+    assert!(!s.dir.exists(), "the registered directory");
+}
+
+#[test]
+fn a_sigkilled_supervisor_takes_the_program_with_it() {
+    let root = tempfile::tempdir().unwrap();
+    let mut s = start(root.path());
+    let program = pidfd_open(
+        Pid::from_raw(s.program as i32).unwrap(),
+        PidfdFlags::empty(),
+    )
+    .unwrap();
+    sigkill(s.supervisor.id());
+    s.supervisor.wait().unwrap();
+    // The program gets SIGKILL from the kernel (PR_SET_PDEATHSIG): wait for its pidfd.
+    let mut fds = [PollFd::new(&program, PollFlags::IN)];
+    let minute = Timespec {
+        tv_sec: 60,
+        tv_nsec: 0,
+    };
+    assert_eq!(
+        poll(&mut fds, Some(&minute)).unwrap(),
+        1,
+        "the program died"
+    );
+    // Its own children outlive it (documented): clean them up here.
+    for pid in [s.sleeper, s.escapee] {
+        let _ = kill_process(Pid::from_raw(pid as i32).unwrap(), Signal::KILL);
+    }
+    let _ = s.supervisor.kill();
+    let _ = ExitStatusExt::signal(&s.supervisor.wait().unwrap());
+}
