@@ -2,6 +2,7 @@
 //!
 //! - `spawn_wait_true`: spawn `/bin/true` and wait, output captured (ours by default,
 //!   tokio's `output()`). Target: at most 1.05x tokio's time.
+//! - `spawn_wait_true_no_cgroup`: the same, on `Reaper::subreaper_only()`.
 //! - `spawn_wait_true_inherit`: the same with output inherited (ours `no_capture`,
 //!   tokio's `status()`).
 //! - `kill_tree_100`: end a shell with 100 `sleep` children; ours ends the tree through
@@ -31,6 +32,30 @@ fn spawn_wait(c: &mut Criterion) {
         b.iter(|| {
             rt.block_on(async {
                 let child = reaper.spawn(Command::new("/bin/true")).unwrap();
+                assert!(child.wait().await.unwrap().success());
+            })
+        })
+    });
+    g.bench_function("tokio", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let out = tokio::process::Command::new("/bin/true")
+                    .output()
+                    .await
+                    .unwrap();
+                assert!(out.status.success());
+            })
+        })
+    });
+    g.finish();
+
+    // Without the cgroup fast path (moving a process into a cgroup is a slow write).
+    let plain = rt.block_on(async { Reaper::subreaper_only().unwrap() });
+    let mut g = c.benchmark_group("proc-reaper/spawn_wait_true_no_cgroup");
+    g.bench_function("ours", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let child = plain.spawn(Command::new("/bin/true")).unwrap();
                 assert!(child.wait().await.unwrap().success());
             })
         })

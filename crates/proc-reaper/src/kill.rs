@@ -20,6 +20,7 @@ use rustix::process::{
     pidfd_send_signal, waitid,
 };
 
+use crate::cgroup::TreeCgroup;
 use crate::procfs;
 
 /// What ending a tree took.
@@ -36,22 +37,26 @@ pub struct TreeReport {
     pub reaped: usize,
     /// From the first signal to the last member gone.
     pub took: Duration,
+    /// `true` when the tree had a cgroup of its own (the v2 fast path).
+    pub cgroup: bool,
 }
 
 /// One tree being ended: its members by PID, each with a pidfd opened while alive.
 pub(crate) struct Tree {
     leader: u32,
     marker: Arc<[u8]>,
+    cgroup: Option<Arc<TreeCgroup>>,
     me: u32,
     members: HashMap<u32, OwnedFd>,
     escapees: usize,
 }
 
 impl Tree {
-    pub(crate) fn new(leader: u32, marker: Arc<[u8]>) -> Self {
+    pub(crate) fn new(leader: u32, marker: Arc<[u8]>, cgroup: Option<Arc<TreeCgroup>>) -> Self {
         Tree {
             leader,
             marker,
+            cgroup,
             me: std::process::id(),
             members: HashMap::new(),
             escapees: 0,
@@ -86,6 +91,10 @@ impl Tree {
     /// Adds members not seen before: the leader's descendants and escapees.
     fn discover(&mut self) {
         let mut roots = vec![self.leader];
+        // The cgroup holds every member that was forked after the leader joined it.
+        if let Some(cgroup) = &self.cgroup {
+            roots.extend(cgroup.pids().into_iter().filter(|p| *p != self.leader));
+        }
         for kid in procfs::children(self.me) {
             if kid == self.leader || self.members.contains_key(&kid) {
                 continue;
@@ -151,6 +160,9 @@ impl Tree {
         if let Some(group) = Pid::from_raw(self.leader as i32) {
             let _ = kill_process_group(group, signal);
         }
+        if let (Some(cgroup), Signal::KILL) = (&self.cgroup, signal) {
+            cgroup.kill();
+        }
         let mut sent = 0;
         for (pid, fd) in &self.members {
             if procfs::alive(*pid) && pidfd_send_signal(fd.as_fd(), signal).is_ok() {
@@ -173,6 +185,7 @@ impl Tree {
             killed: 0,
             reaped,
             took: Duration::ZERO,
+            cgroup: self.cgroup.is_some(),
         })
     }
 
@@ -233,6 +246,7 @@ impl Tree {
             killed,
             reaped,
             took,
+            cgroup: self.cgroup.is_some(),
         };
         tracing::debug!(leader = self.leader, ?report, "proc-reaper: tree ended");
         report

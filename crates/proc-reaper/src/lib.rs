@@ -15,7 +15,9 @@
 //! How: each child starts in its own process group, with an environment marker
 //! ([`MARKER_VAR`]) its descendants inherit. The reaper makes this process a child
 //! subreaper, so a grandchild whose parent dies is re-parented here, where the marker
-//! identifies its tree. Ending a tree walks `/proc/<pid>/task/*/children` from the
+//! identifies its tree. Where a writable cgroup v2 hierarchy with `cgroup.kill` (Linux
+//! 5.14+) exists, each tree also gets a cgroup of its own, which no `setsid` or cleared
+//! environment leaves, and whose `cgroup.kill` ends every member at once. Ending a tree walks `/proc/<pid>/task/*/children` from the
 //! leader and from those escapees, signals every member and the leader's group, and
 //! rescans until nothing is left.
 //!
@@ -64,14 +66,17 @@
 //!
 //! # Platforms
 //!
-//! Linux only (pidfds: 5.3+; subreapers: 3.4+). The crate does not build elsewhere.
+//! Linux only (pidfds: 5.3+; subreapers: 3.4+; the cgroup path: 5.14+ with a writable
+//! cgroup v2 hierarchy, else the reaper works without it). Elsewhere the crate is empty.
 //!
 //! # What this does not protect against
 //!
-//! - **Escapees that clear their environment.** A process that double-forks *and*
-//!   starts with a fresh environment (`env -i`) loses the marker; once re-parented it is
-//!   no longer known as part of its tree. Descendants still attached to the leader are
-//!   found by parentage regardless.
+//! - **Escapees that clear their environment, without the cgroup path.** A process that
+//!   double-forks *and* starts with a fresh environment (`env -i`) loses the marker;
+//!   once re-parented it is known as part of its tree only through the tree's cgroup
+//!   ([`Reaper::uses_cgroups`]). And the leader joins its cgroup the instant after
+//!   `spawn` returns: what it forks before that, and what those fork, are held by
+//!   parentage and the marker only.
 //! - **This process dying, unless supervised.** When the owner is SIGKILLed, only
 //!   [`supervise()`] saves the day: called first thing in `main`, it runs the program
 //!   as the child of a small supervisor that ends every descendant and removes the
@@ -93,6 +98,7 @@
 
 #![cfg(target_os = "linux")]
 
+mod cgroup;
 mod error;
 mod kill;
 mod output;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::cgroup::{Cgroups, TreeCgroup};
 use crate::kill::{Tree, TreeReport};
 use crate::output::{Captured, LineSink, Stream, capture};
 use crate::{Error, Result};
@@ -41,6 +42,7 @@ pub struct ChildInfo {
 struct Entry {
     info: ChildInfo,
     marker: Arc<[u8]>,
+    cgroup: Option<Arc<TreeCgroup>>,
 }
 
 /// Tree ids, unique in the process (across reapers), so markers never collide.
@@ -51,6 +53,8 @@ struct Inner {
     /// Trees being ended in the background (after a drop): `settle` waits for zero.
     ending: watch::Sender<usize>,
     subreaper: bool,
+    /// The cgroup v2 fast path, where available.
+    cgroups: Option<Cgroups>,
 }
 
 /// Spawns and tracks children; every child's whole tree ends with its handle.
@@ -68,22 +72,41 @@ impl std::fmt::Debug for Reaper {
         f.debug_struct("Reaper")
             .field("live", &self.live_count())
             .field("subreaper", &self.inner.subreaper)
+            .field("cgroups", &self.inner.cgroups.is_some())
             .finish()
     }
 }
 
 impl Reaper {
-    /// A reaper; makes this process a child subreaper (failing if the kernel refuses).
+    /// A reaper; makes this process a child subreaper (failing if the kernel refuses),
+    /// and gives each tree a cgroup of its own where a writable cgroup v2 hierarchy
+    /// with `cgroup.kill` is mounted.
     pub fn new() -> Result<Self> {
+        Self::build(Cgroups::detect())
+    }
+
+    /// A reaper that finds trees by parentage and marker only, without cgroups.
+    pub fn subreaper_only() -> Result<Self> {
+        Self::build(None)
+    }
+
+    fn build(cgroups: Option<Cgroups>) -> Result<Self> {
         rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
             .map_err(|e| Error::Subreaper(e.into()))?;
+        tracing::debug!(cgroups = cgroups.is_some(), "proc-reaper: ready");
         Ok(Reaper {
             inner: Arc::new(Inner {
                 children: Mutex::new(HashMap::new()),
                 ending: watch::Sender::new(0),
                 subreaper: true,
+                cgroups,
             }),
         })
+    }
+
+    /// `true` when trees get a cgroup of their own (the cgroup v2 fast path).
+    pub fn uses_cgroups(&self) -> bool {
+        self.inner.cgroups.is_some()
     }
 
     fn children(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
@@ -128,15 +151,15 @@ impl Reaper {
     /// report per tree. The handles still reap their leaders (awaiting them returns at
     /// once), or do so when dropped.
     pub async fn shutdown(&self, grace: Duration) -> Vec<TreeReport> {
-        let trees: Vec<(u32, Arc<[u8]>)> = self
+        let trees: Vec<Tree> = self
             .children()
             .values()
-            .map(|e| (e.info.pid, e.marker.clone()))
+            .map(|e| Tree::new(e.info.pid, e.marker.clone(), e.cgroup.clone()))
             .collect();
         tracing::info!(trees = trees.len(), ?grace, "proc-reaper: shutting down");
         let mut tasks = tokio::task::JoinSet::new();
-        for (pid, marker) in trees {
-            tasks.spawn_blocking(move || Tree::new(pid, marker).end(grace));
+        for tree in trees {
+            tasks.spawn_blocking(move || tree.end(grace));
         }
         let mut reports = Vec::new();
         while let Some(report) = tasks.join_next().await {
@@ -234,6 +257,19 @@ impl Spawn<'_> {
         })?;
         let pid = std_child.id();
         let started = Instant::now();
+        // Into the tree's cgroup at once: what it forks from now on is held there too.
+        // It may have forked already (it runs from `exec` on): move those as well.
+        let cgroup = inner
+            .cgroups
+            .as_ref()
+            .and_then(|c| c.tree(id))
+            .filter(|c| c.adopt(pid).is_ok())
+            .map(|c| {
+                for early in crate::procfs::tree(pid).into_iter().skip(1) {
+                    let _ = c.adopt(early);
+                }
+                Arc::new(c)
+            });
         // From here on, the child is ours to end: a failure below kills it.
         // `AsyncFd::new` is deprecated for lacking I/O safety, but its replacement is
         // `unsafe`; the fd is an `OwnedFd` moved in, which is the safety it asks for.
@@ -276,6 +312,7 @@ impl Spawn<'_> {
                     started: SystemTime::now(),
                 },
                 marker: marker.clone(),
+                cgroup: cgroup.clone(),
             },
         );
         tracing::debug!(pid, name = %self.name, "proc-reaper: spawned");
@@ -286,6 +323,7 @@ impl Spawn<'_> {
             std: Some(std_child),
             pidfd: Some(pidfd),
             marker,
+            cgroup,
             started,
             stdout,
             stderr,
@@ -341,6 +379,7 @@ pub struct Child {
     std: Option<std::process::Child>,
     pidfd: Option<AsyncFd<OwnedFd>>,
     marker: Arc<[u8]>,
+    cgroup: Option<Arc<TreeCgroup>>,
     started: Instant,
     stdout: Option<JoinHandle<Captured>>,
     stderr: Option<JoinHandle<Captured>>,
@@ -400,7 +439,7 @@ impl Child {
         let (pid, marker) = (self.pid, self.marker.clone());
         let grace = self.grace;
         let mut std_child = self.std.take();
-        let mut tree = Tree::new(pid, marker);
+        let mut tree = Tree::new(pid, marker, self.cgroup.clone());
         // The common case, a leader that exited alone: one scan and a `wait4` that cannot
         // block, on this thread. Anything alive means waiting: on the blocking pool.
         let (tree, reaped) = match tree.settled() {
@@ -458,7 +497,7 @@ impl Drop for Child {
         self.reaper.inner.children().remove(&self.id);
         let (pid, marker) = (self.pid, self.marker.clone());
         // The whole tree gets SIGKILL before this returns; reaping waits for the kernel.
-        let mut tree = Tree::new(pid, marker);
+        let mut tree = Tree::new(pid, marker, self.cgroup.take());
         tree.kill_now();
         let job = move || {
             tree.end(Duration::ZERO);

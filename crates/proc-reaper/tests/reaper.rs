@@ -86,7 +86,7 @@ async fn next_pids(rx: &mut mpsc::UnboundedReceiver<u32>, n: usize) -> Vec<u32> 
 #[tokio::test]
 async fn a_dropped_child_is_killed_and_reaped() {
     let _serial = SERIAL.lock().await;
-    let reaper = Reaper::new().unwrap();
+    let reaper = Reaper::subreaper_only().unwrap();
     let (child, mut rx) = reporting(&reaper, "sleep 60 & echo $!; wait");
     let sleeper = next_pids(&mut rx, 1).await[0];
     let leader = child.pid();
@@ -131,10 +131,8 @@ async fn cancelling_the_wait_ends_the_tree() {
     assert!(zombies().is_empty());
 }
 
-#[tokio::test]
-async fn a_setsid_escapee_that_ignores_sigterm_is_found_and_killed() {
-    let _serial = SERIAL.lock().await;
-    let reaper = Reaper::new().unwrap();
+/// The escapee path, with or without the cgroup fast path.
+async fn setsid_escapee_is_found_and_killed(reaper: Reaper) {
     // The subshell starts a grandchild in a new session, ignoring SIGTERM, and exits:
     // the grandchild is re-parented (to us, the subreaper) and escapes any group kill.
     let script = r#"(setsid sh -c 'trap "" TERM; echo $$; exec sleep 60' &); echo $$; sleep 60"#;
@@ -147,11 +145,92 @@ async fn a_setsid_escapee_that_ignores_sigterm_is_found_and_killed() {
     }
     let leader = child.pid();
     let outcome = child.kill().await.unwrap();
+    assert_eq!(outcome.tree.cgroup, reaper.uses_cgroups());
     assert!(outcome.tree.escapees >= 1, "{:?}", outcome.tree);
     assert!(outcome.tree.killed >= 1, "the stubborn one needed SIGKILL");
     assert!(gone(leader), "leader");
     assert!(gone(escapee), "escapee");
     assert!(zombies().is_empty(), "zombies: {:?}", zombies());
+}
+
+#[tokio::test]
+async fn a_setsid_escapee_that_ignores_sigterm_is_found_by_its_marker() {
+    let _serial = SERIAL.lock().await;
+    setsid_escapee_is_found_and_killed(Reaper::subreaper_only().unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_setsid_escapee_that_ignores_sigterm_is_found_by_its_cgroup() {
+    let _serial = SERIAL.lock().await;
+    let reaper = Reaper::new().unwrap();
+    assert!(
+        reaper.uses_cgroups(),
+        "this host has a writable cgroup v2 hierarchy"
+    );
+    setsid_escapee_is_found_and_killed(reaper).await;
+}
+
+/// Processes in this process's tree cgroups now.
+fn in_tree_cgroups() -> usize {
+    let dir = format!("/sys/fs/cgroup/unified/proc-reaper-{}", std::process::id());
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| {
+                    std::fs::read_to_string(e.path().join("cgroup.procs"))
+                        .unwrap_or_default()
+                        .lines()
+                        .count()
+                })
+                .sum()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_cgroup_catches_an_escapee_that_dropped_its_environment() {
+    let _serial = SERIAL.lock().await;
+    let reaper = Reaper::new().unwrap();
+    assert!(reaper.uses_cgroups());
+    // `env -i`: no marker left, new session, parent gone. Only the cgroup still knows.
+    // It escapes once told to (on stdin), so after `spawn` moved the leader into its
+    // cgroup: a child that escapes in the instant before that is not held (documented).
+    let script = r#"read go; (env -i setsid sh -c 'echo $$; exec sleep 60' &); echo $$; sleep 60"#;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut cmd = sh(script);
+    cmd.stdin(std::process::Stdio::piped());
+    let mut child = reaper
+        .command(cmd)
+        .grace(Duration::from_millis(300))
+        .on_line(128, move |_, line| {
+            if let Some(pid) = std::str::from_utf8(line)
+                .ok()
+                .and_then(|l| l.trim().parse().ok())
+            {
+                let _ = tx.send(pid);
+            }
+        })
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin().unwrap().write_all(b"go\n").unwrap();
+    let pids = next_pids(&mut rx, 2).await;
+    let escapee = *pids.iter().find(|p| **p != child.pid()).unwrap();
+    while parent_of(escapee) != Some(std::process::id()) {
+        tokio::task::yield_now().await;
+    }
+    let held = std::fs::read_to_string(format!("/proc/{escapee}/cgroup")).unwrap();
+    let tree = format!("0::/proc-reaper-{}/tree-", std::process::id());
+    assert!(
+        held.contains(&tree),
+        "the escapee is in its tree's cgroup: {held}"
+    );
+    let outcome = child.kill().await.unwrap();
+    assert!(outcome.tree.cgroup);
+    assert!(gone(escapee), "escapee without a marker");
+    assert_eq!(in_tree_cgroups(), 0, "the tree's cgroup is empty");
+    assert!(zombies().is_empty());
 }
 
 #[tokio::test]
