@@ -1,17 +1,66 @@
 //! A concurrent TTL + LRU cache with honest stats and cancellation-safe single-flight
-//! loading.
+//! loading, for API responses.
 //!
-//! **Status: not built yet.** This crate is reserved in the workspace; its issue
-//! ("`ttl-cache`: a concurrent TTL + LRU cache") describes what it will hold.
+//! # The guarantee
 //!
-//! # What it will guarantee
+//! An expired entry is never returned, and it does not sit in memory forever: expiry is
+//! checked on every access, the least recently used entries are checked on every write,
+//! and every `len` writes a shard is swept whole (amortised O(1), no background thread).
+//! The cache never holds more than its bound (entries, or weight with a weigher). Stats
+//! are always on and exact. Concurrent misses for one key run one loader; a failed load
+//! caches nothing and every waiter gets its error; a cancelled loader hands the load to
+//! the next waiter instead of leaving it waiting forever.
 //!
-//! A cache bounded by entry count or weight, with a default and per-entry time to live;
-//! an expired entry is never returned and does not sit in memory forever. Concurrent
-//! misses for one key run the loader once; if the loading future is dropped, a waiter
-//! takes the load over instead of waiting forever. Hits, misses, loads and evictions by
-//! cause are always counted.
+//! The peers: `moka` has no stats and its single-flight stalls when the leader is not
+//! polled; `quick_cache` has no TTL; `lru` is single-threaded.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! use std::time::Duration;
+//! use ttl_cache::Cache;
+//!
+//! // GitHub reads for 5 minutes; a 404 is remembered for 1.
+//! let api: Cache<String, Option<String>> = Cache::builder()
+//!     .max_entries(50_000)
+//!     .ttl(Duration::from_secs(300))
+//!     .build();
+//! let body = api
+//!     .get_or_try_insert_with_ttl("repos/o/missing".to_string(), || async {
+//!         // ... the request; here, a 404:
+//!         Ok::<_, std::io::Error>((None, Duration::from_secs(60)))
+//!     })
+//!     .await
+//!     .unwrap();
+//! assert_eq!(body, None);
+//! assert_eq!(api.stats().loads, 1);
+//! # }
+//! ```
+//!
+//! # Status
+//!
+//! Present: bounds by count or weight, TTL, per-entry TTL, time-to-idle, amortised
+//! expiry, `invalidate_if`, the eviction listener with causes, stats, single-flight
+//! loading with failure sharing and cancellation takeover, negative caching. Not yet:
+//! stale-while-revalidate, ETag/Last-Modified validators, the property tests, the
+//! benchmarks and the stress scenario.
 //!
 //! # What this does not protect against
 //!
-//! Nothing yet: the crate has no code. Until it does, rely on nothing from it.
+//! - **A leader that is never polled.** A loader whose future is held but not polled
+//!   (not dropped) holds up its waiters; only a dropped loader hands over.
+//! - **Values that are large but unweighed.** Bounded by entry count, a cache of 10,000
+//!   responses of 10 MiB holds 100 GiB; bound by weight (`max_weight`) for that.
+//! - **Exact global LRU order.** Eviction is LRU within each shard; use `.shards(1)` for
+//!   exact order at the cost of one lock.
+//! - **Clock changes.** Time is tokio's monotonic clock; wall-clock jumps do not expire
+//!   or revive entries.
+
+mod cache;
+mod load;
+mod stats;
+
+pub use cache::{Builder, Cache, Listener, Weigher};
+pub use stats::{Cause, Stats};

@@ -1,0 +1,494 @@
+//! The cache: shards of `lru::LruCache`, each behind a mutex, with TTL, TTI, weights,
+//! amortised expiry, an eviction listener and stats.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use lru::LruCache;
+use tokio::time::Instant;
+
+use crate::load::Flights;
+use crate::stats::{Cause, Stats};
+
+/// Called with each entry that leaves the cache, and why (outside the shard's lock).
+pub type Listener<K, V> = Arc<dyn Fn(&K, &V, Cause) + Send + Sync>;
+
+/// Gives an entry's weight (e.g. a response's size in bytes).
+pub type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> u64 + Send + Sync>;
+
+pub(crate) struct Entry<V> {
+    pub(crate) value: V,
+    weight: u64,
+    expires: Option<Instant>,
+    idle: Option<Duration>,
+    touched: Instant,
+}
+
+impl<V> Entry<V> {
+    /// Expired at `now`: at the TTL's instant exactly, or after `idle` without a read.
+    fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|at| now >= at)
+            || self.idle.is_some_and(|idle| now >= self.touched + idle)
+    }
+}
+
+struct Shard<K, V> {
+    lru: LruCache<K, Entry<V>>,
+    weight: u64,
+    /// Writes since the last full sweep for expired entries.
+    writes: usize,
+    hits: u64,
+    misses: u64,
+    evicted: [u64; Cause::COUNT],
+}
+
+/// What leaves a shard during one operation, handed to the listener after the lock.
+type Gone<K, V> = Vec<(K, V, Cause)>;
+
+pub(crate) struct Inner<K, V> {
+    shards: Box<[Mutex<Shard<K, V>>]>,
+    hasher: RandomState,
+    /// Per shard: the bound on entries or on weight.
+    limit: u64,
+    weigher: Option<Weigher<K, V>>,
+    ttl: Option<Duration>,
+    tti: Option<Duration>,
+    listener: Option<Listener<K, V>>,
+    pub(crate) loads: AtomicU64,
+    pub(crate) load_failures: AtomicU64,
+    pub(crate) flights: Flights<K, V>,
+}
+
+/// A concurrent cache bounded by entry count or weight, with a default TTL, per-entry
+/// TTLs and an optional time-to-idle. Clones share the cache.
+///
+/// Eviction is LRU within each shard (a key's shard is fixed by its hash), so across
+/// the cache it is approximately LRU; build with `.shards(1)` for exact LRU.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// use std::time::Duration;
+/// use ttl_cache::Cache;
+///
+/// let labels: Cache<String, Vec<String>> = Cache::builder()
+///     .max_entries(10_000)
+///     .ttl(Duration::from_secs(30 * 60))
+///     .build();
+/// labels.insert("o/r".into(), vec!["bug".into()]);
+/// assert_eq!(labels.get(&"o/r".to_string()), Some(vec!["bug".to_string()]));
+/// tokio::time::advance(Duration::from_secs(30 * 60)).await;
+/// assert_eq!(labels.get(&"o/r".to_string()), None); // expired, and removed
+/// # }
+/// ```
+pub struct Cache<K, V> {
+    pub(crate) inner: Arc<Inner<K, V>>,
+}
+
+impl<K, V> Clone for Cache<K, V> {
+    fn clone(&self) -> Self {
+        Cache {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<K, V> std::fmt::Debug for Cache<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("shards", &self.inner.shards.len())
+            .field("limit_per_shard", &self.inner.limit)
+            .field("ttl", &self.inner.ttl)
+            .field("tti", &self.inner.tti)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Cache`].
+pub struct Builder<K, V> {
+    max_entries: Option<u64>,
+    max_weight: Option<(u64, Weigher<K, V>)>,
+    ttl: Option<Duration>,
+    tti: Option<Duration>,
+    shards: Option<usize>,
+    listener: Option<Listener<K, V>>,
+}
+
+impl<K, V> std::fmt::Debug for Builder<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("max_entries", &self.max_entries)
+            .field("max_weight", &self.max_weight.as_ref().map(|(w, _)| w))
+            .field("ttl", &self.ttl)
+            .field("tti", &self.tti)
+            .field("shards", &self.shards)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
+    /// At most `max` entries (the default bound: 10,000).
+    pub fn max_entries(mut self, max: u64) -> Self {
+        self.max_entries = Some(max.max(1));
+        self.max_weight = None;
+        self
+    }
+
+    /// At most `max` in total weight, each entry weighed by `weigher` (e.g. bytes).
+    pub fn max_weight(
+        mut self,
+        max: u64,
+        weigher: impl Fn(&K, &V) -> u64 + Send + Sync + 'static,
+    ) -> Self {
+        self.max_weight = Some((max.max(1), Arc::new(weigher)));
+        self.max_entries = None;
+        self
+    }
+
+    /// Entries expire this long after they were written (unless inserted with their own).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Entries also expire after this long without a read (time-to-idle).
+    pub fn tti(mut self, tti: Duration) -> Self {
+        self.tti = Some(tti);
+        self
+    }
+
+    /// The number of shards (rounded up to a power of two; default: 4 per CPU, fewer
+    /// for a small cache so that no shard holds fewer than 16 entries).
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards.max(1).next_power_of_two());
+        self
+    }
+
+    /// Called with every entry that leaves the cache, and why.
+    pub fn eviction_listener(mut self, f: impl Fn(&K, &V, Cause) + Send + Sync + 'static) -> Self {
+        self.listener = Some(Arc::new(f));
+        self
+    }
+
+    /// The cache.
+    pub fn build(self) -> Cache<K, V> {
+        let (total, weigher) = match self.max_weight {
+            Some((max, weigher)) => (max, Some(weigher)),
+            None => (self.max_entries.unwrap_or(10_000), None),
+        };
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let by_size = if weigher.is_some() {
+            usize::MAX
+        } else {
+            (total / 16).max(1) as usize
+        };
+        let shards = self
+            .shards
+            .unwrap_or_else(|| (cpus * 4).min(by_size).max(1).next_power_of_two());
+        let limit = total.div_ceil(shards as u64).max(1);
+        let shards = (0..shards)
+            .map(|_| {
+                Mutex::new(Shard {
+                    lru: LruCache::unbounded(),
+                    weight: 0,
+                    writes: 0,
+                    hits: 0,
+                    misses: 0,
+                    evicted: [0; Cause::COUNT],
+                })
+            })
+            .collect();
+        Cache {
+            inner: Arc::new(Inner {
+                shards,
+                hasher: RandomState::new(),
+                limit,
+                weigher,
+                ttl: self.ttl,
+                tti: self.tti,
+                listener: self.listener,
+                loads: AtomicU64::new(0),
+                load_failures: AtomicU64::new(0),
+                flights: Flights::default(),
+            }),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
+    /// A builder: 10,000 entries, no TTL, unless told otherwise.
+    pub fn builder() -> Builder<K, V> {
+        Builder {
+            max_entries: None,
+            max_weight: None,
+            ttl: None,
+            tti: None,
+            shards: None,
+            listener: None,
+        }
+    }
+
+    fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K, V>> {
+        let shards = &self.inner.shards;
+        let i = (self.inner.hasher.hash_one(key) as usize) & (shards.len() - 1);
+        shards[i].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn tell(&self, gone: Gone<K, V>) {
+        if let Some(listener) = &self.inner.listener {
+            for (key, value, cause) in &gone {
+                listener(key, value, *cause);
+            }
+        }
+    }
+
+    /// The value for `key`, if present and not expired (an expired entry found here is
+    /// removed). Counts a hit or a miss.
+    pub fn get(&self, key: &K) -> Option<V> {
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        let found = {
+            let mut shard = self.shard(key);
+            let found = match shard.lru.get_mut(key) {
+                Some(entry) if !entry.expired(now) => {
+                    entry.touched = now;
+                    Some(entry.value.clone())
+                }
+                Some(_) => {
+                    shard.remove(key, Cause::Expired, &mut gone);
+                    None
+                }
+                None => None,
+            };
+            if found.is_some() {
+                shard.hits += 1;
+            } else {
+                shard.misses += 1;
+            }
+            found
+        };
+        self.tell(gone);
+        found
+    }
+
+    pub(crate) fn inner_ttl(&self) -> Option<Duration> {
+        self.inner.ttl
+    }
+
+    /// The live value for `key`, counting nothing and moving nothing.
+    pub(crate) fn peek_live(&self, key: &K) -> Option<V> {
+        let now = Instant::now();
+        self.shard(key)
+            .lru
+            .peek(key)
+            .filter(|e| !e.expired(now))
+            .map(|e| e.value.clone())
+    }
+
+    /// `true` if `key` is present and not expired; counts nothing, moves nothing.
+    pub fn contains(&self, key: &K) -> bool {
+        let now = Instant::now();
+        self.shard(key)
+            .lru
+            .peek(key)
+            .is_some_and(|e| !e.expired(now))
+    }
+
+    /// Inserts with the default TTL; returns the value it replaced, if any.
+    pub fn insert(&self, key: K, value: V) -> Option<V> {
+        self.insert_entry(key, value, self.inner.ttl)
+    }
+
+    /// Inserts with its own TTL (e.g. a 404 cached for less time than a 200).
+    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) -> Option<V> {
+        self.insert_entry(key, value, Some(ttl))
+    }
+
+    pub(crate) fn insert_entry(&self, key: K, value: V, ttl: Option<Duration>) -> Option<V> {
+        let now = Instant::now();
+        let weight = self.inner.weigher.as_ref().map_or(1, |w| w(&key, &value));
+        let entry = Entry {
+            value,
+            weight,
+            expires: ttl.map(|ttl| now + ttl),
+            idle: self.inner.tti,
+            touched: now,
+        };
+        let mut gone = Vec::new();
+        let replaced = {
+            let mut shard = self.shard(&key);
+            let replaced = shard
+                .lru
+                .push(key.clone(), entry)
+                .and_then(|(old_key, old)| {
+                    // `push` returns the replaced entry (same key), never an eviction: the
+                    // LruCache is unbounded, the bound is ours.
+                    shard.weight -= old.weight;
+                    let expired = old.expired(now);
+                    let value = old.value.clone();
+                    let cause = if expired {
+                        Cause::Expired
+                    } else {
+                        Cause::Replaced
+                    };
+                    shard.evicted[cause as usize] += 1;
+                    gone.push((old_key, old.value, cause));
+                    (!expired).then_some(value)
+                });
+            shard.weight += weight;
+            shard.tidy(now, self.inner.limit, &key, &mut gone);
+            replaced
+        };
+        self.tell(gone);
+        replaced
+    }
+
+    /// Removes `key`; returns its value if it was present and not expired.
+    pub fn remove(&self, key: &K) -> Option<V> {
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        let value = {
+            let mut shard = self.shard(key);
+            let expired = shard.lru.peek(key).map(|e| e.expired(now));
+            match expired {
+                Some(expired) => {
+                    let cause = if expired {
+                        Cause::Expired
+                    } else {
+                        Cause::Removed
+                    };
+                    shard.remove(key, cause, &mut gone);
+                    gone.last().filter(|_| !expired).map(|(_, v, _)| v.clone())
+                }
+                None => None,
+            }
+        };
+        self.tell(gone);
+        value
+    }
+
+    /// Removes every entry for which `predicate` holds (e.g. every key of a repository
+    /// after a push); returns how many.
+    pub fn invalidate_if(&self, mut predicate: impl FnMut(&K, &V) -> bool) -> usize {
+        let mut removed = 0;
+        for shard in self.inner.shards.iter() {
+            let mut gone = Vec::new();
+            {
+                let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+                let keys: Vec<K> = shard
+                    .lru
+                    .iter()
+                    .filter(|(k, e)| predicate(k, &e.value))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in keys {
+                    shard.remove(&key, Cause::Removed, &mut gone);
+                }
+            }
+            removed += gone.len();
+            self.tell(gone);
+        }
+        removed
+    }
+
+    /// Removes every entry.
+    pub fn clear(&self) {
+        self.invalidate_if(|_, _| true);
+    }
+
+    /// Entries held now, expired ones not yet swept included.
+    pub fn len(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).lru.len())
+            .sum()
+    }
+
+    /// `true` when no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Total weight held (the entry count when no weigher is set).
+    pub fn weight(&self) -> u64 {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).weight)
+            .sum()
+    }
+
+    /// Hits, misses, loads, evictions by cause.
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats {
+            loads: self.inner.loads.load(Ordering::Relaxed),
+            load_failures: self.inner.load_failures.load(Ordering::Relaxed),
+            ..Stats::default()
+        };
+        for shard in self.inner.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            stats.hits += shard.hits;
+            stats.misses += shard.misses;
+            stats.expired += shard.evicted[Cause::Expired as usize];
+            stats.evicted_capacity += shard.evicted[Cause::Capacity as usize];
+            stats.removed += shard.evicted[Cause::Removed as usize];
+            stats.replaced += shard.evicted[Cause::Replaced as usize];
+        }
+        stats
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> Shard<K, V> {
+    fn remove(&mut self, key: &K, cause: Cause, gone: &mut Gone<K, V>) {
+        if let Some((key, entry)) = self.lru.pop_entry(key) {
+            self.weight -= entry.weight;
+            self.evicted[cause as usize] += 1;
+            gone.push((key, entry.value, cause));
+        }
+    }
+
+    /// After a write: expired entries at the LRU end go, then least recently used ones
+    /// while over the limit (never the one just written, unless it alone is over); and
+    /// every `len` writes, a full sweep for expired entries (amortised O(1) per write).
+    fn tidy(&mut self, now: Instant, limit: u64, just_written: &K, gone: &mut Gone<K, V>) {
+        for _ in 0..4 {
+            match self.lru.peek_lru() {
+                Some((k, e)) if e.expired(now) && k != just_written => {
+                    let k = k.clone();
+                    self.remove(&k, Cause::Expired, gone);
+                }
+                _ => break,
+            }
+        }
+        while self.weight > limit {
+            let Some((key, entry)) = self.lru.pop_lru() else {
+                break;
+            };
+            self.weight -= entry.weight;
+            let cause = if entry.expired(now) {
+                Cause::Expired
+            } else {
+                Cause::Capacity
+            };
+            self.evicted[cause as usize] += 1;
+            gone.push((key, entry.value, cause));
+        }
+        self.writes += 1;
+        if self.writes >= self.lru.len().max(64) {
+            self.writes = 0;
+            let expired: Vec<K> = self
+                .lru
+                .iter()
+                .filter(|(_, e)| e.expired(now))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in expired {
+                self.remove(&key, Cause::Expired, gone);
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The cache's guarantees under paused tokio time.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::advance;
+use ttl_cache::{Cache, Cause};
+
+const MS: Duration = Duration::from_millis(1);
+
+fn cache(max: u64) -> Cache<String, u32> {
+    Cache::builder().max_entries(max).shards(1).build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_entry_lives_until_its_ttl_and_not_an_instant_longer() {
+    let c: Cache<&str, u32> = Cache::builder().ttl(Duration::from_secs(300)).build();
+    c.insert("labels", 1);
+    advance(Duration::from_secs(300) - MS).await;
+    assert_eq!(c.get(&"labels"), Some(1), "just before the TTL");
+    advance(MS).await;
+    assert_eq!(c.get(&"labels"), None, "at the TTL");
+    assert_eq!(c.len(), 0, "and it was removed, not kept");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_per_entry_ttl_overrides_the_default() {
+    let c: Cache<&str, u32> = Cache::builder().ttl(Duration::from_secs(300)).build();
+    c.insert_with_ttl("404", 0, Duration::from_secs(60));
+    c.insert("200", 1);
+    advance(Duration::from_secs(60)).await;
+    assert_eq!((c.get(&"404"), c.get(&"200")), (None, Some(1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn time_to_idle_expires_entries_nobody_reads() {
+    let c: Cache<&str, u32> = Cache::builder().tti(Duration::from_secs(60)).build();
+    c.insert("read", 1);
+    c.insert("unread", 2);
+    for _ in 0..3 {
+        advance(Duration::from_secs(59)).await;
+        assert_eq!(c.get(&"read"), Some(1), "each read restarts its idle time");
+    }
+    assert_eq!(c.get(&"unread"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_least_recently_used_entry_is_evicted_first() {
+    let c = cache(3);
+    for (k, v) in [("a", 1), ("b", 2), ("c", 3)] {
+        c.insert(k.into(), v);
+    }
+    assert_eq!(c.get(&"a".into()), Some(1)); // a is now the most recently used
+    c.insert("d".into(), 4);
+    assert_eq!(c.get(&"b".into()), None, "b was the least recently used");
+    assert!(c.contains(&"a".into()) && c.contains(&"c".into()) && c.contains(&"d".into()));
+    assert_eq!(c.stats().evicted_capacity, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_weight_bound_holds_whatever_is_inserted() {
+    let c: Cache<u32, Vec<u8>> = Cache::builder()
+        .max_weight(1000, |_, v: &Vec<u8>| v.len() as u64)
+        .shards(1)
+        .build();
+    for i in 0..200 {
+        c.insert(i, vec![0; (i as usize * 37) % 300]);
+        assert!(c.weight() <= 1000, "weight {} after {i}", c.weight());
+    }
+    c.insert(999, vec![0; 5000]);
+    assert!(
+        c.weight() <= 1000,
+        "an entry over the bound alone is not kept"
+    );
+    assert!(!c.contains(&999));
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalidate_if_removes_exactly_the_matching_entries() {
+    let c = cache(100);
+    for repo in ["o/a", "o/b"] {
+        for what in ["labels", "issues", "pulls"] {
+            c.insert(format!("{repo}/{what}"), 1);
+        }
+    }
+    assert_eq!(c.invalidate_if(|k, _| k.starts_with("o/a/")), 3);
+    assert_eq!(c.len(), 3);
+    assert!(c.contains(&"o/b/labels".into()) && !c.contains(&"o/a/labels".into()));
+    c.clear();
+    assert!(c.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_listener_hears_every_departure_with_its_cause() {
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let log = heard.clone();
+    let c: Cache<&str, u32> = Cache::builder()
+        .max_entries(2)
+        .shards(1)
+        .ttl(Duration::from_secs(10))
+        .eviction_listener(move |k, v, cause| log.lock().unwrap().push((*k, *v, cause)))
+        .build();
+    c.insert("a", 1);
+    c.insert("a", 2); // replaced
+    c.insert("b", 3);
+    c.insert("c", 4); // a evicted for capacity
+    c.remove(&"b"); // removed
+    advance(Duration::from_secs(10)).await;
+    assert_eq!(c.get(&"c"), None); // expired
+    assert_eq!(
+        *heard.lock().unwrap(),
+        [
+            ("a", 1, Cause::Replaced),
+            ("a", 2, Cause::Capacity),
+            ("b", 3, Cause::Removed),
+            ("c", 4, Cause::Expired),
+        ]
+    );
+    let s = c.stats();
+    assert_eq!(
+        (s.replaced, s.evicted_capacity, s.removed, s.expired),
+        (1, 1, 1, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_entries_nobody_reads_are_swept_by_writes() {
+    let c: Cache<u32, u32> = Cache::builder()
+        .max_entries(100_000)
+        .shards(1)
+        .ttl(Duration::from_secs(1))
+        .build();
+    for i in 0..10_000 {
+        c.insert(i, i);
+    }
+    advance(Duration::from_secs(2)).await;
+    for i in 10_000..20_000 {
+        c.insert(i, i);
+    }
+    // None of the first 10,000 was read again, yet they are gone.
+    assert!(c.len() <= 10_064, "{} entries held", c.len());
+    assert!(c.stats().expired >= 9_936, "{:?}", c.stats());
+}
+
+#[tokio::test(start_paused = true)]
+async fn hundred_concurrent_misses_run_the_loader_once() {
+    let c: Cache<&str, u32> = Cache::builder().build();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let (c, runs) = (c.clone(), runs.clone());
+        tasks.spawn(async move {
+            c.get_or_try_insert_with("repo", || async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok::<_, std::io::Error>(42)
+            })
+            .await
+            .unwrap()
+        });
+    }
+    while let Some(v) = tasks.join_next().await {
+        assert_eq!(v.unwrap(), 42);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let s = c.stats();
+    assert_eq!((s.loads, s.load_failures), (1, 0));
+    assert_eq!(c.loads_in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_load_caches_nothing_and_every_waiter_gets_its_error() {
+    let c: Cache<&str, u32> = Cache::builder().build();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let c = c.clone();
+        tasks.spawn(async move {
+            c.get_or_try_insert_with("repo", || async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Err::<u32, _>(std::io::Error::other("502 from the API"))
+            })
+            .await
+            .unwrap_err()
+        });
+    }
+    let mut errors = Vec::new();
+    while let Some(e) = tasks.join_next().await {
+        errors.push(e.unwrap());
+    }
+    assert!(
+        errors.iter().all(|e| Arc::ptr_eq(e, &errors[0])),
+        "one error, shared"
+    );
+    assert_eq!(c.stats().loads, 1);
+    assert_eq!(c.stats().load_failures, 1);
+    assert!(c.is_empty());
+    // The next call loads again.
+    let v = c
+        .get_or_try_insert_with("repo", || async { Ok::<_, std::io::Error>(7) })
+        .await
+        .unwrap();
+    assert_eq!((v, c.stats().loads), (7, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_loader_hands_the_load_to_the_next_waiter() {
+    let c: Cache<&str, u32> = Cache::builder().build();
+    let leader = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.get_or_try_insert_with("repo", || async {
+                std::future::pending::<()>().await;
+                Ok::<_, std::io::Error>(1)
+            })
+            .await
+        })
+    };
+    tokio::task::yield_now().await; // The leader is loading.
+    let waiter = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.get_or_try_insert_with("repo", || async { Ok::<_, std::io::Error>(2) })
+                .await
+        })
+    };
+    tokio::task::yield_now().await; // The waiter is in line.
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    assert_eq!(waiter.await.unwrap().unwrap(), 2, "the waiter loaded it");
+    assert_eq!(c.stats().loads, 2);
+    assert_eq!(c.get(&"repo"), Some(2));
+    assert_eq!(c.loads_in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_loader_with_nobody_waiting_leaves_nothing_behind() {
+    let c: Cache<&str, u32> = Cache::builder().build();
+    let mut load = Box::pin(c.get_or_try_insert_with("repo", || async {
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(1)
+    }));
+    // Polled once (a zero timeout): the load is under way.
+    assert!(
+        tokio::time::timeout(Duration::ZERO, &mut load)
+            .await
+            .is_err()
+    );
+    assert_eq!(c.loads_in_flight(), 1);
+    drop(load);
+    assert_eq!(c.loads_in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn negative_results_are_cached_for_their_own_ttl() {
+    let c: Cache<&str, Option<u32>> = Cache::builder().ttl(Duration::from_secs(300)).build();
+    let load = || async { Ok::<_, std::io::Error>((None, Duration::from_secs(60))) };
+    assert_eq!(
+        c.get_or_try_insert_with_ttl("missing", load).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        c.get_or_try_insert_with_ttl("missing", load).await.unwrap(),
+        None
+    );
+    assert_eq!(c.stats().loads, 1, "the 404 was cached");
+    advance(Duration::from_secs(60)).await;
+    c.get_or_try_insert_with_ttl("missing", load).await.unwrap();
+    assert_eq!(c.stats().loads, 2, "and expired after its own TTL");
+    let s = c.stats();
+    assert_eq!((s.hits, s.misses), (1, 2));
+    assert!((s.hit_rate() - 1.0 / 3.0).abs() < 1e-9);
+}
