@@ -24,10 +24,14 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn spawn_wait(c: &mut Criterion) {
-    let rt = runtime();
-    let reaper = rt.block_on(async { Reaper::new().unwrap() });
-    let mut g = c.benchmark_group("proc-reaper/spawn_wait_true");
+/// `/bin/true` through `reaper`, output captured, against tokio's `output()`.
+fn spawn_wait_captured(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    group: &str,
+    reaper: &Reaper,
+) {
+    let mut g = c.benchmark_group(group);
     g.bench_function("ours", |b| {
         b.iter(|| {
             rt.block_on(async {
@@ -48,30 +52,15 @@ fn spawn_wait(c: &mut Criterion) {
         })
     });
     g.finish();
+}
 
+fn spawn_wait(c: &mut Criterion) {
+    let rt = runtime();
+    let reaper = rt.block_on(async { Reaper::new().unwrap() });
+    spawn_wait_captured(c, &rt, "proc-reaper/spawn_wait_true", &reaper);
     // Without the cgroup fast path (moving a process into a cgroup is a slow write).
     let plain = rt.block_on(async { Reaper::subreaper_only().unwrap() });
-    let mut g = c.benchmark_group("proc-reaper/spawn_wait_true_no_cgroup");
-    g.bench_function("ours", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let child = plain.spawn(Command::new("/bin/true")).unwrap();
-                assert!(child.wait().await.unwrap().success());
-            })
-        })
-    });
-    g.bench_function("tokio", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let out = tokio::process::Command::new("/bin/true")
-                    .output()
-                    .await
-                    .unwrap();
-                assert!(out.status.success());
-            })
-        })
-    });
-    g.finish();
+    spawn_wait_captured(c, &rt, "proc-reaper/spawn_wait_true_no_cgroup", &plain);
 
     let mut g = c.benchmark_group("proc-reaper/spawn_wait_true_inherit");
     g.bench_function("ours", |b| {

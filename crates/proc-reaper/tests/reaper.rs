@@ -54,11 +54,18 @@ fn sh(script: &str) -> Command {
     cmd
 }
 
-/// A reaper whose children print their PIDs, one per line, to `pids`.
+/// A child whose processes print their PIDs, one per line, to the receiver.
 fn reporting(reaper: &Reaper, script: &str) -> (proc_reaper::Child, mpsc::UnboundedReceiver<u32>) {
+    reporting_cmd(reaper, sh(script))
+}
+
+fn reporting_cmd(
+    reaper: &Reaper,
+    cmd: Command,
+) -> (proc_reaper::Child, mpsc::UnboundedReceiver<u32>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let child = reaper
-        .command(sh(script))
+        .command(cmd)
         .grace(Duration::from_millis(300))
         .on_line(128, move |stream, line| {
             if stream == Stream::Stdout {
@@ -197,22 +204,9 @@ async fn the_cgroup_catches_an_escapee_that_dropped_its_environment() {
     // It escapes once told to (on stdin), so after `spawn` moved the leader into its
     // cgroup: a child that escapes in the instant before that is not held (documented).
     let script = r#"read go; (env -i setsid sh -c 'echo $$; exec sleep 60' &); echo $$; sleep 60"#;
-    let (tx, mut rx) = mpsc::unbounded_channel();
     let mut cmd = sh(script);
     cmd.stdin(std::process::Stdio::piped());
-    let mut child = reaper
-        .command(cmd)
-        .grace(Duration::from_millis(300))
-        .on_line(128, move |_, line| {
-            if let Some(pid) = std::str::from_utf8(line)
-                .ok()
-                .and_then(|l| l.trim().parse().ok())
-            {
-                let _ = tx.send(pid);
-            }
-        })
-        .spawn()
-        .unwrap();
+    let (mut child, mut rx) = reporting_cmd(&reaper, cmd);
     use std::io::Write;
     child.stdin().unwrap().write_all(b"go\n").unwrap();
     let pids = next_pids(&mut rx, 2).await;
