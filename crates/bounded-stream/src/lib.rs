@@ -151,4 +151,4 @@ pub use read::BoundedRead;
 #[cfg(feature = "spill")]
 pub use spill::{SpillOptions, Spilled, collect_or_spill};
 pub use stream::{Bounded, BoundedStreamExt, Collected, collect};
-pub use tail::{tail_bytes, tail_lines};
+pub use tail::{TailBuffer, tail_bytes, tail_lines};

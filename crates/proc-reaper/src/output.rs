@@ -1,11 +1,11 @@
 //! Output capture: the last N bytes of a pipe, and optionally each line to a callback,
 //! in memory bounded by the tail plus one line, however much the child writes.
 
-use std::collections::VecDeque;
 use std::io;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use bounded_stream::TailBuffer;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -40,37 +40,11 @@ impl Captured {
     }
 }
 
-/// A ring of the last `cap` bytes.
-struct Tail {
-    ring: VecDeque<u8>,
-    cap: usize,
-    total: u64,
-}
-
-impl Tail {
-    fn new(cap: usize) -> Self {
-        Tail {
-            ring: VecDeque::with_capacity(cap.min(64 << 10)),
-            cap,
-            total: 0,
-        }
-    }
-
-    fn push(&mut self, bytes: &[u8]) {
-        self.total += bytes.len() as u64;
-        let new = &bytes[bytes.len().saturating_sub(self.cap)..];
-        let excess = (self.ring.len() + new.len()).saturating_sub(self.cap);
-        self.ring.drain(..excess);
-        self.ring.extend(new);
-    }
-
-    fn finish(self) -> Captured {
-        let (a, b) = self.ring.as_slices();
-        Captured {
-            tail: [a, b].concat().into(),
-            total: self.total,
-            truncated: self.total > self.cap as u64,
-        }
+fn finish(kept: TailBuffer) -> Captured {
+    Captured {
+        total: kept.total(),
+        truncated: kept.truncated(),
+        tail: kept.into_bytes(),
     }
 }
 
@@ -83,7 +57,7 @@ pub(crate) async fn capture<R: AsyncRead + Unpin>(
     max_line: usize,
     sink: Option<LineSink>,
 ) -> Captured {
-    let mut kept = Tail::new(tail);
+    let mut kept = TailBuffer::new(tail);
     match sink {
         None => {
             let mut chunk = vec![0u8; 16 << 10];
@@ -110,10 +84,15 @@ pub(crate) async fn capture<R: AsyncRead + Unpin>(
             .await;
             match outcome {
                 // Count what the child wrote, not the lines kept (long lines are cut).
-                Ok(summary) => kept.total = summary.bytes,
+                Ok(summary) => {
+                    let mut captured = finish(kept);
+                    captured.total = summary.bytes;
+                    captured.truncated = summary.bytes > tail as u64 || summary.truncated_lines > 0;
+                    return captured;
+                }
                 Err(e) => tracing::debug!(error = %e, "proc-reaper: output scan failed"),
             }
         }
     }
-    kept.finish()
+    finish(kept)
 }
