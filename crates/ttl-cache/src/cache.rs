@@ -25,6 +25,7 @@ pub(crate) struct Entry<V> {
     expires: Option<Instant>,
     idle: Option<Duration>,
     touched: Instant,
+    validators: Option<Box<Validators>>,
 }
 
 impl<V> Entry<V> {
@@ -32,6 +33,36 @@ impl<V> Entry<V> {
     fn expired(&self, now: Instant) -> bool {
         self.expires.is_some_and(|at| now >= at)
             || self.idle.is_some_and(|idle| now >= self.touched + idle)
+    }
+
+    /// Past keeping: expired, and `stale_for` beyond that (an entry kept stale can still
+    /// be revalidated or served while a refresh runs, never returned by `get`).
+    fn dead(&self, now: Instant, stale_for: Duration) -> bool {
+        self.expires.is_some_and(|at| now >= at + stale_for)
+            || self
+                .idle
+                .is_some_and(|idle| now >= self.touched + idle + stale_for)
+    }
+}
+
+/// What a server said to revalidate a response with: send them back as `If-None-Match`
+/// and `If-Modified-Since`; on a `304 Not Modified`, [`Cache::refresh`] the entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Validators {
+    /// The `ETag` header.
+    pub etag: Option<String>,
+    /// The `Last-Modified` header.
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    /// Validators from the two header values (either may be absent).
+    pub fn new(etag: Option<String>, last_modified: Option<String>) -> Self {
+        Validators {
+            etag,
+            last_modified,
+        }
     }
 }
 
@@ -56,8 +87,11 @@ pub(crate) struct Inner<K, V> {
     weigher: Option<Weigher<K, V>>,
     ttl: Option<Duration>,
     tti: Option<Duration>,
+    stale_for: Duration,
     listener: Option<Listener<K, V>>,
     pub(crate) loads: AtomicU64,
+    pub(crate) revalidated: AtomicU64,
+    pub(crate) stale_served: AtomicU64,
     pub(crate) load_failures: AtomicU64,
     pub(crate) flights: Flights<K, V>,
 }
@@ -113,6 +147,7 @@ pub struct Builder<K, V> {
     max_weight: Option<(u64, Weigher<K, V>)>,
     ttl: Option<Duration>,
     tti: Option<Duration>,
+    stale_for: Duration,
     shards: Option<usize>,
     listener: Option<Listener<K, V>>,
 }
@@ -157,6 +192,14 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
     /// Entries also expire after this long without a read (time-to-idle).
     pub fn tti(mut self, tti: Duration) -> Self {
         self.tti = Some(tti);
+        self
+    }
+
+    /// Keep expired entries this long more: never returned by `get`, but available to
+    /// revalidate ([`Cache::revalidation`], [`Cache::refresh`]) and to serve while one
+    /// refresh runs ([`Cache::get_or_refresh`]). Default: zero.
+    pub fn stale_for(mut self, keep: Duration) -> Self {
+        self.stale_for = keep;
         self
     }
 
@@ -209,8 +252,11 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
                 weigher,
                 ttl: self.ttl,
                 tti: self.tti,
+                stale_for: self.stale_for,
                 listener: self.listener,
                 loads: AtomicU64::new(0),
+                revalidated: AtomicU64::new(0),
+                stale_served: AtomicU64::new(0),
                 load_failures: AtomicU64::new(0),
                 flights: Flights::default(),
             }),
@@ -226,6 +272,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
             max_weight: None,
             ttl: None,
             tti: None,
+            stale_for: Duration::ZERO,
             shards: None,
             listener: None,
         }
@@ -257,8 +304,10 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
                     entry.touched = now;
                     Some(entry.value.clone())
                 }
-                Some(_) => {
-                    shard.remove(key, Cause::Expired, &mut gone);
+                Some(entry) => {
+                    if entry.dead(now, self.inner.stale_for) {
+                        shard.remove(key, Cause::Expired, &mut gone);
+                    }
                     None
                 }
                 None => None,
@@ -308,6 +357,89 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
     }
 
     pub(crate) fn insert_entry(&self, key: K, value: V, ttl: Option<Duration>) -> Option<V> {
+        self.insert_full(key, value, ttl, None)
+    }
+
+    /// Inserts a response with its validators (and its own TTL, or the default), so
+    /// that once it expires it can be revalidated instead of fetched again.
+    pub fn insert_with_validators(
+        &self,
+        key: K,
+        value: V,
+        ttl: Option<Duration>,
+        validators: Validators,
+    ) -> Option<V> {
+        self.insert_full(
+            key,
+            value,
+            ttl.or(self.inner.ttl),
+            Some(Box::new(validators)),
+        )
+    }
+
+    /// For a conditional request: the value held for `key` (fresh or stale) and its
+    /// validators, if it has any. Counts nothing, moves nothing.
+    pub fn revalidation(&self, key: &K) -> Option<(V, Validators)> {
+        let now = Instant::now();
+        let shard = self.shard(key);
+        let entry = shard.lru.peek(key)?;
+        if entry.dead(now, self.inner.stale_for) {
+            return None;
+        }
+        let validators = entry.validators.as_deref()?.clone();
+        Some((entry.value.clone(), validators))
+    }
+
+    /// The server said `304 Not Modified`: the value held for `key` (even if expired,
+    /// within `stale_for`) lives for `ttl` more (or the default TTL), without a new
+    /// body. Returns `false` if nothing is held to refresh.
+    pub fn refresh(&self, key: &K, ttl: Option<Duration>) -> bool {
+        let now = Instant::now();
+        let ttl = ttl.or(self.inner.ttl);
+        let mut shard = self.shard(key);
+        let stale_for = self.inner.stale_for;
+        match shard.lru.get_mut(key) {
+            Some(entry) if !entry.dead(now, stale_for) => {
+                entry.expires = ttl.map(|ttl| now + ttl);
+                entry.touched = now;
+                self.inner.revalidated.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The value for `key` and whether it is fresh: stale values (expired, within
+    /// `stale_for`) too. Counts a hit (fresh) or a miss (stale or absent).
+    pub(crate) fn get_maybe_stale(&self, key: &K) -> Option<(V, bool)> {
+        let now = Instant::now();
+        let mut shard = self.shard(key);
+        let stale_for = self.inner.stale_for;
+        let found = match shard.lru.get_mut(key) {
+            Some(entry) if !entry.dead(now, stale_for) => {
+                let fresh = !entry.expired(now);
+                if fresh {
+                    entry.touched = now;
+                }
+                Some((entry.value.clone(), fresh))
+            }
+            _ => None,
+        };
+        if matches!(found, Some((_, true))) {
+            shard.hits += 1;
+        } else {
+            shard.misses += 1;
+        }
+        found
+    }
+
+    fn insert_full(
+        &self,
+        key: K,
+        value: V,
+        ttl: Option<Duration>,
+        validators: Option<Box<Validators>>,
+    ) -> Option<V> {
         let now = Instant::now();
         let weight = self.inner.weigher.as_ref().map_or(1, |w| w(&key, &value));
         let entry = Entry {
@@ -316,6 +448,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
             expires: ttl.map(|ttl| now + ttl),
             idle: self.inner.tti,
             touched: now,
+            validators,
         };
         let mut gone = Vec::new();
         let replaced = {
@@ -339,7 +472,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
                     (!expired).then_some(value)
                 });
             shard.weight += weight;
-            shard.tidy(now, self.inner.limit, &key, &mut gone);
+            shard.tidy(now, self.inner.limit, self.inner.stale_for, &key, &mut gone);
             replaced
         };
         self.tell(gone);
@@ -438,6 +571,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
             stats.removed += shard.evicted[Cause::Removed as usize];
             stats.replaced += shard.evicted[Cause::Replaced as usize];
         }
+        stats.revalidated = self.inner.revalidated.load(Ordering::Relaxed);
+        stats.stale_served = self.inner.stale_served.load(Ordering::Relaxed);
         stats
     }
 }
@@ -454,10 +589,17 @@ impl<K: Hash + Eq + Clone, V> Shard<K, V> {
     /// After a write: expired entries at the LRU end go, then least recently used ones
     /// while over the limit (never the one just written, unless it alone is over); and
     /// every `len` writes, a full sweep for expired entries (amortised O(1) per write).
-    fn tidy(&mut self, now: Instant, limit: u64, just_written: &K, gone: &mut Gone<K, V>) {
+    fn tidy(
+        &mut self,
+        now: Instant,
+        limit: u64,
+        stale_for: Duration,
+        just_written: &K,
+        gone: &mut Gone<K, V>,
+    ) {
         for _ in 0..4 {
             match self.lru.peek_lru() {
-                Some((k, e)) if e.expired(now) && k != just_written => {
+                Some((k, e)) if e.dead(now, stale_for) && k != just_written => {
                     let k = k.clone();
                     self.remove(&k, Cause::Expired, gone);
                 }
@@ -483,7 +625,7 @@ impl<K: Hash + Eq + Clone, V> Shard<K, V> {
             let expired: Vec<K> = self
                 .lru
                 .iter()
-                .filter(|(_, e)| e.expired(now))
+                .filter(|(_, e)| e.dead(now, stale_for))
                 .map(|(k, _)| k.clone())
                 .collect();
             for key in expired {

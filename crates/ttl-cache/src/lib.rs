@@ -62,5 +62,5 @@ mod cache;
 mod load;
 mod stats;
 
-pub use cache::{Builder, Cache, Listener, Weigher};
+pub use cache::{Builder, Cache, Listener, Validators, Weigher};
 pub use stats::{Cause, Stats};

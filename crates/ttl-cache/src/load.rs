@@ -55,6 +55,13 @@ impl<K: Hash + Eq + Clone, V> Flights<K, V> {
         }
     }
 
+    fn contains(&self, key: &K) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(key)
+    }
+
     /// Keys in flight now.
     pub(crate) fn len(&self) -> usize {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
@@ -91,7 +98,7 @@ where
         E: Send + Sync + 'static,
     {
         let ttl = self.inner_ttl();
-        self.load(key, async move { loader().await.map(|v| (v, ttl)) })
+        self.load(key, async move { loader().await.map(|v| (v, ttl)) }, true)
             .await
     }
 
@@ -110,17 +117,62 @@ where
         self.load(
             key,
             async move { loader().await.map(|(v, ttl)| (v, Some(ttl))) },
+            true,
         )
         .await
     }
 
-    async fn load<Fut, E>(&self, key: K, loader: Fut) -> Result<V, Arc<E>>
+    /// Stale-while-revalidate: a fresh value is returned at once; so is a stale one
+    /// (expired, within [`stale_for`](crate::Builder::stale_for)), while one refresh
+    /// runs in the background (spawned on the current runtime; concurrent stale reads
+    /// share it); with nothing held, `loader` runs as in
+    /// [`Cache::get_or_try_insert_with`]. A failed refresh leaves the stale value in
+    /// place until it is past keeping.
+    pub async fn get_or_refresh<F, Fut, E>(&self, key: K, loader: F) -> Result<V, Arc<E>>
+    where
+        K: Send + Sync + 'static,
+        V: Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        match self.get_maybe_stale(&key) {
+            Some((value, true)) => Ok(value),
+            Some((value, false)) => {
+                self.inner.stale_served.fetch_add(1, Ordering::Relaxed);
+                let runtime = tokio::runtime::Handle::try_current();
+                if let (false, Ok(runtime)) = (self.inner.flights.contains(&key), runtime) {
+                    let (cache, ttl) = (self.clone(), self.inner_ttl());
+                    runtime.spawn(async move {
+                        let fresh = async move { loader().await.map(|v| (v, ttl)) };
+                        if cache.load(key, fresh, false).await.is_err() {
+                            tracing::debug!(
+                                "ttl-cache: background refresh failed; stale value kept"
+                            );
+                        }
+                    });
+                }
+                Ok(value)
+            }
+            None => {
+                let ttl = self.inner_ttl();
+                self.load(key, async move { loader().await.map(|v| (v, ttl)) }, false)
+                    .await
+            }
+        }
+    }
+
+    /// The single-flight load; `look_first` checks the cache before joining a flight
+    /// (callers that just looked, and counted the miss, skip it).
+    async fn load<Fut, E>(&self, key: K, loader: Fut, look_first: bool) -> Result<V, Arc<E>>
     where
         Fut: Future<Output = Result<(V, Option<Duration>), E>>,
         E: Send + Sync + 'static,
     {
-        if let Some(value) = self.get(&key) {
-            return Ok(value);
+        if look_first {
+            if let Some(value) = self.get(&key) {
+                return Ok(value);
+            }
         }
         let flights = &self.inner.flights;
         let flight = flights.join(&key);

@@ -39,6 +39,10 @@ pub struct Stats {
     pub removed: u64,
     /// Entries replaced by a new value for the same key.
     pub replaced: u64,
+    /// Entries given a new TTL by [`Cache::refresh`](crate::Cache::refresh) (a 304).
+    pub revalidated: u64,
+    /// Stale values served while a refresh ran ([`Cache::get_or_refresh`](crate::Cache::get_or_refresh)).
+    pub stale_served: u64,
 }
 
 impl Stats {

@@ -271,3 +271,67 @@ async fn negative_results_are_cached_for_their_own_ttl() {
     assert_eq!((s.hits, s.misses), (1, 2));
     assert!((s.hit_rate() - 1.0 / 3.0).abs() < 1e-9);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_response_with_validators_is_refreshed_by_a_304_not_refetched() {
+    let c: Cache<&str, &str> = Cache::builder()
+        .ttl(Duration::from_secs(300))
+        .stale_for(Duration::from_secs(3600))
+        .build();
+    let etag = ttl_cache::Validators::new(Some("\"abc\"".into()), None);
+    c.insert_with_validators("repos/o/r", "body", None, etag.clone());
+    advance(Duration::from_secs(300)).await;
+    assert_eq!(c.get(&"repos/o/r"), None, "expired: never returned");
+    // The client sends If-None-Match: "abc"; the server answers 304.
+    assert_eq!(c.revalidation(&"repos/o/r"), Some(("body", etag)));
+    assert!(c.refresh(&"repos/o/r", None));
+    advance(Duration::from_secs(299)).await;
+    assert_eq!(c.get(&"repos/o/r"), Some("body"), "a new TTL, no new body");
+    assert_eq!(c.stats().revalidated, 1);
+    // Never refreshed again: past the stale window it is gone for good.
+    advance(Duration::from_secs(1 + 3600)).await;
+    assert_eq!(c.revalidation(&"repos/o/r"), None);
+    assert!(!c.refresh(&"repos/o/r", None));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_value_is_served_while_one_refresh_runs() {
+    let c: Cache<&str, u32> = Cache::builder()
+        .ttl(Duration::from_secs(10))
+        .stale_for(Duration::from_secs(60))
+        .build();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let loader = |runs: Arc<AtomicUsize>| {
+        move || async move {
+            let n = runs.fetch_add(1, Ordering::SeqCst) as u32 + 1;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<_, std::io::Error>(n)
+        }
+    };
+    assert_eq!(
+        c.get_or_refresh("k", loader(runs.clone())).await.unwrap(),
+        1
+    );
+    advance(Duration::from_secs(10)).await;
+    // Stale: served at once, twice, while a single refresh runs.
+    assert_eq!(
+        c.get_or_refresh("k", loader(runs.clone())).await.unwrap(),
+        1
+    );
+    tokio::task::yield_now().await; // The refresh is under way.
+    assert_eq!(
+        c.get_or_refresh("k", loader(runs.clone())).await.unwrap(),
+        1
+    );
+    // The refresh's loader takes 1 s (simulated); look after it has finished.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(c.get(&"k"), Some(2), "refreshed in the background");
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "one load, one refresh");
+    assert_eq!(c.stats().stale_served, 2);
+    // Past the stale window, the caller waits for a load.
+    advance(Duration::from_secs(10 + 60 - 1)).await;
+    assert_eq!(
+        c.get_or_refresh("k", loader(runs.clone())).await.unwrap(),
+        3
+    );
+}
