@@ -22,7 +22,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  stress [--quick] [--only temp|stream|mem|rate|proc]
+  stress [--quick] [--only temp|stream|mem|rate|cache|proc]
                      run the leak scenarios and print the report (non-zero exit on a leak)
   ci                 fmt check, clippy -D warnings, cargo test --workspace, stress --quick
   bench              run the benches in benches/ and rewrite BENCHMARKS.md";

@@ -1,7 +1,6 @@
 //! The cache: shards of `lru::LruCache`, each behind a mutex, with TTL, TTI, weights,
 //! amortised expiry, an eviction listener and stats.
 
-use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -19,30 +18,42 @@ pub type Listener<K, V> = Arc<dyn Fn(&K, &V, Cause) + Send + Sync>;
 /// Gives an entry's weight (e.g. a response's size in bytes).
 pub type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> u64 + Send + Sync>;
 
+/// One entry. Times are nanoseconds since the cache's epoch (`u64::MAX`: never), so an
+/// entry carries 28 bytes of its own beside its value.
 pub(crate) struct Entry<V> {
     pub(crate) value: V,
-    weight: u64,
-    expires: Option<Instant>,
-    idle: Option<Duration>,
-    touched: Instant,
+    expires: u64,
+    touched: u64,
+    weight: u32,
     validators: Option<Box<Validators>>,
 }
 
+/// The cache-wide times an entry is judged by, in nanoseconds (`u64::MAX`: none).
+#[derive(Clone, Copy)]
+struct Policy {
+    tti: u64,
+    stale: u64,
+}
+
 impl<V> Entry<V> {
-    /// Expired at `now`: at the TTL's instant exactly, or after `idle` without a read.
-    fn expired(&self, now: Instant) -> bool {
-        self.expires.is_some_and(|at| now >= at)
-            || self.idle.is_some_and(|idle| now >= self.touched + idle)
+    /// Expired at `now`: at the TTL's instant exactly, or a TTI without a read.
+    #[inline]
+    fn expired(&self, now: u64, p: Policy) -> bool {
+        now >= self.expires || (p.tti != u64::MAX && now >= self.touched.saturating_add(p.tti))
     }
 
     /// Past keeping: expired, and `stale_for` beyond that (an entry kept stale can still
     /// be revalidated or served while a refresh runs, never returned by `get`).
-    fn dead(&self, now: Instant, stale_for: Duration) -> bool {
-        self.expires.is_some_and(|at| now >= at + stale_for)
-            || self
-                .idle
-                .is_some_and(|idle| now >= self.touched + idle + stale_for)
+    #[inline]
+    fn dead(&self, now: u64, p: Policy) -> bool {
+        now >= self.expires.saturating_add(p.stale)
+            || (p.tti != u64::MAX
+                && now >= self.touched.saturating_add(p.tti).saturating_add(p.stale))
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// What a server said to revalidate a response with: send them back as `If-None-Match`
@@ -67,7 +78,7 @@ impl Validators {
 }
 
 struct Shard<K, V> {
-    lru: LruCache<K, Entry<V>>,
+    lru: LruCache<K, Entry<V>, foldhash::fast::RandomState>,
     weight: u64,
     /// Writes since the last full sweep for expired entries.
     writes: usize,
@@ -81,13 +92,14 @@ type Gone<K, V> = Vec<(K, V, Cause)>;
 
 pub(crate) struct Inner<K, V> {
     shards: Box<[Mutex<Shard<K, V>>]>,
-    hasher: RandomState,
+    hasher: foldhash::fast::RandomState,
+    epoch: Instant,
+    policy: Policy,
     /// Per shard: the bound on entries or on weight.
     limit: u64,
     weigher: Option<Weigher<K, V>>,
     ttl: Option<Duration>,
     tti: Option<Duration>,
-    stale_for: Duration,
     listener: Option<Listener<K, V>>,
     pub(crate) loads: AtomicU64,
     pub(crate) revalidated: AtomicU64,
@@ -235,7 +247,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
         let shards = (0..shards)
             .map(|_| {
                 Mutex::new(Shard {
-                    lru: LruCache::unbounded(),
+                    lru: LruCache::unbounded_with_hasher(foldhash::fast::RandomState::default()),
                     weight: 0,
                     writes: 0,
                     hits: 0,
@@ -247,12 +259,16 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
         Cache {
             inner: Arc::new(Inner {
                 shards,
-                hasher: RandomState::new(),
+                hasher: foldhash::fast::RandomState::default(),
+                epoch: Instant::now(),
+                policy: Policy {
+                    tti: self.tti.map_or(u64::MAX, nanos),
+                    stale: nanos(self.stale_for),
+                },
                 limit,
                 weigher,
                 ttl: self.ttl,
                 tti: self.tti,
-                stale_for: self.stale_for,
                 listener: self.listener,
                 loads: AtomicU64::new(0),
                 revalidated: AtomicU64::new(0),
@@ -278,6 +294,12 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
         }
     }
 
+    /// Nanoseconds since the cache's epoch, on tokio's clock (so `pause` works).
+    #[inline]
+    fn now(&self) -> u64 {
+        nanos(self.inner.epoch.elapsed())
+    }
+
     fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K, V>> {
         let shards = &self.inner.shards;
         let i = (self.inner.hasher.hash_one(key) as usize) & (shards.len() - 1);
@@ -295,17 +317,17 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
     /// The value for `key`, if present and not expired (an expired entry found here is
     /// removed). Counts a hit or a miss.
     pub fn get(&self, key: &K) -> Option<V> {
-        let now = Instant::now();
+        let now = self.now();
         let mut gone = Vec::new();
         let found = {
             let mut shard = self.shard(key);
             let found = match shard.lru.get_mut(key) {
-                Some(entry) if !entry.expired(now) => {
+                Some(entry) if !entry.expired(now, self.inner.policy) => {
                     entry.touched = now;
                     Some(entry.value.clone())
                 }
                 Some(entry) => {
-                    if entry.dead(now, self.inner.stale_for) {
+                    if entry.dead(now, self.inner.policy) {
                         shard.remove(key, Cause::Expired, &mut gone);
                     }
                     None
@@ -329,21 +351,21 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
 
     /// The live value for `key`, counting nothing and moving nothing.
     pub(crate) fn peek_live(&self, key: &K) -> Option<V> {
-        let now = Instant::now();
+        let now = self.now();
         self.shard(key)
             .lru
             .peek(key)
-            .filter(|e| !e.expired(now))
+            .filter(|e| !e.expired(now, self.inner.policy))
             .map(|e| e.value.clone())
     }
 
     /// `true` if `key` is present and not expired; counts nothing, moves nothing.
     pub fn contains(&self, key: &K) -> bool {
-        let now = Instant::now();
+        let now = self.now();
         self.shard(key)
             .lru
             .peek(key)
-            .is_some_and(|e| !e.expired(now))
+            .is_some_and(|e| !e.expired(now, self.inner.policy))
     }
 
     /// Inserts with the default TTL; returns the value it replaced, if any.
@@ -380,10 +402,10 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
     /// For a conditional request: the value held for `key` (fresh or stale) and its
     /// validators, if it has any. Counts nothing, moves nothing.
     pub fn revalidation(&self, key: &K) -> Option<(V, Validators)> {
-        let now = Instant::now();
+        let now = self.now();
         let shard = self.shard(key);
         let entry = shard.lru.peek(key)?;
-        if entry.dead(now, self.inner.stale_for) {
+        if entry.dead(now, self.inner.policy) {
             return None;
         }
         let validators = entry.validators.as_deref()?.clone();
@@ -394,13 +416,12 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
     /// within `stale_for`) lives for `ttl` more (or the default TTL), without a new
     /// body. Returns `false` if nothing is held to refresh.
     pub fn refresh(&self, key: &K, ttl: Option<Duration>) -> bool {
-        let now = Instant::now();
+        let now = self.now();
         let ttl = ttl.or(self.inner.ttl);
         let mut shard = self.shard(key);
-        let stale_for = self.inner.stale_for;
         match shard.lru.get_mut(key) {
-            Some(entry) if !entry.dead(now, stale_for) => {
-                entry.expires = ttl.map(|ttl| now + ttl);
+            Some(entry) if !entry.dead(now, self.inner.policy) => {
+                entry.expires = ttl.map_or(u64::MAX, |ttl| now.saturating_add(nanos(ttl)));
                 entry.touched = now;
                 self.inner.revalidated.fetch_add(1, Ordering::Relaxed);
                 true
@@ -412,12 +433,11 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
     /// The value for `key` and whether it is fresh: stale values (expired, within
     /// `stale_for`) too. Counts a hit (fresh) or a miss (stale or absent).
     pub(crate) fn get_maybe_stale(&self, key: &K) -> Option<(V, bool)> {
-        let now = Instant::now();
+        let now = self.now();
         let mut shard = self.shard(key);
-        let stale_for = self.inner.stale_for;
         let found = match shard.lru.get_mut(key) {
-            Some(entry) if !entry.dead(now, stale_for) => {
-                let fresh = !entry.expired(now);
+            Some(entry) if !entry.dead(now, self.inner.policy) => {
+                let fresh = !entry.expired(now, self.inner.policy);
                 if fresh {
                     entry.touched = now;
                 }
@@ -440,13 +460,13 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
         ttl: Option<Duration>,
         validators: Option<Box<Validators>>,
     ) -> Option<V> {
-        let now = Instant::now();
+        let now = self.now();
         let weight = self.inner.weigher.as_ref().map_or(1, |w| w(&key, &value));
+        let weight = u32::try_from(weight).unwrap_or(u32::MAX);
         let entry = Entry {
             value,
             weight,
-            expires: ttl.map(|ttl| now + ttl),
-            idle: self.inner.tti,
+            expires: ttl.map_or(u64::MAX, |ttl| now.saturating_add(nanos(ttl))),
             touched: now,
             validators,
         };
@@ -459,8 +479,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
                 .and_then(|(old_key, old)| {
                     // `push` returns the replaced entry (same key), never an eviction: the
                     // LruCache is unbounded, the bound is ours.
-                    shard.weight -= old.weight;
-                    let expired = old.expired(now);
+                    shard.weight -= u64::from(old.weight);
+                    let expired = old.expired(now, self.inner.policy);
                     let value = old.value.clone();
                     let cause = if expired {
                         Cause::Expired
@@ -471,8 +491,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
                     gone.push((old_key, old.value, cause));
                     (!expired).then_some(value)
                 });
-            shard.weight += weight;
-            shard.tidy(now, self.inner.limit, self.inner.stale_for, &key, &mut gone);
+            shard.weight += u64::from(weight);
+            shard.tidy(now, self.inner.limit, self.inner.policy, &key, &mut gone);
             replaced
         };
         self.tell(gone);
@@ -481,11 +501,14 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
 
     /// Removes `key`; returns its value if it was present and not expired.
     pub fn remove(&self, key: &K) -> Option<V> {
-        let now = Instant::now();
+        let now = self.now();
         let mut gone = Vec::new();
         let value = {
             let mut shard = self.shard(key);
-            let expired = shard.lru.peek(key).map(|e| e.expired(now));
+            let expired = shard
+                .lru
+                .peek(key)
+                .map(|e| e.expired(now, self.inner.policy));
             match expired {
                 Some(expired) => {
                     let cause = if expired {
@@ -580,7 +603,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
 impl<K: Hash + Eq + Clone, V> Shard<K, V> {
     fn remove(&mut self, key: &K, cause: Cause, gone: &mut Gone<K, V>) {
         if let Some((key, entry)) = self.lru.pop_entry(key) {
-            self.weight -= entry.weight;
+            self.weight -= u64::from(entry.weight);
             self.evicted[cause as usize] += 1;
             gone.push((key, entry.value, cause));
         }
@@ -589,17 +612,10 @@ impl<K: Hash + Eq + Clone, V> Shard<K, V> {
     /// After a write: expired entries at the LRU end go, then least recently used ones
     /// while over the limit (never the one just written, unless it alone is over); and
     /// every `len` writes, a full sweep for expired entries (amortised O(1) per write).
-    fn tidy(
-        &mut self,
-        now: Instant,
-        limit: u64,
-        stale_for: Duration,
-        just_written: &K,
-        gone: &mut Gone<K, V>,
-    ) {
+    fn tidy(&mut self, now: u64, limit: u64, p: Policy, just_written: &K, gone: &mut Gone<K, V>) {
         for _ in 0..4 {
             match self.lru.peek_lru() {
-                Some((k, e)) if e.dead(now, stale_for) && k != just_written => {
+                Some((k, e)) if e.dead(now, p) && k != just_written => {
                     let k = k.clone();
                     self.remove(&k, Cause::Expired, gone);
                 }
@@ -610,8 +626,8 @@ impl<K: Hash + Eq + Clone, V> Shard<K, V> {
             let Some((key, entry)) = self.lru.pop_lru() else {
                 break;
             };
-            self.weight -= entry.weight;
-            let cause = if entry.expired(now) {
+            self.weight -= u64::from(entry.weight);
+            let cause = if entry.expired(now, p) {
                 Cause::Expired
             } else {
                 Cause::Capacity
@@ -625,7 +641,7 @@ impl<K: Hash + Eq + Clone, V> Shard<K, V> {
             let expired: Vec<K> = self
                 .lru
                 .iter()
-                .filter(|(_, e)| e.dead(now, stale_for))
+                .filter(|(_, e)| e.dead(now, p))
                 .map(|(k, _)| k.clone())
                 .collect();
             for key in expired {

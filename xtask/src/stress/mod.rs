@@ -4,6 +4,7 @@
 //! compare what it observed with what must hold ("entries left: 0"). The run fails if
 //! any check fails. Later crates add their scenarios as modules here.
 
+mod cache;
 mod mem;
 mod proc;
 mod rate;
@@ -19,7 +20,7 @@ use crate::Result;
 pub const CHILD_COMMAND: &str = "stress-child";
 
 /// The scenario groups, one per crate, in the order they run (`--only <group>`).
-const GROUPS: &[&str] = &["temp", "stream", "mem", "rate", "proc"];
+const GROUPS: &[&str] = &["temp", "stream", "mem", "rate", "cache", "proc"];
 
 /// How much work each scenario does.
 #[derive(Debug, Clone, Copy)]
@@ -123,6 +124,10 @@ pub fn main(args: &[String]) -> Result<bool> {
     if wanted("rate") {
         // Its own runtime: one thread on a paused clock, to simulate hours of quota.
         scenarios.extend(rate::scenarios(profile)?);
+    }
+    if wanted("cache") {
+        // Also on a paused clock: TTLs of minutes, simulated.
+        scenarios.extend(cache::scenarios(profile)?);
     }
     if wanted("proc") {
         // Last: a reaper makes this process a child subreaper for good.
