@@ -18,6 +18,12 @@ use crate::{Result, workspace_root};
 /// "at least 0.98x the throughput" is "at most 1/0.98 of the time".
 const TARGETS: &[(&str, &str, f64, &str)] = &[
     (
+        "leakproof/scope_temp_dir",
+        "bare",
+        1.05,
+        "time <= 1.05x bare",
+    ),
+    (
         "ttl-cache/get_warm",
         "moka",
         1.0 / 3.0,
