@@ -52,7 +52,6 @@ struct Inner {
     children: Mutex<HashMap<u64, Entry>>,
     /// Trees being ended in the background (after a drop): `settle` waits for zero.
     ending: watch::Sender<usize>,
-    subreaper: bool,
     /// The cgroup v2 fast path, where available.
     cgroups: Option<Cgroups>,
 }
@@ -71,7 +70,6 @@ impl std::fmt::Debug for Reaper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reaper")
             .field("live", &self.live_count())
-            .field("subreaper", &self.inner.subreaper)
             .field("cgroups", &self.inner.cgroups.is_some())
             .finish()
     }
@@ -98,7 +96,6 @@ impl Reaper {
             inner: Arc::new(Inner {
                 children: Mutex::new(HashMap::new()),
                 ending: watch::Sender::new(0),
-                subreaper: true,
                 cgroups,
             }),
         })

@@ -208,6 +208,7 @@ fn end_descendants(me: u32) {
     let mut members: Vec<(u32, OwnedFd)> = Vec::new();
     let mut signal = Signal::TERM;
     loop {
+        let mut found = false;
         for pid in procfs::tree(me).into_iter().skip(1) {
             if members.iter().any(|(p, _)| *p == pid) {
                 continue;
@@ -217,6 +218,7 @@ fn end_descendants(me: u32) {
             {
                 let _ = pidfd_send_signal(&fd, signal);
                 members.push((pid, fd));
+                found = true;
             }
         }
         let alive: Vec<&OwnedFd> = members
@@ -224,7 +226,9 @@ fn end_descendants(me: u32) {
             .filter(|(pid, _)| procfs::alive(*pid))
             .map(|(_, fd)| fd)
             .collect();
-        if alive.is_empty() && procfs::tree(me).iter().skip(1).all(|p| !procfs::alive(*p)) {
+        // Done when all are dead and this scan found nobody new: a member that died
+        // since the previous scan had its children re-parented here before it did.
+        if alive.is_empty() && !found {
             break;
         }
         if signal == Signal::TERM && started.elapsed() >= LEFTOVER_GRACE {

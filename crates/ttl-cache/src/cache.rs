@@ -99,7 +99,6 @@ pub(crate) struct Inner<K, V> {
     limit: u64,
     weigher: Option<Weigher<K, V>>,
     ttl: Option<Duration>,
-    tti: Option<Duration>,
     listener: Option<Listener<K, V>>,
     pub(crate) loads: AtomicU64,
     pub(crate) revalidated: AtomicU64,
@@ -148,7 +147,7 @@ impl<K, V> std::fmt::Debug for Cache<K, V> {
             .field("shards", &self.inner.shards.len())
             .field("limit_per_shard", &self.inner.limit)
             .field("ttl", &self.inner.ttl)
-            .field("tti", &self.inner.tti)
+            .field("tti_ns", &self.inner.policy.tti)
             .finish_non_exhaustive()
     }
 }
@@ -268,7 +267,6 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
                 limit,
                 weigher,
                 ttl: self.ttl,
-                tti: self.tti,
                 listener: self.listener,
                 loads: AtomicU64::new(0),
                 revalidated: AtomicU64::new(0),
