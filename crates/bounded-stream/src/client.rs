@@ -38,9 +38,12 @@ use crate::{BoundedBody, Collected, Error, Limits};
 ///     Ok(find_line(reader, b"warning:", 64 * 1024).await?.is_some())
 /// }
 /// ```
+///
+/// Requests carry no body by default (`B = Empty<Bytes>`); a client built with another
+/// request body type (`Full<Bytes>` for POSTs) is wrapped the same way.
 #[derive(Debug, Clone)]
-pub struct CappedClient<C = HttpConnector> {
-    client: Client<C, Empty<Bytes>>,
+pub struct CappedClient<C = HttpConnector, B = Empty<Bytes>> {
+    client: Client<C, B>,
 }
 
 impl CappedClient {
@@ -61,12 +64,16 @@ impl Default for CappedClient {
     }
 }
 
-impl<C> CappedClient<C>
+impl<C, B> CappedClient<C, B>
 where
     C: Connect + Clone + Send + Sync + 'static,
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    /// Wraps a client built elsewhere (with a TLS connector, custom pool settings).
-    pub fn from_client(client: Client<C, Empty<Bytes>>) -> Self {
+    /// Wraps a client built elsewhere (with a TLS connector, custom pool settings, or
+    /// another request body type).
+    pub fn from_client(client: Client<C, B>) -> Self {
         CappedClient { client }
     }
 
@@ -74,7 +81,7 @@ where
     /// Content-Length over the cap fails here, before any of the body is read.
     pub async fn send(
         &self,
-        request: Request<Empty<Bytes>>,
+        request: Request<B>,
         limits: &Limits,
     ) -> Result<Response<BoundedBody<Incoming>>, Error> {
         let uri = request.uri().to_string();
@@ -114,7 +121,12 @@ where
             BoundedBody::new(body, &body_limits)?,
         ))
     }
+}
 
+impl<C> CappedClient<C>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
     /// A capped GET.
     pub async fn get(
         &self,

@@ -1,14 +1,31 @@
-//! The umbrella crate: everything an operation borrows, released on every path.
+//! The umbrella crate: everything an operation borrows, released on every path; a
+//! shutdown that keeps its deadline; one health report; one API client.
 //!
 //! # The guarantee
 //!
 //! [`scope`] runs an operation with a [`Scope`] that registers what it acquires (temp
-//! dirs, child process trees, spawned tasks, arbitrary async cleanups with
-//! [`Scope::defer`]) and releases it in reverse order when the operation returns `Ok`,
-//! returns `Err`, panics, or has its future dropped. A release that fails is reported
-//! and the others still run; the [`ScopeReport`] says what was released, what failed
-//! and why, and how long it took, and is logged. Scopes nest. It works on the
-//! current-thread runtime.
+//! dirs, child process trees, spawned tasks, held values such as files and permits,
+//! arbitrary async cleanups with [`Scope::defer`]) and releases it in reverse order when
+//! the operation returns `Ok`, returns `Err`, panics, or has its future dropped. A
+//! release that fails is reported and the others still run; the [`ScopeReport`] says
+//! what was released, what failed and why, and how long it took, and is logged. Scopes
+//! nest. It works on the current-thread runtime.
+//!
+//! [`Shutdown`] turns SIGTERM/SIGINT into: no new work, cancellation, a wait for the
+//! work in flight up to a deadline (25 s by default, under Kubernetes' 30 s), then force
+//! (operations dropped, tasks aborted, blocking closures abandoned, child trees ended,
+//! every live temp entry removed) and a [`ShutdownReport`] naming what was forced. A
+//! second signal forces at once. [`supervise`] covers SIGKILL.
+//!
+//! [`Health`] grades one report from every crate: Healthy, Degraded (over 100 live
+//! children, memory pressure, descriptors well over their baseline, a server-imposed
+//! pause) or Unhealthy (shutting down, out of memory or descriptors), with the reasons,
+//! serialisable with serde.
+//!
+//! [`ApiClient`] (feature `client`) is one pooled hyper-util client behind a `rate-gate`
+//! gate fed by the response headers, with `ttl-cache` for GETs (ETag revalidation: a 304
+//! costs no quota), `bounded-stream` caps on every body, retries with backoff and jitter
+//! on 5xx and secondary limits, and every request inside a scope.
 //!
 //! Each focused crate is re-exported as a module behind a default feature:
 //! [`temp`] (scoped-temp), [`stream`] (bounded-stream), [`gate`] (rate-gate),
@@ -32,26 +49,63 @@
 //! # }
 //! ```
 //!
-//! # Status
-//!
-//! Present: the re-exports and `Scope`. Still to come (its issue): `Shutdown` (signals,
-//! a deadline, forced release), `Health`, and the rate-aware `ApiClient`.
-//!
 //! # What this does not protect against
 //!
 //! - **A dropped scope's async cleanups.** When the operation's future is dropped,
 //!   what releases itself on drop is released at once (temp dirs removed, child trees
-//!   killed, tasks aborted); deferred cleanups are spawned on the runtime and nobody
-//!   awaits them, so a process that exits right after may cut them short.
-//! - **Resources registered nowhere.** Only what goes through the scope is released.
-//! - **The process being killed.** A SIGKILL runs no release; `proc::supervise()` and
-//!   `temp::sweep_orphans` cover that case.
+//!   killed, tasks aborted, held values dropped); deferred cleanups are spawned on the
+//!   runtime and nobody awaits them, so a process that exits right after may cut them
+//!   short.
+//! - **Resources registered nowhere.** Only what goes through the scope is released; the
+//!   shutdown's final sweep also catches live `scoped-temp` entries and the children of
+//!   reapers registered with [`Shutdown::add_reaper`], nothing else.
+//! - **Work that never yields.** Forcing drops an operation's future, which only takes
+//!   effect when its task is polled; a future stuck in a blocking call holds its thread.
+//!   Blocking closures cannot be stopped at all: the shutdown stops waiting for them, and
+//!   [`ShutdownReport::exit`] exits without joining them. Returning from an async `main`
+//!   instead drops the runtime, which does wait for them.
+//! - **The process being killed.** A SIGKILL runs no release; [`supervise`] (or
+//!   `proc::supervise()` and `temp::sweep_orphans`) covers that case.
+//! - **Quota spent elsewhere.** The API client's gate knows this process's requests and
+//!   what the server's headers say. With no quota of its own, the first requests of each
+//!   window go out before any header is seen: keep its concurrency under the quota, or
+//!   give it the quota. Across processes, see `rate-gate`'s docs.
+//! - **TLS.** `ApiClient::builder(..).build()` speaks plain HTTP; bring a TLS connector
+//!   through [`ApiClientBuilder::build_with`].
 
+#[cfg(feature = "client")]
+mod client;
+mod error;
+mod health;
 mod scope;
+mod shutdown;
 
+#[cfg(feature = "client")]
+pub use client::{ApiClient, ApiClientBuilder, ApiResponse, ApiStats, Source};
+pub use error::{Error, Result};
+pub use health::{
+    CacheHealth, FdHealth, GateHealth, Health, HealthBuilder, HealthReport, MemoryHealth, Status,
+};
 #[cfg(all(feature = "proc", target_os = "linux"))]
 pub use scope::ScopedChild;
 pub use scope::{BoxError, Ended, Released, Scope, ScopeReport, scope};
+pub use shutdown::{
+    Cause, DEFAULT_CHILD_GRACE, DEFAULT_DEADLINE, ForcedBy, ForcedWork, Kind, Shutdown,
+    ShutdownBuilder, ShutdownReport,
+};
+
+/// Runs the rest of the program under a `proc-reaper` supervisor (see
+/// [`proc::supervise`]) and registers this process's `scoped-temp` run directory (under
+/// `std::env::temp_dir()`) with it: even if the program is SIGKILLed, its descendants
+/// are ended and its temp entries removed. Call it first thing in `main`, before the
+/// runtime starts.
+#[cfg(all(feature = "proc", target_os = "linux"))]
+pub fn supervise() -> Result<proc_reaper::Supervisor> {
+    let link = proc_reaper::supervise()?;
+    #[cfg(feature = "temp")]
+    link.remove_on_exit(scoped_temp::run_dir(std::env::temp_dir())?)?;
+    Ok(link)
+}
 
 #[cfg(feature = "stream")]
 pub use bounded_stream as stream;

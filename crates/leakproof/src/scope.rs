@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+#[cfg(feature = "temp")]
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -23,6 +24,7 @@ enum Held {
     #[cfg(all(feature = "proc", target_os = "linux"))]
     Child(Arc<Mutex<Option<proc_reaper::Child>>>),
     Defer(Box<dyn FnOnce() -> Cleanup + Send>),
+    Value(Box<dyn std::any::Any + Send>),
 }
 
 struct Entry {
@@ -158,6 +160,13 @@ impl Scope {
         Ok(ScopedChild { pid, slot })
     }
 
+    /// Keeps `value` alive until the scope ends, then drops it in its turn: for guards
+    /// that must last as long as the operation (open files, locks, sockets, semaphore
+    /// or gate permits).
+    pub fn hold<T: Send + 'static>(&self, what: &str, value: T) {
+        self.push(what.to_string(), Held::Value(Box::new(value)));
+    }
+
     /// Runs `cleanup` when the scope ends (after what was registered later, before
     /// what was registered earlier). A failing cleanup is reported; the others still run.
     pub fn defer<F, Fut>(&self, name: &str, cleanup: F)
@@ -226,6 +235,10 @@ async fn release_one(held: Held) -> Result<(), String> {
                 Some(child) => child.kill().await.map(|_| ()).map_err(|e| e.to_string()),
                 None => Ok(()),
             }
+        }
+        Held::Value(value) => {
+            drop(value);
+            Ok(())
         }
         Held::Defer(cleanup) => match AssertUnwindSafe(cleanup()).catch_unwind().await {
             Ok(outcome) => outcome.map_err(|e| e.to_string()),

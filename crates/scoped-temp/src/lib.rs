@@ -117,5 +117,5 @@ pub use atomic::{AtomicBatch, AtomicFile, AtomicOptions, write_atomic, write_ato
 pub use dir::{Builder, TempDir, with_temp_dir};
 pub use error::{Error, Result};
 pub use file::NamedTempFile;
-pub use registry::{EntryKind, LiveEntry, RemovalReport, live, live_count, remove_all};
+pub use registry::{EntryKind, LiveEntry, RemovalReport, live, live_count, remove_all, run_dir};
 pub use sweep::{SweepOptions, SweepReport, sweep_orphans, sweep_orphans_with};

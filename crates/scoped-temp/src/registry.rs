@@ -197,6 +197,31 @@ impl RunDir {
     }
 }
 
+/// This process's run directory under `root` (e.g. `std::env::temp_dir()`), set up now
+/// if it does not exist yet: every entry created under `root` lives inside it.
+///
+/// Hand it to whatever cleans up after a killed process, such as a supervisor's
+/// remove-on-exit list. After [`remove_all`] the next entry sets up a new run
+/// directory with a new name.
+pub fn run_dir(root: impl AsRef<Path>) -> Result<PathBuf> {
+    let root = root.as_ref();
+    if let Some(run) = find(&runs_read(), root).filter(|run| run.path.exists()) {
+        return Ok(run.path.clone());
+    }
+    let mut runs = REGISTRY
+        .runs
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(run) = find(&runs, root).filter(|run| run.path.exists()) {
+        return Ok(run.path.clone());
+    }
+    let run = RunDir::create(root)?;
+    let path = run.path.clone();
+    runs.retain(|r| r.root != root);
+    runs.push(run);
+    Ok(path)
+}
+
 /// Creates an entry inside `root`'s run directory with `make` and registers it.
 ///
 /// `make` gets the run directory and returns its value and the path it created.

@@ -417,3 +417,23 @@ fn run_dir_removed_behind_our_back_is_set_up_again() {
     drop(second);
     assert!(!path.exists());
 }
+
+#[test]
+fn run_dir_holds_every_entry_of_its_root() {
+    let root = root();
+    let run = scoped_temp::run_dir(root.path()).unwrap();
+    assert!(run.is_dir());
+    assert_eq!(run.parent(), Some(root.path()));
+    // Asked again, the same directory; entries are created inside it.
+    assert_eq!(scoped_temp::run_dir(root.path()).unwrap(), run);
+    let dir = Builder::new().root(root.path()).tempdir().unwrap();
+    let file = Builder::new().root(root.path()).tempfile().unwrap();
+    assert!(dir.path().starts_with(&run), "{}", dir.path().display());
+    assert!(file.path().starts_with(&run), "{}", file.path().display());
+    // A root that does not exist is an error naming it, not a panic.
+    let missing = root.path().join("missing");
+    match scoped_temp::run_dir(&missing) {
+        Err(Error::Create { root, .. }) => assert_eq!(root, missing),
+        other => panic!("expected Error::Create, got {other:?}"),
+    }
+}

@@ -1,0 +1,626 @@
+//! `ApiClient`: one pooled client, a gate fed by the server's headers, cached GETs
+//! revalidated with ETags, capped bodies, retries, every request in a scope.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bounded_stream::{CappedClient, Limits};
+use bytes::Bytes;
+use http::header::{
+    CACHE_CONTROL, ETAG, HeaderMap, HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    LAST_MODIFIED, RETRY_AFTER,
+};
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rate_gate::{Feedback, Gate};
+use serde::Serialize;
+use ttl_cache::{Cache, Validators};
+
+use crate::{Error, Result, Shutdown};
+
+/// Where a response came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The cache, fresh: no request was sent.
+    Cache,
+    /// The cache, after the server answered `304 Not Modified` (no quota spent on
+    /// GitHub, no body sent).
+    Revalidated,
+    /// The server.
+    Network,
+}
+
+/// A response with its body read (at most the client's cap).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ApiResponse {
+    /// The status (of the cached response when it came from the cache).
+    pub status: StatusCode,
+    /// The headers (likewise).
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+    /// Where it came from.
+    pub source: Source,
+}
+
+#[derive(Debug)]
+struct Cached {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// What the client has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ApiStats {
+    /// Calls to [`ApiClient::get`] and [`ApiClient::send`].
+    pub calls: u64,
+    /// Requests that reached the network (retries included).
+    pub requests: u64,
+    /// GETs answered from the cache without a request.
+    pub cache_hits: u64,
+    /// GETs answered `304 Not Modified`.
+    pub revalidated: u64,
+    /// Requests sent again after a 5xx, a secondary rate limit or a connection failure.
+    pub retries: u64,
+    /// Calls that ended in an error.
+    pub failures: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    calls: AtomicU64,
+    requests: AtomicU64,
+    cache_hits: AtomicU64,
+    revalidated: AtomicU64,
+    retries: AtomicU64,
+    failures: AtomicU64,
+}
+
+struct Inner<C> {
+    http: CappedClient<C, Full<Bytes>>,
+    base: String,
+    headers: HeaderMap,
+    gate: Gate,
+    cache: Cache<String, Arc<Cached>>,
+    limits: Limits,
+    attempts: u32,
+    backoff: (Duration, Duration),
+    shutdown: Option<Shutdown>,
+    counters: Counters,
+    jitter: AtomicU64,
+}
+
+/// The composition for a rate-limited JSON API such as GitHub's: one pooled client
+/// (clones share it) instead of one per request.
+///
+/// Every call:
+/// - runs in a [`scope`](crate::scope) (tracked by the [`Shutdown`] if one is given:
+///   refused once it has begun, dropped if it forces), which holds the gate's permit;
+/// - waits for the [`Gate`]; the gate is fed each response's rate headers
+///   (`X-RateLimit-Remaining`/`-Reset`, `Retry-After`), so it never sends what the
+///   server would refuse, in this process;
+/// - has its response body capped and timed by [`Limits`] (default 10 MiB, 30 s
+///   without a byte, 60 s in all);
+/// - is retried (default 3 attempts in all) on 500, 502, 503, 504, on 429 and on a 403
+///   with `Retry-After` (GitHub's secondary limits), and on connection failures, after
+///   an exponential backoff with full jitter (default 500 ms doubling to 30 s) or, for
+///   rate limits, after the pause the gate took from the server;
+/// - for a GET answered 200, is cached (default 10,000 entries, for the response's
+///   `max-age` or 60 s) and, once stale, revalidated with `If-None-Match` or
+///   `If-Modified-Since`: a `304` refreshes the entry and costs no GitHub quota.
+///
+/// `ApiClient::builder(base).build()` speaks plain HTTP/1.1; for HTTPS build a
+/// hyper-util client with a TLS connector (hyper-rustls, hyper-tls) and pass it to
+/// [`ApiClientBuilder::build_with`].
+///
+/// ```no_run
+/// # async fn example() -> Result<(), leakproof::Error> {
+/// use leakproof::{ApiClient, Source};
+///
+/// let github = ApiClient::builder("http://127.0.0.1:8080")
+///     .header("authorization", "Bearer ghp_...")
+///     .build()?;
+/// let first = github.get("/repos/rust-lang/rust").await?;
+/// assert_eq!(first.source, Source::Network);
+/// let again = github.get("/repos/rust-lang/rust").await?; // within max-age
+/// assert_eq!(again.source, Source::Cache);
+/// # Ok(()) }
+/// ```
+pub struct ApiClient<C = HttpConnector> {
+    inner: Arc<Inner<C>>,
+}
+
+impl<C> Clone for ApiClient<C> {
+    fn clone(&self) -> Self {
+        ApiClient {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for ApiClient<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("base", &self.inner.base)
+            .field("gate", &self.inner.gate)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options for an [`ApiClient`].
+#[derive(Debug)]
+pub struct ApiClientBuilder {
+    base: String,
+    headers: Vec<(String, String)>,
+    gate: Option<Gate>,
+    cache: Option<Cache<String, Arc<Cached>>>,
+    max_entries: u64,
+    ttl: Duration,
+    limits: Limits,
+    attempts: u32,
+    backoff: (Duration, Duration),
+    shutdown: Option<Shutdown>,
+}
+
+impl ApiClientBuilder {
+    /// A header sent with every request (`authorization`, `user-agent`, `accept`).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// The gate every request waits for (default: no quota of its own, at most 32
+    /// requests in flight, and the server's rate headers). Share one gate between the
+    /// clients that spend one quota.
+    pub fn gate(mut self, gate: Gate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// At most `max_entries` GET responses cached, each for its `max-age` or `ttl`.
+    pub fn cache(mut self, max_entries: u64, ttl: Duration) -> Self {
+        self.max_entries = max_entries;
+        self.ttl = ttl;
+        self.cache = None;
+        self
+    }
+
+    /// The caps and timeouts on every response body.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How many times a request may be sent in all (default 3; at least 1).
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+
+    /// The backoff before a retry: a random wait up to `first`, doubling per attempt,
+    /// never above `max` (defaults 500 ms and 30 s).
+    pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.backoff = (first, max.max(first));
+        self
+    }
+
+    /// Tracks every call in `shutdown`: refused once it has begun, forced with it.
+    pub fn shutdown(mut self, shutdown: &Shutdown) -> Self {
+        self.shutdown = Some(shutdown.clone());
+        self
+    }
+
+    /// A plain-HTTP client (idle connections kept 90 s, at most 32 per host).
+    pub fn build(self) -> Result<ApiClient> {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(32)
+            .build_http();
+        self.build_with(client)
+    }
+
+    /// A client on a hyper-util client built elsewhere (a TLS connector, other pool
+    /// settings).
+    pub fn build_with<C>(self, client: Client<C, Full<Bytes>>) -> Result<ApiClient<C>>
+    where
+        C: Connect + Clone + Send + Sync + 'static,
+    {
+        let base = self.base.trim_end_matches('/').to_string();
+        let parsed: Uri = base
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| Error::BadUri {
+                uri: base.clone(),
+                reason: e.to_string(),
+            })?;
+        if parsed.scheme().is_none() || parsed.authority().is_none() {
+            return Err(Error::BadUri {
+                uri: base,
+                reason: "the base needs a scheme and a host (`https://api.github.com`)".into(),
+            });
+        }
+        let mut headers = HeaderMap::new();
+        for (name, value) in &self.headers {
+            let bad = |reason: String| Error::BadUri {
+                uri: base.clone(),
+                reason,
+            };
+            let name = HeaderName::try_from(name.as_str())
+                .map_err(|e| bad(format!("header name `{name}`: {e}")))?;
+            let value = HeaderValue::try_from(value.as_str())
+                .map_err(|e| bad(format!("header `{name}` value: {e}")))?;
+            headers.append(name, value);
+        }
+        let gate = self
+            .gate
+            .unwrap_or_else(|| Gate::builder().concurrency(32).build());
+        let cache = self.cache.unwrap_or_else(|| {
+            Cache::builder()
+                .max_entries(self.max_entries)
+                .ttl(self.ttl)
+                // Stale entries are kept a while for revalidation.
+                .stale_for(Duration::from_secs(3600))
+                .build()
+        });
+        Ok(ApiClient {
+            inner: Arc::new(Inner {
+                http: CappedClient::from_client(client),
+                base,
+                headers,
+                gate,
+                cache,
+                limits: self.limits,
+                attempts: self.attempts,
+                backoff: self.backoff,
+                shutdown: self.shutdown,
+                counters: Counters::default(),
+                jitter: AtomicU64::new(seed()),
+            }),
+        })
+    }
+}
+
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    nanos ^ (u64::from(std::process::id()) << 32) | 1
+}
+
+impl ApiClient {
+    /// Options for a client of the API at `base` (`https://api.github.com`); request
+    /// paths are appended to it.
+    pub fn builder(base: &str) -> ApiClientBuilder {
+        ApiClientBuilder {
+            base: base.to_string(),
+            headers: Vec::new(),
+            gate: None,
+            cache: None,
+            max_entries: 10_000,
+            ttl: Duration::from_secs(60),
+            limits: Limits::new(10 << 20)
+                .idle_timeout(Duration::from_secs(30))
+                .deadline(Duration::from_secs(60)),
+            attempts: 3,
+            backoff: (Duration::from_millis(500), Duration::from_secs(30)),
+            shutdown: None,
+        }
+    }
+}
+
+/// The outcome of one attempt that did not fail outright.
+enum Attempt {
+    Done(ApiResponse),
+    /// Send it again, after `after` (or the backoff when `None`).
+    Retry {
+        after: Option<Duration>,
+        why: Retryable,
+    },
+}
+
+enum Retryable {
+    Status(StatusCode),
+    Failed(bounded_stream::Error),
+}
+
+fn from_cache(cached: &Cached, source: Source) -> ApiResponse {
+    ApiResponse {
+        status: cached.status,
+        headers: cached.headers.clone(),
+        body: cached.body.clone(),
+        source,
+    }
+}
+
+/// `Some(max-age)` from `Cache-Control`; `Some(ZERO)` for `no-store`.
+fn max_age(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(CACHE_CONTROL)?.to_str().ok()?;
+    let mut age = None;
+    for directive in value.split(',').map(str::trim) {
+        if directive.eq_ignore_ascii_case("no-store") {
+            return Some(Duration::ZERO);
+        }
+        if let Some(secs) = directive.strip_prefix("max-age=") {
+            age = secs.trim_matches('"').parse().ok().map(Duration::from_secs);
+        }
+    }
+    age
+}
+
+fn header_text(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+    headers.get(name)?.to_str().ok().map(str::to_string)
+}
+
+/// The statuses worth sending again: server errors that are usually passing, and rate
+/// limits (429, and GitHub's secondary limit: 403 with `Retry-After`).
+fn retryable(status: StatusCode, headers: &HeaderMap) -> bool {
+    matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
+        || (status == StatusCode::FORBIDDEN && headers.contains_key(RETRY_AFTER))
+}
+
+impl<C> ApiClient<C>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    /// The gate (for its stats, or to share it).
+    pub fn gate(&self) -> &Gate {
+        &self.inner.gate
+    }
+
+    /// What the client has done so far.
+    pub fn stats(&self) -> ApiStats {
+        let c = &self.inner.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ApiStats {
+            calls: load(&c.calls),
+            requests: load(&c.requests),
+            cache_hits: load(&c.cache_hits),
+            revalidated: load(&c.revalidated),
+            retries: load(&c.retries),
+            failures: load(&c.failures),
+        }
+    }
+
+    /// The number of cached responses.
+    pub fn cached(&self) -> usize {
+        self.inner.cache.len()
+    }
+
+    /// The cache's own figures (hits, misses, evictions, revalidations).
+    pub fn cache_stats(&self) -> ttl_cache::Stats {
+        self.inner.cache.stats()
+    }
+
+    /// A GET of `path` (appended to the base): from the cache while fresh, revalidated
+    /// once stale, else from the server.
+    pub async fn get(&self, path: &str) -> Result<ApiResponse> {
+        self.inner.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let uri = self.uri(path)?;
+        let key = uri.to_string();
+        if let Some(hit) = self.inner.cache.get(&key) {
+            self.inner
+                .counters
+                .cache_hits
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(from_cache(&hit, Source::Cache));
+        }
+        self.call(Method::GET, uri, Bytes::new()).await
+    }
+
+    /// Sends `body` with `method` to `path`; never cached. A successful request with
+    /// another method than GET drops the cached GET of the same path.
+    pub async fn send(&self, method: Method, path: &str, body: Bytes) -> Result<ApiResponse> {
+        self.inner.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let uri = self.uri(path)?;
+        self.call(method, uri, body).await
+    }
+
+    fn uri(&self, path: &str) -> Result<Uri> {
+        let text = if path.starts_with('/') {
+            format!("{}{path}", self.inner.base)
+        } else {
+            format!("{}/{path}", self.inner.base)
+        };
+        text.parse()
+            .map_err(|e: http::uri::InvalidUri| Error::BadUri {
+                uri: text.clone(),
+                reason: e.to_string(),
+            })
+    }
+
+    async fn call(&self, method: Method, uri: Uri, body: Bytes) -> Result<ApiResponse> {
+        let name = format!("{method} {}", uri.path());
+        let op = |scope: crate::Scope| self.exchange(scope, method, uri, body);
+        let outcome = match &self.inner.shutdown {
+            Some(shutdown) => shutdown.run(&name, op).await.and_then(|(r, _)| r),
+            None => crate::scope(&name, op).await.0,
+        };
+        if outcome.is_err() {
+            self.inner.counters.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    async fn exchange(
+        &self,
+        scope: crate::Scope,
+        method: Method,
+        uri: Uri,
+        body: Bytes,
+    ) -> Result<ApiResponse> {
+        let inner = &*self.inner;
+        let key = uri.to_string();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // Looked up at each attempt: another call may have refreshed it meanwhile.
+            let held = if method == Method::GET {
+                inner.cache.revalidation(&key)
+            } else {
+                None
+            };
+            let permit = inner.gate.acquire_owned().await?;
+            let outcome = self
+                .attempt(&method, &uri, &key, body.clone(), held, &permit)
+                .await?;
+            let (after, why) = match outcome {
+                Attempt::Done(response) => {
+                    // The permit's slot is released with the scope.
+                    scope.hold("gate permit", permit);
+                    if method != Method::GET && response.status.is_success() {
+                        inner.cache.remove(&key);
+                    }
+                    return Ok(response);
+                }
+                Attempt::Retry { after, why } => (after, why),
+            };
+            drop(permit);
+            if attempt >= inner.attempts {
+                return Err(match why {
+                    Retryable::Status(status) => Error::GaveUp {
+                        method,
+                        uri: key,
+                        attempts: attempt,
+                        status,
+                    },
+                    Retryable::Failed(source) => Error::Request {
+                        method,
+                        uri: key,
+                        attempts: attempt,
+                        source,
+                    },
+                });
+            }
+            inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+            let wait = after.unwrap_or_else(|| self.backoff(attempt));
+            match &why {
+                Retryable::Status(status) => {
+                    tracing::debug!(%method, %uri, %status, attempt, wait_ms = wait.as_millis() as u64, "leakproof: retrying")
+                }
+                Retryable::Failed(error) => {
+                    tracing::debug!(%method, %uri, %error, attempt, wait_ms = wait.as_millis() as u64, "leakproof: retrying")
+                }
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Full jitter: a random wait in `[0, min(max, first * 2^(attempt-1))]`.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let (first, max) = self.inner.backoff;
+        let ceiling = first.saturating_mul(1u32 << (attempt - 1).min(20)).min(max);
+        // xorshift64*: jitter only, not security.
+        let mut x = self.inner.jitter.load(Ordering::Relaxed);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.inner.jitter.store(x, Ordering::Relaxed);
+        let unit = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+        ceiling.mul_f64(unit)
+    }
+
+    async fn attempt(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        key: &String,
+        body: Bytes,
+        held: Option<(Arc<Cached>, Validators)>,
+        permit: &rate_gate::Permit<'static>,
+    ) -> Result<Attempt> {
+        let inner = &*self.inner;
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri.clone();
+        *request.headers_mut() = inner.headers.clone();
+        if let Some((_, validators)) = &held {
+            let conditional = match (&validators.etag, &validators.last_modified) {
+                (Some(etag), _) => Some((IF_NONE_MATCH, etag)),
+                (None, Some(date)) => Some((IF_MODIFIED_SINCE, date)),
+                (None, None) => None,
+            };
+            if let Some((name, value)) = conditional
+                && let Ok(value) = HeaderValue::try_from(value.as_str())
+            {
+                request.headers_mut().insert(name, value);
+            }
+        }
+        inner.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let response = match inner.http.send(request, &inner.limits).await {
+            Ok(response) => response,
+            Err(source @ bounded_stream::Error::ContentLengthTooLarge { .. }) => {
+                return Err(Error::Body {
+                    method: method.clone(),
+                    uri: key.clone(),
+                    source,
+                });
+            }
+            Err(error) => {
+                return Ok(Attempt::Retry {
+                    after: None,
+                    why: Retryable::Failed(error),
+                });
+            }
+        };
+        let status = response.status();
+        let feedback = Feedback::from_headers(status, response.headers());
+        let server_paused = feedback.limited || feedback.retry_after.is_some();
+        permit.observe(feedback);
+        if status == StatusCode::NOT_MODIFIED
+            && let Some((cached, _)) = held
+        {
+            inner.cache.refresh(key, max_age(response.headers()));
+            inner.counters.revalidated.fetch_add(1, Ordering::Relaxed);
+            return Ok(Attempt::Done(from_cache(&cached, Source::Revalidated)));
+        }
+        if retryable(status, response.headers()) {
+            return Ok(Attempt::Retry {
+                // The gate took the server's pause: wait in its line, not twice.
+                after: server_paused.then_some(Duration::ZERO),
+                why: Retryable::Status(status),
+            });
+        }
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|source| Error::Body {
+                method: method.clone(),
+                uri: key.clone(),
+                source,
+            })?
+            .to_bytes();
+        if *method == Method::GET && status == StatusCode::OK {
+            let ttl = max_age(&parts.headers);
+            if ttl != Some(Duration::ZERO) {
+                let validators = Validators::new(
+                    header_text(&parts.headers, ETAG),
+                    header_text(&parts.headers, LAST_MODIFIED),
+                );
+                let cached = Arc::new(Cached {
+                    status,
+                    headers: parts.headers.clone(),
+                    body: body.clone(),
+                });
+                inner
+                    .cache
+                    .insert_with_validators(key.clone(), cached, ttl, validators);
+            }
+        }
+        Ok(Attempt::Done(ApiResponse {
+            status,
+            headers: parts.headers,
+            body,
+            source: Source::Network,
+        }))
+    }
+}

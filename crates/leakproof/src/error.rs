@@ -1,0 +1,110 @@
+//! The crate's one error type.
+
+use std::time::Duration;
+
+/// What can go wrong in `leakproof`'s own code (each focused crate's errors are wrapped,
+/// not flattened, so nothing they carry is lost).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The process is shutting down: new work named `name` was refused, nothing ran.
+    #[error("shutting down: `{name}` was not started")]
+    ShuttingDown {
+        /// The refused operation.
+        name: String,
+    },
+    /// The shutdown deadline (or a second signal) cut `name` short after `ran` of work;
+    /// what its scope held was released by its drop.
+    #[error("`{name}` was forced to stop by the shutdown after {ran:?}")]
+    Forced {
+        /// The forced operation.
+        name: String,
+        /// How long it had run.
+        ran: Duration,
+    },
+    /// Installing the SIGTERM/SIGINT handlers failed.
+    #[error("cannot install the {signal} handler")]
+    Signal {
+        /// The signal (`SIGTERM`, `SIGINT`).
+        signal: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Called outside a tokio runtime, where it needs one.
+    #[error("{what} needs a tokio runtime")]
+    NoRuntime {
+        /// What needed it.
+        what: &'static str,
+    },
+    /// A temp entry could not be created or removed.
+    #[cfg(feature = "temp")]
+    #[error(transparent)]
+    Temp(#[from] scoped_temp::Error),
+    /// Process supervision or a child process failed.
+    #[cfg(all(feature = "proc", target_os = "linux"))]
+    #[error(transparent)]
+    Proc(#[from] proc_reaper::Error),
+    /// The memory probe could not read the process's figures.
+    #[cfg(feature = "mem")]
+    #[error(transparent)]
+    Mem(#[from] mem_watch::Error),
+    /// A request's URI could not be built from the base and the path given.
+    #[cfg(feature = "client")]
+    #[error("bad request URI `{uri}`: {reason}")]
+    BadUri {
+        /// The URI as far as it was built.
+        uri: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// Sending a request failed (connection refused or reset, header timeout) after
+    /// `attempts` tries.
+    #[cfg(feature = "client")]
+    #[error("{method} {uri}: failed after {attempts} attempt(s)")]
+    Request {
+        /// The method.
+        method: http::Method,
+        /// The URI.
+        uri: String,
+        /// How many times it was sent.
+        attempts: u32,
+        /// The last failure.
+        #[source]
+        source: bounded_stream::Error,
+    },
+    /// A response body broke a cap or a timeout (too long, stalled, too slow, shorter
+    /// than declared); such a request is not retried.
+    #[cfg(feature = "client")]
+    #[error("{method} {uri}: response body refused")]
+    Body {
+        /// The method.
+        method: http::Method,
+        /// The URI.
+        uri: String,
+        /// Which limit, with its figures.
+        #[source]
+        source: bounded_stream::Error,
+    },
+    /// The server kept answering with a retryable status (5xx, 429, a secondary rate
+    /// limit) until the retries ran out.
+    #[cfg(feature = "client")]
+    #[error("{method} {uri}: still {status} after {attempts} attempt(s)")]
+    GaveUp {
+        /// The method.
+        method: http::Method,
+        /// The URI.
+        uri: String,
+        /// How many times it was sent.
+        attempts: u32,
+        /// The last status.
+        status: http::StatusCode,
+    },
+    /// The gate refused (a burst larger than its quota, or no runtime).
+    #[cfg(feature = "gate")]
+    #[error(transparent)]
+    Gate(#[from] rate_gate::Error),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

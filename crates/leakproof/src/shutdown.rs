@@ -1,0 +1,627 @@
+//! `Shutdown`: one signal, a deadline, then force; a report naming what was forced.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Error, Result, ScopeReport, scope};
+
+/// The default deadline: under Kubernetes' 30 s between SIGTERM and SIGKILL, with room
+/// for the forced release.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(25);
+
+/// How long child trees still alive at the end get between SIGTERM and SIGKILL, when
+/// the deadline leaves that much.
+pub const DEFAULT_CHILD_GRACE: Duration = Duration::from_secs(2);
+
+/// How long forced (aborted) async work gets to unwind, so the drops of what its scopes
+/// held run before the final sweep.
+const UNWIND: Duration = Duration::from_millis(500);
+
+/// What started the shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// SIGTERM (Kubernetes, systemd, `kill`).
+    Sigterm,
+    /// SIGINT (Ctrl-C).
+    Sigint,
+    /// [`Shutdown::trigger`] was called.
+    Requested,
+}
+
+/// Why in-flight work was forced instead of waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForcedBy {
+    /// The deadline passed.
+    Deadline,
+    /// A second SIGTERM or SIGINT arrived.
+    SecondSignal,
+    /// [`Shutdown::force`] was called.
+    Requested,
+}
+
+/// The kind of a tracked piece of work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// An operation run with [`Shutdown::run`]: forcing drops its future, which releases
+    /// its scope.
+    Scope,
+    /// A task from [`Shutdown::spawn`]: forcing aborts it.
+    Task,
+    /// A closure from [`Shutdown::spawn_blocking`]: it cannot be stopped; forcing stops
+    /// waiting for it.
+    Blocking,
+}
+
+/// A piece of work that was still running when it was forced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ForcedWork {
+    /// Its name.
+    pub name: String,
+    /// What kind of work.
+    pub kind: Kind,
+    /// How long it had been running.
+    pub ran: Duration,
+}
+
+/// What a shutdown did, from the signal to the end of the forced release.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// What started it.
+    pub cause: Cause,
+    /// `None` when all work finished within the deadline.
+    pub forced_by: Option<ForcedBy>,
+    /// Work in flight at the signal that finished in time, by name.
+    pub finished: Vec<String>,
+    /// Work that had to be forced.
+    pub forced: Vec<ForcedWork>,
+    /// Child process trees still alive at the end, ended by the final sweep.
+    pub children_ended: usize,
+    /// Temp entries still live at the end, removed by the final sweep.
+    pub temp_removed: usize,
+    /// What the final sweep could not do.
+    pub errors: Vec<String>,
+    /// From the signal to the end of the sweep.
+    pub took: Duration,
+}
+
+impl ShutdownReport {
+    /// `true` when everything finished in time and the final sweep found nothing.
+    pub fn is_clean(&self) -> bool {
+        self.forced_by.is_none()
+            && self.forced.is_empty()
+            && self.children_ended == 0
+            && self.temp_removed == 0
+            && self.errors.is_empty()
+    }
+
+    /// `0` when [clean](Self::is_clean), else `1`.
+    pub fn exit_code(&self) -> i32 {
+        if self.is_clean() { 0 } else { 1 }
+    }
+
+    /// Exits the process with [`exit_code`](Self::exit_code), without waiting for
+    /// blocking threads (returning from an async `main` drops the runtime, which waits
+    /// for every `spawn_blocking` closure, however long it hangs).
+    pub fn exit(self) -> ! {
+        tracing::info!(code = self.exit_code(), "leakproof: exiting");
+        std::process::exit(self.exit_code())
+    }
+}
+
+struct Work {
+    name: String,
+    kind: Kind,
+    started: Instant,
+    abort: Option<AbortHandle>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counts {
+    all: usize,
+    stoppable: usize,
+}
+
+struct Inner {
+    deadline: Duration,
+    #[cfg_attr(not(all(feature = "proc", target_os = "linux")), allow(dead_code))]
+    child_grace: Duration,
+    begun: CancellationToken,
+    /// Asked to force (deadline, second signal, `force`): `wait` snapshots what is left,
+    /// then cancels `forced`, which the work watches.
+    force_asked: CancellationToken,
+    forced: CancellationToken,
+    cause: Mutex<Option<Cause>>,
+    forced_by: Mutex<Option<ForcedBy>>,
+    work: Mutex<BTreeMap<u64, Work>>,
+    next: AtomicU64,
+    counts: watch::Sender<Counts>,
+    finished: Mutex<Vec<String>>,
+    signals: AtomicBool,
+    #[cfg(all(feature = "proc", target_os = "linux"))]
+    reapers: Mutex<Vec<proc_reaper::Reaper>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Graceful shutdown with a deadline.
+///
+/// Hands out a cancellation [token](Self::token), tracks in-flight work by name
+/// ([`run`](Self::run), [`spawn`](Self::spawn), [`spawn_blocking`](Self::spawn_blocking)),
+/// and, once SIGTERM or SIGINT arrives (after [`install_signals`](Self::install_signals))
+/// or [`trigger`](Self::trigger) is called, [`wait`](Self::wait):
+///
+/// 1. refuses new work ([`Error::ShuttingDown`]) and cancels the token;
+/// 2. waits for the work in flight, up to the deadline (default 25 s);
+/// 3. then forces: drops the operations' futures (which releases their scopes), aborts
+///    the tasks, and stops waiting for blocking closures, which cannot be stopped;
+/// 4. in every case ends the child trees still alive in the registered
+///    [reapers](Self::add_reaper) and removes every live `scoped-temp` entry;
+/// 5. returns a [`ShutdownReport`] naming what was forced; [`ShutdownReport::exit`]
+///    exits without waiting for blocking threads.
+///
+/// A second signal forces at once. Clones share the shutdown.
+///
+/// ```no_run
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), leakproof::Error> {
+/// let shutdown = leakproof::Shutdown::new();
+/// shutdown.install_signals()?;
+/// let worker = shutdown.clone();
+/// tokio::spawn(async move {
+///     let token = worker.token();
+///     while !token.is_cancelled() {
+///         // Refused once the shutdown has begun.
+///         let Ok((_result, _report)) = worker
+///             .run("index", |scope| async move {
+///                 let _dir = scope.temp_dir()?;
+///                 Ok::<_, leakproof::Error>(())
+///             })
+///             .await
+///         else {
+///             break;
+///         };
+///     }
+/// });
+/// shutdown.wait().await.exit();
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Shutdown {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shutdown")
+            .field("deadline", &self.inner.deadline)
+            .field("begun", &self.is_shutting_down())
+            .field("in_flight", &self.inner.counts.borrow().all)
+            .finish()
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Options for a [`Shutdown`].
+#[derive(Debug, Clone)]
+pub struct ShutdownBuilder {
+    deadline: Duration,
+    child_grace: Duration,
+}
+
+impl ShutdownBuilder {
+    /// How long in-flight work gets after the signal before it is forced (default 25 s).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// How long child trees still alive at the end get between SIGTERM and SIGKILL
+    /// (default 2 s, and never past the deadline once forcing).
+    pub fn child_grace(mut self, grace: Duration) -> Self {
+        self.child_grace = grace;
+        self
+    }
+
+    /// The shutdown.
+    pub fn build(self) -> Shutdown {
+        Shutdown {
+            inner: Arc::new(Inner {
+                deadline: self.deadline,
+                child_grace: self.child_grace,
+                begun: CancellationToken::new(),
+                force_asked: CancellationToken::new(),
+                forced: CancellationToken::new(),
+                cause: Mutex::new(None),
+                forced_by: Mutex::new(None),
+                work: Mutex::new(BTreeMap::new()),
+                next: AtomicU64::new(0),
+                counts: watch::Sender::new(Counts::default()),
+                finished: Mutex::new(Vec::new()),
+                signals: AtomicBool::new(false),
+                #[cfg(all(feature = "proc", target_os = "linux"))]
+                reapers: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+}
+
+/// Removes its work from the tracked set when dropped (finished, failed, forced).
+struct Tracked {
+    inner: Arc<Inner>,
+    id: u64,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let Some(work) = lock(&self.inner.work).remove(&self.id) else {
+            return;
+        };
+        if self.inner.begun.is_cancelled() && !self.inner.forced.is_cancelled() {
+            lock(&self.inner.finished).push(work.name);
+        }
+        self.inner.counts.send_modify(|c| {
+            c.all -= 1;
+            if work.kind != Kind::Blocking {
+                c.stoppable -= 1;
+            }
+        });
+    }
+}
+
+impl Shutdown {
+    /// Default deadline (25 s) and child grace (2 s).
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// Options.
+    pub fn builder() -> ShutdownBuilder {
+        ShutdownBuilder {
+            deadline: DEFAULT_DEADLINE,
+            child_grace: DEFAULT_CHILD_GRACE,
+        }
+    }
+
+    /// The deadline.
+    pub fn deadline(&self) -> Duration {
+        self.inner.deadline
+    }
+
+    /// Listens for SIGTERM and SIGINT: the first begins the shutdown, the second forces
+    /// it. Idempotent; needs a tokio runtime (`Error::NoRuntime` otherwise).
+    #[cfg(unix)]
+    pub fn install_signals(&self) -> Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        if self.inner.signals.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime {
+            what: "Shutdown::install_signals",
+        })?;
+        let _entered = runtime.enter();
+        let mut term = signal(SignalKind::terminate()).map_err(|source| Error::Signal {
+            signal: "SIGTERM",
+            source,
+        })?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|source| Error::Signal {
+            signal: "SIGINT",
+            source,
+        })?;
+        if self.inner.signals.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let this = self.clone();
+        runtime.spawn(async move {
+            loop {
+                let cause = tokio::select! {
+                    Some(()) = term.recv() => Cause::Sigterm,
+                    Some(()) = int.recv() => Cause::Sigint,
+                    else => return,
+                };
+                if this.is_shutting_down() {
+                    tracing::warn!(?cause, "leakproof: second signal, forcing the shutdown");
+                    this.force_with(ForcedBy::SecondSignal);
+                } else {
+                    tracing::info!(?cause, "leakproof: signal received, shutting down");
+                    this.begin(cause);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Cancelled when the shutdown begins: pass it to work that should stop early.
+    pub fn token(&self) -> CancellationToken {
+        self.inner.begun.clone()
+    }
+
+    /// Cancelled when [`wait`](Self::wait) forces (after the deadline, a second signal or
+    /// [`force`](Self::force)).
+    pub fn forced_token(&self) -> CancellationToken {
+        self.inner.forced.clone()
+    }
+
+    /// `true` once the shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.begun.is_cancelled()
+    }
+
+    /// Begins the shutdown as a signal would.
+    pub fn trigger(&self) {
+        self.begin(Cause::Requested);
+    }
+
+    /// Forces the shutdown now (beginning it if needed), as a second signal would.
+    pub fn force(&self) {
+        self.force_with(ForcedBy::Requested);
+    }
+
+    fn begin(&self, cause: Cause) {
+        lock(&self.inner.cause).get_or_insert(cause);
+        self.inner.begun.cancel();
+    }
+
+    fn force_with(&self, by: ForcedBy) {
+        self.begin(Cause::Requested);
+        lock(&self.inner.forced_by).get_or_insert(by);
+        self.inner.force_asked.cancel();
+    }
+
+    /// Registers a reaper whose child trees still alive at the end are ended.
+    #[cfg(all(feature = "proc", target_os = "linux"))]
+    pub fn add_reaper(&self, reaper: &proc_reaper::Reaper) {
+        lock(&self.inner.reapers).push(reaper.clone());
+    }
+
+    /// The names and ages of the work in flight, oldest first.
+    pub fn in_flight(&self) -> Vec<(String, Duration)> {
+        lock(&self.inner.work)
+            .values()
+            .map(|w| (w.name.clone(), w.started.elapsed()))
+            .collect()
+    }
+
+    /// How much work is in flight.
+    pub fn in_flight_count(&self) -> usize {
+        self.inner.counts.borrow().all
+    }
+
+    fn track(&self, name: &str, kind: Kind) -> Result<Tracked> {
+        let mut work = lock(&self.inner.work);
+        // Checked under the lock `wait` takes for its snapshot: nothing slips in after.
+        if self.is_shutting_down() {
+            return Err(Error::ShuttingDown {
+                name: name.to_string(),
+            });
+        }
+        let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        work.insert(
+            id,
+            Work {
+                name: name.to_string(),
+                kind,
+                started: Instant::now(),
+                abort: None,
+            },
+        );
+        self.inner.counts.send_modify(|c| {
+            c.all += 1;
+            if kind != Kind::Blocking {
+                c.stoppable += 1;
+            }
+        });
+        Ok(Tracked {
+            inner: self.inner.clone(),
+            id,
+        })
+    }
+
+    fn set_abort(&self, tracked: u64, abort: AbortHandle) {
+        match lock(&self.inner.work).get_mut(&tracked) {
+            Some(work) => work.abort = Some(abort),
+            // Forced before its handle was known: abort it now.
+            None if self.inner.forced.is_cancelled() => abort.abort(),
+            None => {}
+        }
+    }
+
+    /// Runs `operation` in a [`scope`](crate::scope) tracked as in flight under `name`.
+    ///
+    /// Refused with [`Error::ShuttingDown`] once the shutdown has begun (nothing runs).
+    /// If the shutdown forces before it ends, its future is dropped, which releases its
+    /// scope, and this returns [`Error::Forced`].
+    pub async fn run<F, Fut, T, E>(
+        &self,
+        name: &str,
+        operation: F,
+    ) -> Result<(Result<T, E>, ScopeReport)>
+    where
+        F: FnOnce(crate::Scope) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let tracked = self.track(name, Kind::Scope)?;
+        let started = Instant::now();
+        let forced = self.inner.forced.clone();
+        let outcome = tokio::select! {
+            biased;
+            _ = forced.cancelled() => Err(Error::Forced {
+                name: name.to_string(),
+                ran: started.elapsed(),
+            }),
+            done = scope(name, operation) => Ok(done),
+        };
+        drop(tracked);
+        outcome
+    }
+
+    /// Spawns `future` as a task tracked under `name`, aborted if the shutdown forces.
+    /// Refused once the shutdown has begun.
+    pub fn spawn<F>(&self, name: &str, future: F) -> Result<JoinHandle<F::Output>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime {
+            what: "Shutdown::spawn",
+        })?;
+        let tracked = self.track(name, Kind::Task)?;
+        let id = tracked.id;
+        let handle = runtime.spawn(async move {
+            let _tracked = tracked;
+            future.await
+        });
+        self.set_abort(id, handle.abort_handle());
+        Ok(handle)
+    }
+
+    /// Runs `f` on the blocking pool, tracked under `name`. It cannot be stopped: the
+    /// shutdown waits for it up to the deadline, then reports it forced and stops
+    /// waiting (use [`ShutdownReport::exit`] so the process does not wait either).
+    /// Refused once the shutdown has begun.
+    pub fn spawn_blocking<F, R>(&self, name: &str, f: F) -> Result<JoinHandle<R>>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime {
+            what: "Shutdown::spawn_blocking",
+        })?;
+        let tracked = self.track(name, Kind::Blocking)?;
+        Ok(runtime.spawn_blocking(move || {
+            let _tracked = tracked;
+            f()
+        }))
+    }
+
+    /// Waits for the shutdown to begin, then runs it (see the type's docs) and returns
+    /// its report. Call it once, from `main`.
+    pub async fn wait(&self) -> ShutdownReport {
+        self.inner.begun.cancelled().await;
+        let began = Instant::now();
+        let at_signal = self.in_flight_count();
+        tracing::info!(
+            in_flight = at_signal,
+            deadline_ms = self.inner.deadline.as_millis() as u64,
+            "leakproof: shutdown begun"
+        );
+        let mut counts = self.inner.counts.subscribe();
+        let finished_in_time = tokio::select! {
+            biased;
+            _ = self.inner.force_asked.cancelled() => false,
+            _ = counts.wait_for(|c| c.all == 0) => true,
+            _ = tokio::time::sleep_until(began + self.inner.deadline) => {
+                self.force_with(ForcedBy::Deadline);
+                false
+            }
+        };
+        let mut forced = Vec::new();
+        if !finished_in_time {
+            // Snapshot under the lock `track` takes, then force.
+            let aborts: Vec<AbortHandle> = {
+                let work = lock(&self.inner.work);
+                self.inner.forced.cancel();
+                forced = work
+                    .values()
+                    .map(|w| ForcedWork {
+                        name: w.name.clone(),
+                        kind: w.kind,
+                        ran: w.started.elapsed(),
+                    })
+                    .collect();
+                work.values().filter_map(|w| w.abort.clone()).collect()
+            };
+            for abort in aborts {
+                abort.abort();
+            }
+            tracing::warn!(forced = forced.len(), by = ?lock(&self.inner.forced_by), "leakproof: forcing the shutdown");
+            // Let aborted tasks and dropped operations unwind (their scopes release on
+            // drop); blocking closures are not waited for.
+            let _ = tokio::time::timeout(UNWIND, counts.wait_for(|c| c.stoppable == 0)).await;
+        }
+        let mut report = ShutdownReport {
+            cause: lock(&self.inner.cause).unwrap_or(Cause::Requested),
+            forced_by: if finished_in_time {
+                None
+            } else {
+                *lock(&self.inner.forced_by)
+            },
+            finished: std::mem::take(&mut *lock(&self.inner.finished)),
+            forced,
+            children_ended: 0,
+            temp_removed: 0,
+            errors: Vec::new(),
+            took: Duration::ZERO,
+        };
+        self.sweep(&mut report, began).await;
+        report.took = began.elapsed();
+        if report.is_clean() {
+            tracing::info!(
+                took_ms = report.took.as_millis() as u64,
+                finished = report.finished.len(),
+                "leakproof: shutdown clean"
+            );
+        } else {
+            tracing::warn!(
+                took_ms = report.took.as_millis() as u64,
+                forced = ?report.forced.iter().map(|w| &w.name).collect::<Vec<_>>(),
+                children_ended = report.children_ended,
+                temp_removed = report.temp_removed,
+                errors = ?report.errors,
+                "leakproof: shutdown forced"
+            );
+        }
+        report
+    }
+
+    /// The final sweep: child trees still alive, temp entries still live.
+    async fn sweep(&self, report: &mut ShutdownReport, began: Instant) {
+        #[cfg(all(feature = "proc", target_os = "linux"))]
+        {
+            let left = (began + self.inner.deadline).saturating_duration_since(Instant::now());
+            let grace = self.inner.child_grace.min(left);
+            let reapers = lock(&self.inner.reapers).clone();
+            for reaper in reapers {
+                report.children_ended += reaper.shutdown(grace).await.len();
+                // Trees being ended in the background by dropped handles (forced
+                // scopes): wait for them too, or the process may exit first.
+                let settle = grace.max(Duration::from_secs(1));
+                if tokio::time::timeout(settle, reaper.settle()).await.is_err() {
+                    report.errors.push(format!(
+                        "child trees still ending {} ms after the sweep",
+                        settle.as_millis()
+                    ));
+                }
+            }
+        }
+        #[cfg(feature = "temp")]
+        {
+            let removal = scoped_temp::remove_all();
+            report.temp_removed = removal.removed.len();
+            report
+                .errors
+                .extend(removal.errors.iter().map(|e| e.to_string()));
+        }
+        let _ = (report, began);
+    }
+}
