@@ -161,7 +161,6 @@ pub struct ApiClientBuilder {
     base: String,
     headers: Vec<(String, String)>,
     gate: Option<Gate>,
-    cache: Option<Cache<String, Arc<Cached>>>,
     max_entries: u64,
     ttl: Duration,
     limits: Limits,
@@ -189,7 +188,6 @@ impl ApiClientBuilder {
     pub fn cache(mut self, max_entries: u64, ttl: Duration) -> Self {
         self.max_entries = max_entries;
         self.ttl = ttl;
-        self.cache = None;
         self
     }
 
@@ -262,14 +260,12 @@ impl ApiClientBuilder {
         let gate = self
             .gate
             .unwrap_or_else(|| Gate::builder().concurrency(32).build());
-        let cache = self.cache.unwrap_or_else(|| {
-            Cache::builder()
-                .max_entries(self.max_entries)
-                .ttl(self.ttl)
-                // Stale entries are kept a while for revalidation.
-                .stale_for(Duration::from_secs(3600))
-                .build()
-        });
+        let cache = Cache::builder()
+            .max_entries(self.max_entries)
+            .ttl(self.ttl)
+            // Stale entries are kept a while for revalidation.
+            .stale_for(Duration::from_secs(3600))
+            .build();
         Ok(ApiClient {
             inner: Arc::new(Inner {
                 http: CappedClient::from_client(client),
@@ -304,7 +300,6 @@ impl ApiClient {
             base: base.to_string(),
             headers: Vec::new(),
             gate: None,
-            cache: None,
             max_entries: 10_000,
             ttl: Duration::from_secs(60),
             limits: Limits::new(10 << 20)
