@@ -46,13 +46,14 @@ async fn service(mode: String) {
     shutdown.add_reaper(&reaper);
 
     // A cooperative operation: ends when told to.
-    let (tx, mut ready) = tokio::sync::mpsc::unbounded_channel::<String>();
+    // (which operation, what it holds): they get there in either order.
+    let (tx, mut ready) = tokio::sync::mpsc::unbounded_channel::<(u8, String)>();
     let (s, token, sent) = (shutdown.clone(), shutdown.token(), tx.clone());
     tokio::spawn(async move {
         let done = s
             .run("cooperative", |scope| async move {
                 let dir = scope.temp_dir()?;
-                sent.send(dir.display().to_string()).unwrap();
+                sent.send((0, dir.display().to_string())).unwrap();
                 token.cancelled().await;
                 Ok::<_, leakproof::Error>(())
             })
@@ -69,7 +70,7 @@ async fn service(mode: String) {
             let mut sleep = std::process::Command::new("sleep");
             sleep.arg("1000");
             let child = scope.spawn_child(&r, sleep)?;
-            sent.send(format!("{} {}", dir.display(), child.pid()))
+            sent.send((1, format!("{} {}", dir.display(), child.pid())))
                 .unwrap();
             std::future::pending::<()>().await;
             Ok::<_, leakproof::Error>(())
@@ -87,8 +88,9 @@ async fn service(mode: String) {
             }
         })
         .unwrap();
-    let cooperative = ready.recv().await.unwrap();
-    let stubborn = ready.recv().await.unwrap();
+    let mut held = [ready.recv().await.unwrap(), ready.recv().await.unwrap()];
+    held.sort();
+    let [(_, cooperative), (_, stubborn)] = held;
     println!("@@ready {cooperative} {stubborn}");
     let report = shutdown.wait().await;
     println!("@@report {}", serde_json::to_string(&report).unwrap());
