@@ -121,18 +121,27 @@ struct Row {
     bytes: Option<f64>,
 }
 
-pub fn main() -> Result<bool> {
+/// `cargo xtask bench`: runs every bench, then writes `BENCHMARKS.md`.
+/// `cargo xtask bench --collect-only`: writes it from the results already in
+/// `target/criterion` (the last full run plus any bench run by hand since).
+pub fn main(args: &[String]) -> Result<bool> {
     let root = workspace_root();
     let criterion_dir = root.join("target/criterion");
-    // Stale results from an earlier run must not reach the table.
-    let _ = fs::remove_dir_all(&criterion_dir);
-    println!("==> {}", COMMAND.join(" "));
-    let status = Command::new(COMMAND[0])
-        .args(&COMMAND[1..])
-        .current_dir(&root)
-        .status()?;
-    if !status.success() {
-        return Ok(false);
+    match args {
+        [] => {
+            // Stale results from an earlier run must not reach the table.
+            let _ = fs::remove_dir_all(&criterion_dir);
+            println!("==> {}", COMMAND.join(" "));
+            let status = Command::new(COMMAND[0])
+                .args(&COMMAND[1..])
+                .current_dir(&root)
+                .status()?;
+            if !status.success() {
+                return Ok(false);
+            }
+        }
+        [flag] if flag == "--collect-only" => {}
+        other => return Err(format!("bench: unknown arguments {other:?}").into()),
     }
     let rows = collect(&criterion_dir)?;
     let mut report = render(&rows)?;

@@ -25,7 +25,8 @@ commands:
   stress [--quick] [--only temp|stream|mem|rate|cache|proc]
                      run the leak scenarios and print the report (non-zero exit on a leak)
   ci                 fmt check, clippy -D warnings, cargo test --workspace, stress --quick
-  bench              run the benches in benches/ and rewrite BENCHMARKS.md";
+  bench              run the benches in benches/ and rewrite BENCHMARKS.md
+                     (--collect-only: rewrite it from target/criterion, no run)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
         Some("stress") => stress::main(rest),
         Some(stress::CHILD_COMMAND) => stress::child_main(rest),
         Some("ci") => ci::main(),
-        Some("bench") => bench::main(),
+        Some("bench") => bench::main(rest),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(true)

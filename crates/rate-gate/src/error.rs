@@ -28,6 +28,16 @@ pub enum Error {
     #[error("a batcher needs a tokio runtime to run its task in")]
     NoRuntime,
 
+    /// The Redis backend could not be reached (or answered too late) and the gate fails
+    /// closed. Nothing was granted.
+    #[error("quota `{key}` in Redis: {reason}")]
+    Backend {
+        /// The gate's key.
+        key: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A tower `call` on a gated service without a permit: `poll_ready` must return
     /// `Ready(Ok)` first. Nothing was sent.
     #[error("call without a permit: poll_ready must return Ready(Ok) first")]

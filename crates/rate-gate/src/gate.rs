@@ -92,7 +92,7 @@ fn join(tat: u64, granted: u64) -> u128 {
 }
 
 /// What one attempt to take quota found.
-enum Take {
+pub(crate) enum Take {
     Granted,
     /// Nanoseconds until it might be possible.
     Wait(u64),
@@ -123,6 +123,9 @@ pub struct Stats {
     pub in_flight: u64,
     /// Time left of a pause the server imposed, if any.
     pub paused_for: Option<Duration>,
+    /// The Redis backend's figures, for a gate built with one.
+    #[cfg(feature = "redis")]
+    pub redis: Option<crate::RedisStats>,
 }
 
 #[derive(Debug)]
@@ -146,6 +149,9 @@ struct Inner {
     concurrency: Option<(Semaphore, u32)>,
     counters: Counters,
     clock: Source,
+    /// The shared ledger, for a gate kept in Redis.
+    #[cfg(feature = "redis")]
+    remote: Option<std::sync::Arc<crate::shared::Remote>>,
 }
 
 /// Rate and concurrency limits in one `acquire`: a quota (GCRA), an optional cap on
@@ -171,11 +177,13 @@ pub struct Gate {
 }
 
 /// Builds a [`Gate`].
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct GateBuilder {
     quota: Option<Quota>,
     concurrency: Option<u32>,
     clock: Clock,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::RedisQuota>,
 }
 
 impl GateBuilder {
@@ -197,10 +205,37 @@ impl GateBuilder {
         self
     }
 
+    /// Keeps the quota in Redis, shared by every gate built with the same key on any
+    /// process or machine, with the server's word (pauses, budgets) shared too. The
+    /// gate's API is unchanged; concurrency stays per process. Needs a
+    /// [`quota`](Self::quota); without one the gate stays local.
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, shared: crate::RedisQuota) -> Self {
+        self.redis = Some(shared);
+        self
+    }
+
     /// The gate.
     pub fn build(&self) -> Gate {
+        #[cfg(feature = "redis")]
+        let remote =
+            match (&self.redis, self.quota) {
+                (Some(shared), Some(quota)) => Some(std::sync::Arc::new(
+                    crate::shared::Remote::new(shared.clone(), quota, self.clock),
+                )),
+                (Some(_), None) => {
+                    tracing::warn!("rate-gate: a Redis backend without a quota is ignored");
+                    None
+                }
+                _ => None,
+            };
+        // With Redis, the ledger is there; locally only the server's word applies.
+        #[cfg(feature = "redis")]
+        let local_quota = if remote.is_some() { None } else { self.quota };
+        #[cfg(not(feature = "redis"))]
+        let local_quota = self.quota;
         let rates = Rates::default();
-        rates.write(self.quota);
+        rates.write(local_quota);
         Gate {
             inner: std::sync::Arc::new(Inner {
                 ledger: AtomicU128::new(0),
@@ -217,6 +252,8 @@ impl GateBuilder {
                 concurrency: self.concurrency.map(|n| (Semaphore::new(n as usize), n)),
                 counters: Counters::default(),
                 clock: Source::new(self.clock),
+                #[cfg(feature = "redis")]
+                remote,
             }),
         }
     }
@@ -358,9 +395,49 @@ impl Gate {
         }
     }
 
+    /// Takes `n` at `now`, deciding with Redis when the quota lives there: the shared
+    /// ledger first, then what this process learned from the server (a permit it then
+    /// cannot use goes back to the local batch).
+    async fn take_async(&self, n: u32, now: u64) -> Result<Take> {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.inner.remote {
+            if n > remote.burst() {
+                return Ok(Take::OverBurst(remote.burst()));
+            }
+            return Ok(match remote.decide(n, now).await? {
+                crate::shared::Decision::Granted => match self.take(n, self.inner.clock.now()) {
+                    Take::Granted => Take::Granted,
+                    other => {
+                        remote.refund(n, now);
+                        other
+                    }
+                },
+                crate::shared::Decision::Wait(ns) => Take::Wait(ns),
+            });
+        }
+        Ok(self.take(n, now))
+    }
+
+    /// Marks the whole burst as used at `now`: a local fallback taking over from a
+    /// shared ledger starts with nothing saved up.
+    #[cfg(feature = "redis")]
+    pub(crate) fn spend_burst(&self, now: u64) {
+        let Some((interval, burst)) = self.inner.rates.read() else {
+            return;
+        };
+        let full = now.saturating_add(interval.saturating_mul(u64::from(burst)));
+        let _ = self
+            .inner
+            .ledger
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |word| {
+                let (tat, granted) = split(word);
+                (tat < full).then_some(join(full, granted))
+            });
+    }
+
     /// Takes `n` at `now`: lock-free unless the server imposed something.
     #[inline]
-    fn take(&self, n: u32, now: u64) -> Take {
+    pub(crate) fn take(&self, n: u32, now: u64) -> Take {
         if !self.inner.restricted.load(Ordering::Acquire) {
             if let Some(rates) = self.inner.rates.read() {
                 return self.take_quota(n, now, rates);
@@ -445,7 +522,7 @@ impl Gate {
         loop {
             let changed = self.inner.changed.notified();
             head_slot.set(false);
-            match self.take(n, self.inner.clock.now()) {
+            match self.take_async(n, self.inner.clock.now()).await? {
                 Take::Granted => break,
                 Take::OverBurst(burst) => return Err(self.over_burst(n, burst)),
                 Take::Wait(ns) => {
@@ -484,7 +561,23 @@ impl Gate {
             },
             None => Slot(None),
         };
-        match self.take(n, self.inner.clock.now()) {
+        let now = self.inner.clock.now();
+        // With Redis, only a batched permit can be had without a round trip.
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.inner.remote {
+            if !remote.take_credit(n, now) {
+                return Err(Ok(0));
+            }
+            return match self.take(n, now) {
+                Take::Granted => Ok(slot.into_permit(Cow::Borrowed(self))),
+                Take::Wait(ns) => {
+                    remote.refund(n, now);
+                    Err(Ok(ns))
+                }
+                Take::OverBurst(burst) => Err(Err(self.over_burst(n, burst))),
+            };
+        }
+        match self.take(n, now) {
             Take::Granted => Ok(slot.into_permit(Cow::Borrowed(self))),
             Take::Wait(ns) => Err(Ok(ns)),
             Take::OverBurst(burst) => Err(Err(self.over_burst(n, burst))),
@@ -565,6 +658,10 @@ impl Gate {
             self.inner.restricted.store(true, Ordering::Release);
         }
         drop(state);
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.inner.remote {
+            remote.share(&feedback, in_flight);
+        }
         self.inner.changed.notify_waiters();
     }
 
@@ -608,6 +705,8 @@ impl Gate {
             rejected: c.rejected.load(Ordering::Relaxed),
             in_flight: self.in_flight(),
             paused_for,
+            #[cfg(feature = "redis")]
+            redis: self.inner.remote.as_ref().map(|r| r.stats()),
         }
     }
 }

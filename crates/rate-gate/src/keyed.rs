@@ -33,7 +33,7 @@ pub struct KeyedGate<K> {
 impl<K> Clone for KeyedGate<K> {
     fn clone(&self) -> Self {
         KeyedGate {
-            builder: self.builder,
+            builder: self.builder.clone(),
             map: self.map.clone(),
         }
     }

@@ -42,6 +42,11 @@
 //! - [`Batcher`]: calls within a window (or up to N) coalesced into one batch call.
 //! - [`GateLayer`] (feature `tower`, on by default): the gate in front of a tower
 //!   service, shared by every clone, reading [`HttpHeaders`] from responses.
+//! - `RedisQuota` (feature `redis`): the quota, and the server's word, shared by every
+//!   process and machine through Redis; `GateBuilder::redis` is the only change. It
+//!   fails closed or falls back to a local share of the quota when Redis is away,
+//!   and can take permits in batches to save round trips (`BENCHMARKS.md` has the
+//!   latencies).
 //!
 //! # Cost
 //!
@@ -55,8 +60,11 @@
 //! # What this does not protect against
 //!
 //! - **Requests made around the gate.** Only requests that hold a [`Permit`] count.
-//! - **Other processes and machines.** One gate is one process's view; twenty workers
-//!   on one token need a shared backend (planned) or a quota split among them.
+//! - **Other processes and machines, without Redis.** One gate is one process's view;
+//!   twenty workers on one token need the Redis backend (feature `redis`,
+//!   [`GateBuilder::redis`]) or a quota split among them. With Redis, concurrency is
+//!   still per process, and a pause learned elsewhere reaches batched permits within
+//!   their lease.
 //! - **A response body still streaming.** [`GateLayer`] holds the concurrency slot
 //!   until the response (its head, for HTTP) arrives, not until the body is read.
 //! - **Clock skew in `X-RateLimit-Reset`.** It is an epoch time read against this
@@ -72,6 +80,8 @@ mod feedback;
 mod gate;
 mod keyed;
 mod quota;
+#[cfg(feature = "redis")]
+mod shared;
 #[cfg(feature = "tower")]
 mod tower;
 
@@ -83,6 +93,8 @@ pub use feedback::{Feedback, http_date_in, until_epoch};
 pub use gate::{DEFAULT_REFUSAL_PAUSE, Gate, GateBuilder, Permit, Stats};
 pub use keyed::KeyedGate;
 pub use quota::Quota;
+#[cfg(feature = "redis")]
+pub use shared::{OnRedisError, RedisQuota, RedisStats};
 #[cfg(all(feature = "tower", feature = "http"))]
 pub use tower::HttpHeaders;
 #[cfg(feature = "tower")]

@@ -8,6 +8,7 @@ mod cache;
 mod mem;
 mod proc;
 mod rate;
+mod redis;
 mod stream;
 mod temp;
 
@@ -20,7 +21,7 @@ use crate::Result;
 pub const CHILD_COMMAND: &str = "stress-child";
 
 /// The scenario groups, one per crate, in the order they run (`--only <group>`).
-const GROUPS: &[&str] = &["temp", "stream", "mem", "rate", "cache", "proc"];
+const GROUPS: &[&str] = &["temp", "stream", "mem", "rate", "cache", "redis", "proc"];
 
 /// How much work each scenario does.
 #[derive(Debug, Clone, Copy)]
@@ -129,6 +130,10 @@ pub fn main(args: &[String]) -> Result<bool> {
         // Also on a paused clock: TTLs of minutes, simulated.
         scenarios.extend(cache::scenarios(profile)?);
     }
+    if wanted("redis") {
+        // Worker processes sharing one quota through a loopback redis-server.
+        scenarios.extend(redis::scenarios(profile)?);
+    }
     if wanted("proc") {
         // Last: a reaper makes this process a child subreaper for good.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -162,6 +167,7 @@ pub fn main(args: &[String]) -> Result<bool> {
 pub fn child_main(args: &[String]) -> Result<bool> {
     match args.first().map(String::as_str) {
         Some("temp") => temp::child(&args[1..]),
+        Some("redis") => redis::child(&args[1..]),
         other => Err(format!("stress-child: unknown scenario {other:?}").into()),
     }
 }
