@@ -6,6 +6,7 @@
 //! (`Retry-After`, a refusal) and a budget (`X-RateLimit-Remaining` until the reset).
 //! Every key carries an expiry, so an idle key leaves Redis on its own.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::PoisonError;
@@ -339,13 +340,17 @@ impl Remote {
             return Ok(Decision::Granted);
         }
         if self.down.load(Ordering::Acquire) {
-            return self.when_down(n, now, "unreachable (a probe is retrying it)".into());
+            return self.when_down(
+                n,
+                now,
+                Cow::Borrowed("unreachable (a probe is retrying it)"),
+            );
         }
         let most = self.config.batch.max(n);
         let debt = self.debt.load(Ordering::Acquire);
         let outcome =
             tokio::time::timeout(self.config.timeout, self.round_trip(n, most, debt)).await;
-        let reason = match outcome {
+        let reason: Cow<'static, str> = match outcome {
             Ok(Ok((granted, wait_us, tat))) => {
                 self.debt.fetch_sub(debt, Ordering::AcqRel);
                 self.seen_tat.fetch_max(tat, Ordering::AcqRel);
@@ -360,8 +365,8 @@ impl Remote {
                 }
                 return Ok(Decision::Wait(wait_us.saturating_mul(1000).max(1)));
             }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {:?}", self.config.timeout),
+            Ok(Err(e)) => e.to_string().into(),
+            Err(_) => format!("no answer within {:?}", self.config.timeout).into(),
         };
         self.counters.failures.fetch_add(1, Ordering::Relaxed);
         let was_up = !self.down.swap(true, Ordering::AcqRel);
@@ -402,11 +407,14 @@ impl Remote {
         });
     }
 
-    fn when_down(&self, n: u32, now: u64, reason: String) -> Result<Decision> {
+    /// The failure mode's answer; `reason` becomes the error's text only when failing
+    /// closed (the fallback path, taken per decision during an outage, allocates
+    /// nothing).
+    fn when_down(&self, n: u32, now: u64, reason: Cow<'static, str>) -> Result<Decision> {
         let Some(fallback) = &self.fallback else {
             return Err(Error::Backend {
                 key: self.config.key.clone(),
-                reason,
+                reason: reason.into_owned(),
             });
         };
         match fallback.take(n, now) {
