@@ -1,8 +1,9 @@
 //! `cargo xtask`: the workspace's harness and gate, in the style of rust-analyzer's
 //! xtask: one binary, few dependencies, plain subcommands.
 //!
-//! - `cargo xtask stress [--quick]`: the users' scenarios end to end, with a report;
-//!   exits non-zero on any leak.
+//! - `cargo xtask stress [--quick]`: the main job: each crate's scenarios, then a
+//!   repository indexer through the users' scenarios, with a summary, a JSON report
+//!   and a chart; exits non-zero on any leak, saying which and by how much.
 //! - `cargo xtask ci`: the whole gate (what `.ci/run` runs).
 //! - `cargo xtask bench`: the criterion benches side by side with their peers; rewrites
 //!   `BENCHMARKS.md`.
@@ -22,11 +23,15 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  stress [--quick] [--only temp|stream|mem|rate|cache|proc]
-                     run the leak scenarios and print the report (non-zero exit on a leak)
+{stress}
   ci                 fmt check, clippy -D warnings, cargo test --workspace, stress --quick
   bench              run the benches in benches/ and rewrite BENCHMARKS.md
                      (--collect-only: rewrite it from target/criterion, no run)";
+
+/// The usage text, with `stress`'s options from its module.
+fn usage() -> String {
+    USAGE.replace("{stress}", stress::USAGE)
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,11 +42,11 @@ fn main() -> ExitCode {
         Some("ci") => ci::main(),
         Some("bench") => bench::main(rest),
         Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
+            println!("{}", usage());
             Ok(true)
         }
         _ => {
-            eprintln!("{USAGE}");
+            eprintln!("{}", usage());
             return ExitCode::from(2);
         }
     };

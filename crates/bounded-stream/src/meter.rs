@@ -270,6 +270,13 @@ impl Timers {
             }
         }
         if let Some(rate) = self.rate.as_mut() {
+            if now >= rate.next_check + rate.window {
+                // A whole window late: the timer would have woken the task on time, so
+                // the stream was not being polled (its consumer was busy elsewhere).
+                // The windows it missed say nothing about the peer: start a new one.
+                rate.at_last_check = received;
+                rate.next_check = now + rate.window;
+            }
             while now >= rate.next_check {
                 let observed = received - rate.at_last_check;
                 if rate.judging && observed < rate.min_bytes {

@@ -3,7 +3,7 @@
 use std::io;
 use std::time::Duration;
 
-use bounded_stream::{BoundedRead, Error, Limits, collect};
+use bounded_stream::{Bounded, BoundedRead, Error, Limits, collect};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
@@ -115,6 +115,36 @@ async fn min_rate_passes_a_fast_enough_peer_and_ignores_the_grace_period() {
     let limits =
         Limits::new(1 << 20).min_rate(1024, Duration::from_secs(10), Duration::from_secs(5));
     assert_eq!(collect(fast, &limits).await.unwrap().len(), 4000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn min_rate_does_not_blame_the_peer_for_a_consumer_that_stopped_reading() {
+    // The peer sends 1 KiB every 100 ms, ten times the floor; the consumer stops
+    // reading for 35 s half-way (busy with what it read). Not the peer's slowness.
+    let peer = futures_util::stream::iter(0..200).then(|_| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok::<_, io::Error>(Bytes::from(vec![0u8; 1024]))
+    });
+    let limits =
+        Limits::new(1 << 20).min_rate(1024, Duration::from_secs(10), Duration::from_secs(5));
+    let mut bounded = std::pin::pin!(Bounded::new(peer, &limits));
+    let (mut total, mut chunks) = (0, 0);
+    while let Some(chunk) = bounded.next().await {
+        total += chunk.unwrap().len();
+        chunks += 1;
+        if chunks == 100 {
+            tokio::time::sleep(Duration::from_secs(35)).await;
+        }
+    }
+    assert_eq!(total, 200 * 1024);
+    // And a peer that is slow while being read is still cut off, as before the pause.
+    let slow = futures_util::stream::iter(0..200).then(|i| async move {
+        let every = if i < 100 { 100 } else { 2_000 };
+        tokio::time::sleep(Duration::from_millis(every)).await;
+        Ok::<_, io::Error>(Bytes::from(vec![0u8; 100]))
+    });
+    let err = collect(slow, &limits).await.unwrap_err();
+    assert!(matches!(err, Error::TooSlow { .. }), "{err:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bounded_stream::{CappedClient, Limits};
+use bounded_stream::{BoundedBody, CappedClient, Limits};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::header::{
     CACHE_CONTROL, ETAG, HeaderMap, HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH,
     LAST_MODIFIED, RETRY_AFTER,
 };
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -47,6 +49,42 @@ pub struct ApiResponse {
     pub body: Bytes,
     /// Where it came from.
     pub source: Source,
+}
+
+/// A response whose body is still to be read, from [`ApiClient::get_stream`]: capped and
+/// timed by the limits given, holding the gate's permit until it is dropped.
+#[non_exhaustive]
+pub struct ApiStream {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    body: BoundedBody<Incoming>,
+    permit: rate_gate::Permit<'static>,
+}
+
+impl std::fmt::Debug for ApiStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiStream")
+            .field("status", &self.status)
+            .field("received", &self.body.received())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiStream {
+    /// The body as a stream of chunks; a broken cap or timeout is its last item. The
+    /// gate's permit goes with it.
+    pub fn into_stream(
+        self,
+    ) -> impl futures_util::Stream<Item = Result<Bytes, bounded_stream::Error>> + Send + 'static
+    {
+        let permit = self.permit;
+        self.body.into_data_stream().map(move |chunk| {
+            let _held = &permit;
+            chunk
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -479,32 +517,120 @@ where
                 Attempt::Retry { after, why } => (after, why),
             };
             drop(permit);
-            if attempt >= inner.attempts {
-                return Err(match why {
-                    Retryable::Status(status) => Error::GaveUp {
-                        method,
-                        uri: key,
-                        attempts: attempt,
-                        status,
-                    },
-                    Retryable::Failed(source) => Error::Request {
-                        method,
-                        uri: key,
-                        attempts: attempt,
-                        source,
-                    },
+            let wait = self.retry_after(&method, &key, attempt, why, after)?;
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// After a failed attempt: the error once the attempts are spent, else how long to
+    /// wait before the next one (the server's pause, or the backoff).
+    fn retry_after(
+        &self,
+        method: &Method,
+        key: &str,
+        attempt: u32,
+        why: Retryable,
+        after: Option<Duration>,
+    ) -> Result<Duration> {
+        let inner = &*self.inner;
+        if attempt >= inner.attempts {
+            return Err(match why {
+                Retryable::Status(status) => Error::GaveUp {
+                    method: method.clone(),
+                    uri: key.to_string(),
+                    attempts: attempt,
+                    status,
+                },
+                Retryable::Failed(source) => Error::Request {
+                    method: method.clone(),
+                    uri: key.to_string(),
+                    attempts: attempt,
+                    source,
+                },
+            });
+        }
+        inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+        let wait = after.unwrap_or_else(|| self.backoff(attempt));
+        match &why {
+            Retryable::Status(status) => {
+                tracing::debug!(%method, uri = %key, %status, attempt, wait_ms = wait.as_millis() as u64, "leakproof: retrying")
+            }
+            Retryable::Failed(error) => {
+                tracing::debug!(%method, uri = %key, %error, attempt, wait_ms = wait.as_millis() as u64, "leakproof: retrying")
+            }
+        }
+        Ok(wait)
+    }
+
+    /// A GET whose body is not collected: it is handed over as a stream, capped and timed
+    /// by `limits` (not the client's), for what may be larger than memory should hold:
+    /// logs to scan, archives to unpack as they arrive. Never cached. Retried like
+    /// [`get`](Self::get) until the response head arrives; a body that breaks `limits`
+    /// fails the stream, not this call.
+    ///
+    /// The gate's permit travels with the body and is released when the stream ends or
+    /// is dropped. A shutdown that has begun refuses the call (no scope is opened: the
+    /// caller's own scope holds the stream).
+    pub async fn get_stream(&self, path: &str, limits: &Limits) -> Result<ApiStream> {
+        let inner = &*self.inner;
+        inner.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let outcome = self.stream_exchange(path, limits).await;
+        if outcome.is_err() {
+            inner.counters.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    async fn stream_exchange(&self, path: &str, limits: &Limits) -> Result<ApiStream> {
+        let inner = &*self.inner;
+        let uri = self.uri(path)?;
+        let key = uri.to_string();
+        let mut attempt = 0;
+        loop {
+            if let Some(shutdown) = &inner.shutdown
+                && shutdown.is_shutting_down()
+            {
+                return Err(Error::ShuttingDown {
+                    name: format!("GET {} (stream)", uri.path()),
                 });
             }
-            inner.counters.retries.fetch_add(1, Ordering::Relaxed);
-            let wait = after.unwrap_or_else(|| self.backoff(attempt));
-            match &why {
-                Retryable::Status(status) => {
-                    tracing::debug!(%method, %uri, %status, attempt, wait_ms = wait.as_millis() as u64, "leakproof: retrying")
+            attempt += 1;
+            let permit = inner.gate.acquire_owned().await?;
+            let mut request = Request::new(Full::new(Bytes::new()));
+            *request.uri_mut() = uri.clone();
+            *request.headers_mut() = inner.headers.clone();
+            inner.counters.requests.fetch_add(1, Ordering::Relaxed);
+            let (after, why) = match inner.http.send(request, limits).await {
+                Err(source @ bounded_stream::Error::ContentLengthTooLarge { .. }) => {
+                    return Err(Error::Body {
+                        method: Method::GET,
+                        uri: key,
+                        source,
+                    });
                 }
-                Retryable::Failed(error) => {
-                    tracing::debug!(%method, %uri, %error, attempt, wait_ms = wait.as_millis() as u64, "leakproof: retrying")
+                Err(error) => (None, Retryable::Failed(error)),
+                Ok(response) => {
+                    let status = response.status();
+                    let feedback = Feedback::from_headers(status, response.headers());
+                    let server_paused = feedback.limited || feedback.retry_after.is_some();
+                    permit.observe(feedback);
+                    if !retryable(status, response.headers()) {
+                        let (parts, body) = response.into_parts();
+                        return Ok(ApiStream {
+                            status,
+                            headers: parts.headers,
+                            body,
+                            permit,
+                        });
+                    }
+                    (
+                        server_paused.then_some(Duration::ZERO),
+                        Retryable::Status(status),
+                    )
                 }
-            }
+            };
+            drop(permit);
+            let wait = self.retry_after(&Method::GET, &key, attempt, why, after)?;
             tokio::time::sleep(wait).await;
         }
     }

@@ -81,7 +81,7 @@ mod scope;
 mod shutdown;
 
 #[cfg(feature = "client")]
-pub use client::{ApiClient, ApiClientBuilder, ApiResponse, ApiStats, Source};
+pub use client::{ApiClient, ApiClientBuilder, ApiResponse, ApiStats, ApiStream, Source};
 pub use error::{Error, Result};
 pub use health::{
     CacheHealth, FdHealth, GateHealth, Health, HealthBuilder, HealthReport, MemoryHealth, Status,

@@ -292,6 +292,64 @@ async fn bodies_over_the_cap_or_stalled_are_refused_and_not_cached() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_streamed_get_holds_its_permit_until_dropped_and_keeps_its_own_cap() {
+    let server = serve().await;
+    let api = client(&server);
+    // 2 MiB is over the client's 1 MiB cap, but a stream has the caps it is given.
+    let stream = api.get_stream("/big", &Limits::new(4 << 20)).await.unwrap();
+    assert_eq!(stream.status, StatusCode::OK);
+    assert_eq!(
+        api.gate().stats().in_flight,
+        1,
+        "the permit travels with the body"
+    );
+    let chunks: Vec<_> = stream.into_stream().collect().await;
+    let received: usize = chunks.iter().map(|c| c.as_ref().unwrap().len()).sum();
+    assert_eq!(received, 2 << 20);
+    assert_eq!(
+        api.gate().stats().in_flight,
+        0,
+        "released when the stream ended"
+    );
+    // A tighter cap fails the stream after the head: refused by Content-Length here.
+    match api.get_stream("/big", &Limits::new(1 << 10)).await {
+        Err(Error::Body { source, .. }) => assert!(
+            matches!(
+                source,
+                leakproof::stream::Error::ContentLengthTooLarge { limit: 1024, .. }
+            ),
+            "{source:?}"
+        ),
+        other => panic!("expected a body error, got {other:?}"),
+    }
+    // A stalled stream fails with its own idle timeout; dropping it frees the permit.
+    let stalled = api
+        .get_stream(
+            "/slow",
+            &Limits::new(1 << 10).idle_timeout(Duration::from_secs(2)),
+        )
+        .await
+        .unwrap();
+    let mut body = Box::pin(stalled.into_stream());
+    assert_eq!(body.next().await.unwrap().unwrap(), "{");
+    match body.next().await {
+        Some(Err(leakproof::stream::Error::IdleTimeout { received: 1, .. })) => {}
+        other => panic!("expected an idle timeout, got {other:?}"),
+    }
+    drop(body);
+    assert_eq!(api.gate().stats().in_flight, 0);
+    // Retried like `get`, never cached.
+    let flaky = api
+        .get_stream("/flaky", &Limits::new(1 << 10))
+        .await
+        .unwrap();
+    assert_eq!(flaky.status, StatusCode::OK);
+    drop(flaky);
+    assert_eq!(api.stats().retries, 2);
+    assert_eq!(api.cached(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_shared_gate_and_a_shutdown_apply_to_every_call() {
     let server = serve().await;
     let gate = Gate::builder()

@@ -1,17 +1,24 @@
-//! `cargo xtask stress`: each crate's scenarios, run end to end, with a report.
+//! `cargo xtask stress`: the project's main job. A repository indexer runs the users'
+//! scenarios end to end against loopback servers ([`indexer`]), after each crate's own
+//! scenarios; every scenario is judged from the outside against a baseline.
 //!
-//! A scenario is a function returning a [`Scenario`]: what it did, and checks that
-//! compare what it observed with what must hold ("entries left: 0"). The run fails if
-//! any check fails. Later crates add their scenarios as modules here.
+//! A scenario is a function returning a [`Scenario`]: what it did, its key figures, and
+//! checks that compare what it observed with what must hold ("temp entries back to
+//! baseline: 1 over baseline (0 -> 1)"). The run fails if any check fails. At the end:
+//! a summary table, a JSON report and an SVG chart ([`report`]).
 
 mod cache;
+mod indexer;
 mod mem;
 mod proc;
 mod rate;
 mod redis;
+mod report;
 mod stream;
 mod temp;
 
+use std::path::PathBuf;
+use std::sync::{Mutex, Once, PoisonError};
 use std::time::Instant;
 
 use crate::Result;
@@ -20,8 +27,21 @@ use crate::Result;
 /// it can SIGKILL.
 pub const CHILD_COMMAND: &str = "stress-child";
 
-/// The scenario groups, one per crate, in the order they run (`--only <group>`).
-const GROUPS: &[&str] = &["temp", "stream", "mem", "rate", "cache", "redis", "proc"];
+/// The scenario groups, in the order they run (`--only <group>`): one per crate, then
+/// the indexer (last: its reaper makes this process a child subreaper for good, as
+/// `proc`'s does).
+const GROUPS: &[&str] = &[
+    "temp", "stream", "mem", "rate", "cache", "redis", "proc", "indexer",
+];
+
+pub const USAGE: &str = "\
+  stress [--quick] [--only GROUP|SCENARIO] [--ops N] [--concurrency N] [--out DIR]
+                     run the scenarios and print the report (non-zero exit on a leak);
+                     groups: temp stream mem rate cache redis proc indexer;
+                     indexer scenarios: s1 s2 s3 inputs s5 s4 s4b;
+                     --ops: S1/S2 operations (1000; quick 150), --concurrency: S3 (100);
+                     --out: where report.json, chart.svg and the indexes go
+                     (target/stress); --inject-leak: S1 leaks on purpose (self-test)";
 
 /// How much work each scenario does.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +62,8 @@ impl Profile {
 pub struct Scenario {
     title: String,
     notes: Vec<String>,
+    /// Key figures for the summary table and the JSON report.
+    figures: Vec<(String, String)>,
     checks: Vec<(String, bool, String)>,
 }
 
@@ -50,6 +72,7 @@ impl Scenario {
         Scenario {
             title: title.into(),
             notes: Vec::new(),
+            figures: Vec::new(),
             checks: Vec::new(),
         }
     }
@@ -57,6 +80,11 @@ impl Scenario {
     /// A line of context for the report.
     pub fn note(&mut self, line: impl Into<String>) {
         self.notes.push(line.into());
+    }
+
+    /// A key figure, for the summary table.
+    pub fn figure(&mut self, name: &str, value: impl Into<String>) {
+        self.figures.push((name.to_string(), value.into()));
     }
 
     /// A requirement: `what` must hold; `observed` says what was seen.
@@ -86,81 +114,168 @@ impl Scenario {
 pub fn main(args: &[String]) -> Result<bool> {
     let mut profile = Profile { quick: false };
     let mut only: Option<String> = None;
+    let mut options = indexer::Options {
+        out: crate::workspace_root().join("target").join("stress"),
+        ..indexer::Options::default()
+    };
     let mut args = args.iter();
+    let number = |flag: &str, value: Option<&String>| -> Result<usize> {
+        value
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("stress: {flag} takes a positive number, got {value:?}").into())
+    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => profile.quick = true,
             "--only" => match args.next() {
-                Some(group) if GROUPS.contains(&group.as_str()) => only = Some(group.clone()),
+                Some(name)
+                    if GROUPS.contains(&name.as_str())
+                        || indexer::SCENARIOS.contains(&name.as_str()) =>
+                {
+                    only = Some(name.clone())
+                }
                 other => {
-                    return Err(
-                        format!("stress: --only takes one of {GROUPS:?}, got {other:?}").into(),
-                    );
+                    return Err(format!(
+                        "stress: --only takes one of {GROUPS:?} or {:?}, got {other:?}",
+                        indexer::SCENARIOS
+                    )
+                    .into());
                 }
             },
+            "--ops" => options.ops = Some(number("--ops", args.next())?),
+            "--concurrency" => options.concurrency = Some(number("--concurrency", args.next())?),
+            "--out" => match args.next() {
+                Some(dir) => options.out = PathBuf::from(dir),
+                None => return Err("stress: --out takes a directory".into()),
+            },
+            "--inject-leak" => options.inject_leak = true,
             other => return Err(format!("stress: unknown argument {other:?}").into()),
         }
     }
+    if let Some(name) = &only
+        && indexer::SCENARIOS.contains(&name.as_str())
+    {
+        options.only = Some(name.clone());
+        only = Some("indexer".into());
+    }
     let wanted = |group: &str| only.as_deref().is_none_or(|o| o == group);
     let started = Instant::now();
-    println!(
-        "leakproof stress ({} profile)\n",
-        if profile.quick { "quick" } else { "full" }
-    );
+    let profile_name = if profile.quick { "quick" } else { "full" };
+    println!("leakproof stress ({profile_name} profile)\n");
+    let recorder = report::Recorder::start();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let mut scenarios = Vec::new();
     if wanted("temp") {
+        recorder.mark("temp");
         scenarios.extend(runtime.block_on(temp::scenarios(profile))?);
     }
     if wanted("stream") {
+        recorder.mark("stream");
         scenarios.extend(runtime.block_on(stream::scenarios(profile))?);
     }
     if wanted("mem") {
+        recorder.mark("mem");
         scenarios.extend(runtime.block_on(mem::scenarios(profile))?);
     }
     drop(runtime);
     if wanted("rate") {
         // Its own runtime: one thread on a paused clock, to simulate hours of quota.
+        recorder.mark("rate");
         scenarios.extend(rate::scenarios(profile)?);
     }
     if wanted("cache") {
         // Also on a paused clock: TTLs of minutes, simulated.
+        recorder.mark("cache");
         scenarios.extend(cache::scenarios(profile)?);
     }
     if wanted("redis") {
         // Worker processes sharing one quota through a loopback redis-server.
+        recorder.mark("redis");
         scenarios.extend(redis::scenarios(profile)?);
     }
     if wanted("proc") {
-        // Last: a reaper makes this process a child subreaper for good.
+        // A reaper makes this process a child subreaper for good.
+        recorder.mark("proc");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?;
         scenarios.extend(runtime.block_on(proc::scenarios(profile))?);
     }
+    if wanted("indexer") {
+        scenarios.extend(indexer::scenarios(profile, &options, &recorder)?);
+    }
 
-    let checks: usize = scenarios.iter().map(|s| s.checks.len()).sum();
-    let failed: Vec<&Scenario> = scenarios.iter().filter(|s| !s.passed()).collect();
+    // The run directories this process set up (the scopes removed their entries).
+    let removed = scoped_temp::remove_all();
+    if !removed.is_clean() {
+        println!(
+            "could not remove this run's temp directories: {:?}",
+            removed.errors
+        );
+    }
+    println!();
     for s in &scenarios {
         s.print();
     }
-    let failed_checks: usize = scenarios
+    let files = report::finish(recorder, &scenarios, profile_name, &options.out)?;
+    let checks: usize = scenarios.iter().map(|s| s.checks.len()).sum();
+    let failed: Vec<String> = scenarios
         .iter()
-        .flat_map(|s| &s.checks)
-        .filter(|(_, ok, _)| !ok)
-        .count();
+        .flat_map(|s| {
+            s.checks
+                .iter()
+                .filter(|(_, ok, _)| !ok)
+                .map(move |(what, _, observed)| format!("{}: {what}: {observed}", s.title))
+        })
+        .collect();
+    println!("report: {}", files.json.display());
+    println!("chart:  {}", files.svg.display());
+    for failure in &failed {
+        println!("FAILED  {failure}");
+    }
     println!(
         "result: {} passed, {} failed ({} scenarios, {:.1} s)",
-        checks - failed_checks,
-        failed_checks,
+        checks - failed.len(),
+        failed.len(),
         scenarios.len(),
         started.elapsed().as_secs_f64()
     );
     Ok(failed.is_empty())
+}
+
+/// Silences panics whose message is `message` (injected on purpose) so the report stays
+/// readable; every other panic still prints.
+pub fn quiet_panics(message: &'static str) {
+    static QUIET: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    static HOOK: Once = Once::new();
+    QUIET
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(message);
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let text = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+            let quiet = text.is_some_and(|t| {
+                QUIET
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains(&t)
+            });
+            if !quiet {
+                default(info);
+            }
+        }));
+    });
 }
 
 /// Entry point of the re-executed child: `xtask stress-child <scenario> <args...>`.
@@ -168,6 +283,8 @@ pub fn child_main(args: &[String]) -> Result<bool> {
     match args.first().map(String::as_str) {
         Some("temp") => temp::child(&args[1..]),
         Some("redis") => redis::child(&args[1..]),
+        Some("indexer") => indexer::child(&args[1..]),
+        Some("s5") => indexer::s5_child(&args[1..]),
         other => Err(format!("stress-child: unknown scenario {other:?}").into()),
     }
 }
@@ -194,6 +311,13 @@ pub fn reset_peak_rss() -> bool {
 
 /// Open file descriptors of this process (from `mem-watch`, its own probe's left out).
 pub fn open_fds() -> usize {
+    // Not while the sampler has its own files open.
+    let _quiet = report::pause_sampler();
+    count_fds()
+}
+
+/// [`open_fds`] for the sampler, which holds the pause itself.
+fn count_fds() -> usize {
     mem_watch::Probe::new()
         .ok()
         .and_then(|mut p| p.sample().fds)

@@ -4,7 +4,6 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Once;
 use std::time::Instant;
 
 use scoped_temp::{AtomicFile, Builder, Error, NamedTempFile};
@@ -37,19 +36,6 @@ fn fault_for(i: usize) -> Fault {
         1 => Fault::Panic,
         _ => Fault::None,
     }
-}
-
-/// Silences the injected panics (and only those) so the report stays readable.
-fn quiet_injected_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if info.payload().downcast_ref::<&str>() != Some(&INJECTED_PANIC) {
-                default(info);
-            }
-        }));
-    });
 }
 
 /// One operation: a temp dir with a 4 KiB file, five open handles, an atomic index
@@ -112,7 +98,7 @@ fn leftovers(root: &Path) -> usize {
 }
 
 async fn cycles(profile: Profile) -> Result<Scenario> {
-    quiet_injected_panics();
+    super::quiet_panics(INJECTED_PANIC);
     let total = profile.pick(1000, 200);
     let in_flight = 16;
     let root_guard = tempfile::Builder::new()

@@ -1,0 +1,443 @@
+//! What a person sees of a run: progress while it runs (a bar on a terminal, plain
+//! lines otherwise), and at the end a summary table, a JSON report and an SVG chart of
+//! resident memory, open fds, live temp entries and live children over time, with the
+//! scenario boundaries marked.
+//!
+//! A sampler thread reads the figures every 50 ms from `/proc`, from the outside:
+//! nothing in the workload reports them.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::Scenario;
+use crate::Result;
+
+/// One reading of the process's figures.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sample {
+    /// Seconds since the run began.
+    pub t: f64,
+    pub rss_mib: f64,
+    pub fds: usize,
+    pub temp_entries: usize,
+    pub children: usize,
+}
+
+/// A scenario boundary on the chart.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mark {
+    pub t: f64,
+    pub label: String,
+}
+
+#[derive(Default)]
+struct Shared {
+    samples: Vec<Sample>,
+    marks: Vec<Mark>,
+    /// Directories whose entries count as live temp entries.
+    temp_dirs: Vec<PathBuf>,
+}
+
+/// The run's recorder: sampler, marks, progress.
+pub struct Recorder {
+    started: Instant,
+    shared: Arc<Mutex<Shared>>,
+    stop: Arc<AtomicBool>,
+    sampler: Option<std::thread::JoinHandle<()>>,
+    tty: bool,
+}
+
+impl Recorder {
+    /// Starts sampling every 50 ms.
+    pub fn start() -> Recorder {
+        let started = Instant::now();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("stress-sampler".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let dirs = lock(&shared).temp_dirs.clone();
+                        let quiet = pause_sampler();
+                        let sample = Sample {
+                            t: started.elapsed().as_secs_f64(),
+                            rss_mib: super::rss_kib().0 as f64 / 1024.0,
+                            fds: super::count_fds(),
+                            temp_entries: dirs.iter().map(|d| entries(d)).sum(),
+                            children: descendants(std::process::id()).len(),
+                        };
+                        drop(quiet);
+                        // A failed read (no fds left, on purpose) is no sample.
+                        if sample.rss_mib > 0.0 {
+                            lock(&shared).samples.push(sample);
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                })
+                .ok()
+        };
+        Recorder {
+            started,
+            shared,
+            stop,
+            sampler,
+            tty: std::io::stdout().is_terminal(),
+        }
+    }
+
+    /// Marks the start of a scenario on the chart.
+    pub fn mark(&self, label: &str) {
+        let t = self.started.elapsed().as_secs_f64();
+        lock(&self.shared).marks.push(Mark {
+            t,
+            label: label.to_string(),
+        });
+    }
+
+    /// Counts the entries of `dir` as live temp entries from now on.
+    pub fn watch_temp_dir(&self, dir: &Path) {
+        let mut shared = lock(&self.shared);
+        if !shared.temp_dirs.iter().any(|d| d == dir) {
+            shared.temp_dirs.push(dir.to_path_buf());
+        }
+    }
+
+    /// Progress over `total` steps of `what`.
+    pub fn progress(&self, what: &str, total: u64) -> Progress {
+        let bar = self.tty.then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{prefix:>12} [{bar:40}] {pos}/{len} {msg} ({elapsed})",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_prefix(what.to_string());
+            bar
+        });
+        if bar.is_none() {
+            println!("   {what}: 0/{total}");
+        }
+        Progress {
+            what: what.to_string(),
+            total,
+            done: 0,
+            bar,
+            last_line: Instant::now(),
+        }
+    }
+
+    /// Stops the sampler.
+    fn finish(&mut self) -> (Vec<Sample>, Vec<Mark>) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(sampler) = self.sampler.take() {
+            let _ = sampler.join();
+        }
+        let mut shared = lock(&self.shared);
+        (
+            std::mem::take(&mut shared.samples),
+            std::mem::take(&mut shared.marks),
+        )
+    }
+}
+
+/// Held by the sampler while it reads `/proc`; a scenario's exact count of fds takes
+/// it too, so the sampler's own transient fds are never in it.
+static SAMPLING: Mutex<()> = Mutex::new(());
+
+/// Keeps the sampler from opening anything until dropped.
+pub fn pause_sampler() -> std::sync::MutexGuard<'static, ()> {
+    SAMPLING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Progress of one scenario.
+pub struct Progress {
+    what: String,
+    total: u64,
+    done: u64,
+    bar: Option<indicatif::ProgressBar>,
+    last_line: Instant,
+}
+
+impl Progress {
+    /// One more step done; `failed` counts the failed ones so far.
+    pub fn step(&mut self, failed: u64) {
+        self.done += 1;
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(self.done);
+                bar.set_message(format!("{failed} failed"));
+            }
+            None => {
+                // A line every 5 s at most, and the last one.
+                if self.done == self.total || self.last_line.elapsed() >= Duration::from_secs(5) {
+                    println!(
+                        "   {}: {}/{} ({failed} failed)",
+                        self.what, self.done, self.total
+                    );
+                    self.last_line = Instant::now();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Entries directly in `dir` (0 if it does not exist), but a scoped-temp run dir's
+/// lock file.
+pub fn entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.file_name() != ".owner.lock")
+            .count()
+    })
+}
+
+/// The live descendants of `pid` (zombies included: they are not reaped yet), from
+/// each process's parent in `/proc/<pid>/stat`.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut parent_of = Vec::new();
+    for entry in dir.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: comm may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.push((child, ppid));
+        }
+    }
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(child, ppid) in &parent_of {
+            if ppid == parent && !found.contains(&child) {
+                found.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// The processes whose environment holds `marker` (`NAME=value`): a tree's members
+/// wherever they were re-parented. Zombies have no environment and are not counted.
+pub fn with_marker(marker: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let needle = marker.as_bytes();
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == needle))
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct JsonScenario<'a> {
+    title: &'a str,
+    passed: bool,
+    figures: &'a [(String, String)],
+    notes: &'a [String],
+    checks: Vec<JsonCheck<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonCheck<'a> {
+    what: &'a str,
+    ok: bool,
+    observed: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    profile: &'a str,
+    seconds: f64,
+    passed: bool,
+    scenarios: Vec<JsonScenario<'a>>,
+    marks: &'a [Mark],
+    samples: &'a [Sample],
+}
+
+/// Where the files went.
+pub struct Files {
+    pub json: PathBuf,
+    pub svg: PathBuf,
+}
+
+/// Stops the recorder, prints the summary table and writes the JSON report and the
+/// chart into `out`.
+pub fn finish(
+    mut recorder: Recorder,
+    scenarios: &[Scenario],
+    profile: &str,
+    out: &Path,
+) -> Result<Files> {
+    let seconds = recorder.started.elapsed().as_secs_f64();
+    let (samples, marks) = recorder.finish();
+    print_table(scenarios);
+    std::fs::create_dir_all(out)?;
+    let files = Files {
+        json: out.join("report.json"),
+        svg: out.join("chart.svg"),
+    };
+    let report = JsonReport {
+        profile,
+        seconds,
+        passed: scenarios.iter().all(Scenario::passed),
+        scenarios: scenarios
+            .iter()
+            .map(|s| JsonScenario {
+                title: &s.title,
+                passed: s.passed(),
+                figures: &s.figures,
+                notes: &s.notes,
+                checks: s
+                    .checks
+                    .iter()
+                    .map(|(what, ok, observed)| JsonCheck {
+                        what,
+                        ok: *ok,
+                        observed,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        marks: &marks,
+        samples: &samples,
+    };
+    std::fs::write(&files.json, serde_json::to_vec_pretty(&report)?)?;
+    chart(&files.svg, &samples, &marks)?;
+    Ok(files)
+}
+
+/// The summary: one row per scenario, its verdict and key figures.
+fn print_table(scenarios: &[Scenario]) {
+    let rows: Vec<(String, &str, String)> = scenarios
+        .iter()
+        .map(|s| {
+            let figures = if s.figures.is_empty() {
+                format!("{} checks", s.checks.len())
+            } else {
+                s.figures
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            (
+                s.title.clone(),
+                if s.passed() { "PASS" } else { "FAIL" },
+                figures,
+            )
+        })
+        .collect();
+    let width = rows
+        .iter()
+        .map(|r| r.0.chars().count())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    println!("summary");
+    println!("  {:<width$}  verdict  key figures", "scenario");
+    println!("  {:-<width$}  -------  -----------", "");
+    for (title, verdict, figures) in rows {
+        println!("  {title:<width$}  {verdict:<7}  {figures}");
+    }
+    println!();
+}
+
+/// Four panels sharing the time axis, a dashed line at each scenario's start.
+fn chart(path: &Path, samples: &[Sample], marks: &[Mark]) -> Result<()> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (1200, 1000)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let t_max = samples.last().map_or(1.0, |s| s.t).max(1.0);
+    type Series = (&'static str, fn(&Sample) -> f64, RGBColor);
+    let series: [Series; 4] = [
+        (
+            "resident memory (MiB)",
+            |s| s.rss_mib,
+            RGBColor(31, 119, 180),
+        ),
+        ("open fds", |s| s.fds as f64, RGBColor(255, 127, 14)),
+        (
+            "live temp entries",
+            |s| s.temp_entries as f64,
+            RGBColor(44, 160, 44),
+        ),
+        (
+            "live child processes",
+            |s| s.children as f64,
+            RGBColor(214, 39, 40),
+        ),
+    ];
+    for (i, (area, (title, value, color))) in
+        root.split_evenly((4, 1)).iter().zip(series).enumerate()
+    {
+        let y_max = samples.iter().map(value).fold(0.0, f64::max) * 1.15 + 1.0;
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..t_max, 0.0..y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .light_line_style(RGBColor(240, 240, 240))
+            .draw()?;
+        for mark in marks {
+            chart.draw_series(LineSeries::new(
+                [(mark.t, 0.0), (mark.t, y_max)],
+                RGBColor(150, 150, 150),
+            ))?;
+            if i == 0 {
+                chart.draw_series(std::iter::once(Text::new(
+                    mark.label.clone(),
+                    (mark.t, y_max * 0.92),
+                    ("sans-serif", 11),
+                )))?;
+            }
+        }
+        chart.draw_series(LineSeries::new(
+            samples.iter().map(|s| (s.t, value(s))),
+            color.stroke_width(2),
+        ))?;
+    }
+    root.present()?;
+    Ok(())
+}
