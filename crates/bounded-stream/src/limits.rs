@@ -77,6 +77,10 @@ impl Limits {
 
     /// Fail if fewer than `bytes` arrive in any `window`, judged from `grace` after the
     /// first poll: the defence against slow-drip peers that an idle timeout misses.
+    ///
+    /// Only the peer is judged: a window the stream was not polled in (its consumer was
+    /// busy, say unpacking what it read) is not counted, and judging resumes with a new
+    /// window at the next poll.
     pub fn min_rate(mut self, bytes: u64, window: Duration, grace: Duration) -> Self {
         self.min_rate = Some(MinRate {
             bytes,

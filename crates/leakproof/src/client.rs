@@ -155,6 +155,10 @@ struct Inner<C> {
 ///   `max-age` or 60 s) and, once stale, revalidated with `If-None-Match` or
 ///   `If-Modified-Since`: a `304` refreshes the entry and costs no GitHub quota.
 ///
+/// For what should not be held in memory (logs to scan, archives to unpack),
+/// [`get_stream`](ApiClient::get_stream) hands the body over as a stream, under caps
+/// and timeouts of its own, holding the gate's permit until it is dropped.
+///
 /// `ApiClient::builder(base).build()` speaks plain HTTP/1.1; for HTTPS build a
 /// hyper-util client with a TLS connector (hyper-rustls, hyper-tls) and pass it to
 /// [`ApiClientBuilder::build_with`].

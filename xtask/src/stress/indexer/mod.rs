@@ -289,8 +289,6 @@ pub fn scenarios(
     std::fs::create_dir_all(&options.out)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(4)
-        .thread_keep_alive(Duration::from_secs(600))
         .enable_all()
         .build()?;
     runtime.block_on(async {

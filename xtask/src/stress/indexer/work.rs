@@ -160,6 +160,8 @@ pub struct Caps {
     pub tool_grace: Duration,
     /// Tools running at once, across operations.
     pub tools: usize,
+    /// Tarballs unpacked at once, across operations.
+    pub unpacks: usize,
 }
 
 impl Default for Caps {
@@ -172,6 +174,7 @@ impl Default for Caps {
             tool_timeout: Duration::from_millis(500),
             tool_grace: Duration::from_millis(100),
             tools: 4,
+            unpacks: 2,
         }
     }
 }
@@ -332,6 +335,8 @@ pub struct Indexer {
     codeload_base: String,
     pub reaper: Reaper,
     pub tools: Arc<Semaphore>,
+    /// Unpacks at once: each holds a thread in `block_in_place`.
+    unpacks: Arc<Semaphore>,
     pub db: Db,
     pub caps: Caps,
 }
@@ -369,6 +374,7 @@ impl Indexer {
             codeload_base: codeload.to_string(),
             reaper,
             tools: Arc::new(Semaphore::new(caps.tools)),
+            unpacks: Arc::new(Semaphore::new(caps.unpacks)),
             db,
             caps,
         })
@@ -486,6 +492,14 @@ impl Indexer {
         fault: Fault,
     ) -> Result<Vec<Vec<String>>, IndexError> {
         let failure = Arc::new(Mutex::new(None));
+        let _slot = self
+            .unpacks
+            .acquire()
+            .await
+            .map_err(|_| IndexError::Unpack {
+                path: dir.to_path_buf(),
+                source: std::io::Error::other("unpack slots closed"),
+            })?;
         let reader = SyncIoBridge::new(self.download(url, &failure).await?);
         let limit = match fault {
             Fault::FullDisk => Some(LoweredLimit::lower(Resource::Fsize, 64 << 10)),
