@@ -28,10 +28,7 @@ enum Fault {
 /// The fault for cycle `i`: 10% errors, 10% panics, spread by a fixed-seed hash so a
 /// run is reproducible.
 fn fault_for(i: usize) -> Fault {
-    let mut x = (i as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    match (x ^ (x >> 31)) % 10 {
+    match super::spread(i as u64, 10) {
         0 => Fault::Error,
         1 => Fault::Panic,
         _ => Fault::None,

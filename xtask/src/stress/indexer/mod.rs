@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -28,7 +28,7 @@ use tokio::io::AsyncBufReadExt;
 use self::server::{Repo, Servers};
 use self::work::{Db, DbCheck, Fault, IndexError, Indexer};
 use super::report::{Recorder, descendants, with_marker};
-use super::{CHILD_COMMAND, Profile, Scenario};
+use super::{CHILD_COMMAND, Profile, Scenario, spread};
 use crate::Result;
 
 /// The scenario names, for `--only`.
@@ -220,26 +220,23 @@ fn remove_db(path: &Path) {
     }
 }
 
-/// SIGKILL through a pidfd (no reused PID hit), then reap it if it is our child.
-fn kill_and_reap(pid: u32) {
-    use rustix::process::{
-        Pid, PidfdFlags, Signal, WaitOptions, pidfd_open, pidfd_send_signal, waitpid,
-    };
-    let Some(pid) = Pid::from_raw(pid as i32) else {
-        return;
-    };
-    if let Ok(fd) = pidfd_open(pid, PidfdFlags::empty()) {
+/// SIGKILL through a pidfd (no reused PID is ever hit).
+fn sigkill(pid: u32) {
+    use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+    if let Some(pid) = Pid::from_raw(pid as i32)
+        && let Ok(fd) = pidfd_open(pid, PidfdFlags::empty())
+    {
         let _ = pidfd_send_signal(&fd, Signal::KILL);
     }
-    let _ = waitpid(Some(pid), WaitOptions::empty());
 }
 
-/// A reproducible spread: the fixed-seed hash of `i`, in `0..n`.
-fn spread(i: u64, n: u64) -> u64 {
-    let mut x = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (x ^ (x >> 31)) % n
+/// [`sigkill`], then reap it if it is this process's child (or was adopted by it).
+fn kill_and_reap(pid: u32) {
+    use rustix::process::{Pid, WaitOptions, waitpid};
+    sigkill(pid);
+    if let Some(pid) = Pid::from_raw(pid as i32) {
+        let _ = waitpid(Some(pid), WaitOptions::empty());
+    }
 }
 
 /// S2's faults: 4% each of errors, panics, cancellations, full disks, fd exhaustion.
@@ -1183,7 +1180,7 @@ async fn s4b(ctx: &Ctx<'_>) -> Result<Scenario> {
         (Vec::new(), 0, Vec::new(), HashMap::new());
     let mut slowest = Duration::ZERO;
     let mut held = 0;
-    let committed = AtomicU64::new(0);
+    let mut committed = 0;
     for k in 0..kills {
         let tag = format!("s4b-{}-{k}", std::process::id());
         let mut run = ChildRun::start(
@@ -1213,7 +1210,8 @@ async fn s4b(ctx: &Ctx<'_>) -> Result<Scenario> {
         .await;
         held = held.max(descendants(run.program_pid).len());
         let killed = Instant::now();
-        kill_and_reap_not(run.program_pid);
+        // The program, not its supervisor, which reaps it and cleans up.
+        sigkill(run.program_pid);
         let status = tokio::time::timeout(Duration::from_secs(20), run.child.wait()).await;
         slowest = slowest.max(killed.elapsed());
         let status = match status {
@@ -1232,7 +1230,7 @@ async fn s4b(ctx: &Ctx<'_>) -> Result<Scenario> {
         let _ = std::fs::remove_dir_all(&tmp).and_then(|()| std::fs::create_dir_all(&tmp));
         match DbCheck::read(&db) {
             Ok(check) if check.whole() => {
-                committed.store(check.ops, Ordering::Relaxed);
+                committed = check.ops;
             }
             Ok(check) => not_whole.push(format!(
                 "kill {k}: partial {}, integrity {}",
@@ -1248,7 +1246,7 @@ async fn s4b(ctx: &Ctx<'_>) -> Result<Scenario> {
         "up to {held} processes under the program when killed; supervisor exits: {statuses:?}; \
          slowest cleanup {:.0} ms; {} operations committed across the runs",
         slowest.as_secs_f64() * 1000.0,
-        committed.load(Ordering::Relaxed)
+        committed
     ));
     s.check(
         "zero surviving descendants after each kill",
@@ -1277,16 +1275,6 @@ async fn s4b(ctx: &Ctx<'_>) -> Result<Scenario> {
     s.figure("survivors", survived.len().to_string());
     s.figure("temp entries left", temp_left.to_string());
     Ok(s)
-}
-
-/// SIGKILL through a pidfd, to a process that is not our child (its supervisor reaps).
-fn kill_and_reap_not(pid: u32) {
-    use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
-    if let Some(pid) = Pid::from_raw(pid as i32)
-        && let Ok(fd) = pidfd_open(pid, PidfdFlags::empty())
-    {
-        let _ = pidfd_send_signal(&fd, Signal::KILL);
-    }
 }
 
 /// The harness child: `xtask stress-child indexer <api> <codeload> <db> <first-op>

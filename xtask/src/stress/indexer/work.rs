@@ -55,8 +55,8 @@ pub enum Fault {
     Cancel,
     /// A full disk: `RLIMIT_FSIZE` at 64 KiB while the tarball is unpacked.
     FullDisk,
-    /// Fd exhaustion: `RLIMIT_NOFILE` at the lowest free fd while unpacking, so the next
-    /// file opened fails with EMFILE.
+    /// Fd exhaustion: `RLIMIT_NOFILE` at the lowest free fd while the tarball is
+    /// unpacked, so the next file opened fails with EMFILE.
     NoFiles,
     /// For the harness's own test: forgets a temp dir and leaves a child running.
     Leak,
@@ -501,6 +501,14 @@ impl Indexer {
                 source: std::io::Error::other("unpack slots closed"),
             })?;
         let reader = SyncIoBridge::new(self.download(url, &failure).await?);
+        // Fd exhaustion is process-wide: first let the reaper finish what it does in
+        // the background (reaping needs fds), and keep the sampler's reads out.
+        let _quiet = if fault == Fault::NoFiles {
+            self.reaper.settle().await;
+            Some(crate::stress::report::pause_sampler())
+        } else {
+            None
+        };
         let limit = match fault {
             Fault::FullDisk => Some(LoweredLimit::lower(Resource::Fsize, 64 << 10)),
             Fault::NoFiles => Some(LoweredLimit::lower(Resource::Nofile, lowest_free_fd())),
