@@ -70,7 +70,7 @@ impl Recorder {
                             t: started.elapsed().as_secs_f64(),
                             rss_mib: super::rss_kib().0 as f64 / 1024.0,
                             fds: super::count_fds(),
-                            temp_entries: dirs.iter().map(|d| entries(d)).sum(),
+                            temp_entries: dirs.iter().map(|d| entry_names(d).len()).sum(),
                             children: descendants(std::process::id()).len(),
                         };
                         drop(quiet);
@@ -200,14 +200,19 @@ impl Drop for Progress {
     }
 }
 
-/// Entries directly in `dir` (0 if it does not exist), but a scoped-temp run dir's
-/// lock file.
-pub fn entries(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |d| {
-        d.flatten()
-            .filter(|e| e.file_name() != ".owner.lock")
-            .count()
-    })
+/// The names of the entries directly in `dir` (none if it does not exist), sorted;
+/// a scoped-temp run dir's lock file is the run dir's, not an entry.
+pub fn entry_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name != ".owner.lock")
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 /// The live descendants of `pid` (zombies included: they are not reaped yet), from

@@ -27,7 +27,7 @@ use tokio::io::AsyncBufReadExt;
 
 use self::server::{Repo, Servers};
 use self::work::{Db, DbCheck, Fault, IndexError, Indexer};
-use super::report::{Recorder, descendants, with_marker};
+use super::report::{Recorder, descendants, entry_names, with_marker};
 use super::{CHILD_COMMAND, Profile, Scenario, spread};
 use crate::Result;
 
@@ -89,16 +89,7 @@ impl Counts {
         }
         let mut children = descendants(std::process::id());
         children.sort_unstable();
-        let mut temp: Vec<String> = std::fs::read_dir(temp)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    // The run dir's lock file is the run dir's, not an entry.
-                    .filter(|name| name != ".owner.lock")
-                    .collect()
-            })
-            .unwrap_or_default();
-        temp.sort();
+        let temp = entry_names(temp);
         Counts {
             // The listing's own fd is in the listing.
             fds: fds.saturating_sub(1),
@@ -770,17 +761,8 @@ async fn s5(ctx: &Ctx<'_>) -> Result<Scenario> {
     let db_path = ctx.options.out.join("s5.sqlite");
     remove_db(&db_path);
     let tag = format!("s5-{}", std::process::id());
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args([CHILD_COMMAND, "s5"])
-        .arg(servers.api_base())
-        .arg(servers.codeload_base())
-        .arg(&db_path)
-        .env("TMPDIR", &tmp)
-        .env(RUN_MARKER, &tag)
+    let mut child = harness_child("s5", &servers, &db_path, &tmp, &tag)?
         .env(ARENAS.0, ARENAS.1)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()?;
     let mut lines = tokio::io::BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
     let mut progress = ctx.recorder.progress("S5", 2);
@@ -833,7 +815,8 @@ async fn s5(ctx: &Ctx<'_>) -> Result<Scenario> {
         ARENAS.1,
         mib(cold)
     ));
-    let rss = |i: usize| runs.get(i).map_or(u64::MAX / 200, |r| r.1);
+    // A missing run reads as 0 and fails the first check, not these.
+    let rss = |i: usize| runs.get(i).map_or(0, |r| r.1);
     let (rss1, rss2) = (rss(0), rss(1));
     s.check(
         "both runs indexed 10,000 files",
@@ -953,6 +936,30 @@ fn percent(now: u64, then: u64) -> f64 {
     (now as f64 - then as f64) * 100.0 / then.max(1) as f64
 }
 
+/// `xtask stress-child <kind> <api> <codeload> <db>`, its temp dir under `tmp` and every
+/// descendant marked with `tag`; stdout piped for its `@@` lines. The caller adds the
+/// rest and spawns.
+fn harness_child(
+    kind: &str,
+    servers: &Servers,
+    db: &Path,
+    tmp: &Path,
+    tag: &str,
+) -> Result<tokio::process::Command> {
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    command
+        .args([CHILD_COMMAND, kind])
+        .arg(servers.api_base())
+        .arg(servers.codeload_base())
+        .arg(db)
+        .env("TMPDIR", tmp)
+        .env(RUN_MARKER, tag)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    Ok(command)
+}
+
 /// A harness child running the indexer under `leakproof::supervise()` and a
 /// `Shutdown`, against this process's servers.
 struct ChildRun {
@@ -973,18 +980,9 @@ impl ChildRun {
         tag: &str,
     ) -> Result<ChildRun> {
         let marker = format!("{RUN_MARKER}={tag}");
-        let mut child = tokio::process::Command::new(std::env::current_exe()?)
-            .args([CHILD_COMMAND, "indexer"])
-            .arg(servers.api_base())
-            .arg(servers.codeload_base())
-            .arg(db)
+        let mut child = harness_child("indexer", servers, db, tmp, tag)?
             .arg(first_op.to_string())
             .arg(deadline.as_millis().to_string())
-            .env("TMPDIR", tmp)
-            .env(RUN_MARKER, tag)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut run = ChildRun {
