@@ -133,7 +133,7 @@ impl TreeCgroup {
 
     /// The processes in the cgroup now.
     pub(crate) fn pids(&self) -> Vec<u32> {
-        fs::read_to_string(self.path.join("cgroup.procs"))
+        crate::procfs::read_list(self.path.join("cgroup.procs"))
             .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
     }

@@ -1,17 +1,24 @@
 //! Ending a whole process tree: find every member, SIGTERM, wait out the grace, SIGKILL
 //! what is left, reap what became ours.
 //!
-//! Members are found two ways: the leader's descendants (`/proc/<pid>/task/*/children`),
-//! and escapees: processes that double-forked or called `setsid`, were re-parented to
-//! this process (a child subreaper) and still carry the tree's environment marker (or,
-//! once dead, whose environment is gone, the leader's process group). Each
-//! member gets a pidfd the moment it is found, and every signal goes through it, so a
-//! reused PID is never hit. The leader's process group is signalled too: the leader is
-//! never reaped before its tree is gone, so its PGID cannot be reused meanwhile.
+//! Members are found three ways: the leader's descendants (`/proc/<pid>/task/*/children`),
+//! the tree's cgroup, and escapees: processes that double-forked or called `setsid`,
+//! were re-parented to this process (a child subreaper) and are still in the leader's
+//! process group or carry the tree's environment marker. Each member gets a pidfd the
+//! moment it is found, and every signal goes through it, so a reused PID is never hit.
+//! The leader's process group is signalled too: the leader is never reaped before its
+//! tree is gone, so its PGID cannot be reused meanwhile.
+//!
+//! A re-parented process whose environment cannot be read yet (it is in the middle of
+//! `exec`) is *undetermined*: it counts as alive, and is looked at again, until it can
+//! be told or [`UNDETERMINED_WAIT`] has passed. So is a member whose pidfd could not be
+//! opened (fds exhausted), and, for [`ENVLESS_WAIT`], one whose environment reads empty
+//! (it may be setting it up). Ending a tree never concludes "nothing left" while one
+//! of its escapees is only momentarily unreadable.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
@@ -21,7 +28,21 @@ use rustix::process::{
 };
 
 use crate::cgroup::TreeCgroup;
-use crate::procfs;
+use crate::procfs::{self, Env};
+
+/// How long a re-parented process that cannot be told yet (mid-`exec`, or no fd for its
+/// pidfd) holds up the end of a tree before it is given up on as not attributable.
+pub(crate) const UNDETERMINED_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a re-parented process whose environment reads empty (with its arguments
+/// set) is looked at again before it is taken for one without an environment, hence
+/// not this tree's: `exec` sets the environment up microseconds after the arguments.
+pub(crate) const ENVLESS_WAIT: Duration = Duration::from_millis(20);
+
+/// The leaders a reaper spawned and has not reaped yet: its own children, never
+/// re-parented, so never another tree's escapee. A leader caught mid-`exec` (its
+/// environment unreadable) is known by this and not waited for.
+pub(crate) type Leaders = Arc<Mutex<HashSet<u32>>>;
 
 /// What ending a tree took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -29,7 +50,8 @@ use crate::procfs;
 pub struct TreeReport {
     /// Processes found in the tree (the leader included).
     pub members: usize,
-    /// Of those, escapees found through the marker (re-parented to us).
+    /// Of those, escapees: found outside the leader's descendants (re-parented to us
+    /// and known by the leader's process group or the marker, or held by the cgroup).
     pub escapees: usize,
     /// Processes still alive after the grace period, ended by SIGKILL.
     pub killed: usize,
@@ -39,6 +61,11 @@ pub struct TreeReport {
     pub took: Duration,
     /// `true` when the tree had a cgroup of its own (the v2 fast path).
     pub cgroup: bool,
+    /// Re-parented processes that could not be told to be this tree's or not within
+    /// 1 s, and were left alone: their environment stayed unreadable (an `exec` that
+    /// long), or no pidfd could be opened for them (fds exhausted). Normally 0; logged
+    /// as a warning otherwise.
+    pub unattributed: usize,
 }
 
 /// One tree being ended: its members by PID, each with a pidfd opened while alive.
@@ -46,45 +73,80 @@ pub(crate) struct Tree {
     leader: u32,
     marker: Arc<[u8]>,
     cgroup: Option<Arc<TreeCgroup>>,
+    leaders: Leaders,
     me: u32,
     members: HashMap<u32, OwnedFd>,
     escapees: usize,
+    /// Processes that may be members but cannot be told (or opened) yet: until when
+    /// they are waited for, and whether they count as unattributed after that.
+    undetermined: HashMap<u32, (Instant, bool)>,
 }
 
 impl Tree {
-    pub(crate) fn new(leader: u32, marker: Arc<[u8]>, cgroup: Option<Arc<TreeCgroup>>) -> Self {
+    pub(crate) fn new(
+        leader: u32,
+        marker: Arc<[u8]>,
+        cgroup: Option<Arc<TreeCgroup>>,
+        leaders: Leaders,
+    ) -> Self {
         Tree {
             leader,
             marker,
             cgroup,
+            leaders,
             me: std::process::id(),
             members: HashMap::new(),
             escapees: 0,
+            undetermined: HashMap::new(),
         }
     }
 
     /// Finds members not seen before; returns how many are alive now. When none is,
     /// looks once more: a member that died since the first look had its children
     /// re-parented here by the time it was seen dead.
+    /// Undetermined processes count as alive (for at most [`UNDETERMINED_WAIT`]).
     fn scan(&mut self) -> usize {
         self.discover();
         let alive = self.alive();
         if alive > 0 {
             return alive;
         }
-        let before = self.members.len();
         self.discover();
-        if self.members.len() == before {
-            0
-        } else {
-            self.alive()
-        }
+        self.alive()
     }
 
+    /// `true` for a leader this reaper spawned (of this tree or another).
+    fn is_leader(&self, pid: u32) -> bool {
+        self.leaders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&pid)
+    }
+
+    /// Members alive now, plus the undetermined not yet given up on.
     fn alive(&self) -> usize {
-        self.members
+        let members = self
+            .members
             .keys()
             .filter(|pid| procfs::alive(**pid))
+            .count();
+        members + self.waiting().count()
+    }
+
+    /// The undetermined processes still waited for.
+    fn waiting(&self) -> impl Iterator<Item = u32> + '_ {
+        self.undetermined
+            .iter()
+            .filter(|(_, (until, _))| Instant::now() < *until)
+            .map(|(pid, _)| *pid)
+    }
+
+    /// The undetermined processes given up on, that could not be told.
+    fn unattributed(&self) -> usize {
+        let now = Instant::now();
+        self.undetermined
+            .values()
+            .filter(|(until, counts)| *counts && now >= *until)
             .count()
     }
 
@@ -95,24 +157,31 @@ impl Tree {
         if let Some(cgroup) = &self.cgroup {
             roots.extend(cgroup.pids().into_iter().filter(|p| *p != self.leader));
         }
+        // Looked at again each time: neither cached as foreign nor as undetermined.
+        let mut undetermined = Vec::new();
         for kid in procfs::children(self.me) {
             if kid == self.leader || self.members.contains_key(&kid) {
                 continue;
             }
-            // Re-parented here: alive, it carries the marker; dead (a zombie, whose
-            // environment is gone), it still carries the leader's process group.
-            // Not cached as foreign when unmarked: read mid-`exec`, an environment can
-            // look unmarked for an instant.
+            // Re-parented here. Still in the leader's process group (no `setsid` yet, or
+            // a zombie that never called it): ours, and the group cannot be reused while
+            // the leader is unreaped. Otherwise the environment tells.
+            let Some(stat) = procfs::stat(kid) else {
+                continue;
+            };
+            if stat.pgrp == self.leader {
+                roots.push(kid);
+                continue;
+            }
             match procfs::marker(kid, &self.marker) {
-                Some(true) => roots.push(kid),
-                Some(false) => {}
-                None => {
-                    if procfs::zombie(kid)
-                        && procfs::stat(kid).is_some_and(|s| s.pgrp == self.leader)
-                    {
-                        roots.push(kid);
-                    }
+                Env::Marked => roots.push(kid),
+                Env::Unmarked => {}
+                // Mid-`exec`: not ours to signal yet, and not to be forgotten either.
+                Env::Unreadable if procfs::alive(kid) && !self.is_leader(kid) => {
+                    undetermined.push((kid, UNDETERMINED_WAIT, true));
                 }
+                Env::Unreadable => {}
+                Env::Empty => undetermined.push((kid, ENVLESS_WAIT, false)),
             }
         }
         for (i, root) in roots.into_iter().enumerate() {
@@ -123,13 +192,35 @@ impl Tree {
                 let Some(raw) = Pid::from_raw(pid as i32) else {
                     continue;
                 };
-                if let Ok(fd) = pidfd_open(raw, PidfdFlags::empty()) {
-                    self.members.insert(pid, fd);
-                    if i > 0 {
-                        self.escapees += 1;
+                match pidfd_open(raw, PidfdFlags::empty()) {
+                    Ok(fd) => {
+                        self.members.insert(pid, fd);
+                        if i > 0 {
+                            self.escapees += 1;
+                        }
+                    }
+                    // Gone already.
+                    Err(rustix::io::Errno::SRCH) => {}
+                    // EMFILE and the like: a member that cannot be signalled safely yet.
+                    Err(e) => {
+                        tracing::debug!(pid, error = %e, "proc-reaper: no pidfd for a member yet");
+                        undetermined.push((pid, UNDETERMINED_WAIT, true));
                     }
                 }
             }
+        }
+        let now = Instant::now();
+        self.undetermined
+            .retain(|pid, _| undetermined.iter().any(|u| u.0 == *pid));
+        for (pid, wait, counts) in undetermined {
+            self.undetermined.entry(pid).or_insert_with(|| {
+                tracing::debug!(
+                    pid,
+                    leader = self.leader,
+                    "proc-reaper: undetermined, looking again"
+                );
+                (now + wait, counts)
+            });
         }
     }
 
@@ -142,6 +233,8 @@ impl Tree {
             .map(|(_, fd)| fd)
             .collect();
         if live.is_empty() {
+            // Only undetermined processes are waited for: nothing to poll.
+            std::thread::sleep(timeout);
             return;
         }
         let mut fds: Vec<PollFd<'_>> = live
@@ -186,6 +279,7 @@ impl Tree {
             reaped,
             took: Duration::ZERO,
             cgroup: self.cgroup.is_some(),
+            unattributed: self.unattributed(),
         })
     }
 
@@ -247,7 +341,15 @@ impl Tree {
             reaped,
             took,
             cgroup: self.cgroup.is_some(),
+            unattributed: self.unattributed(),
         };
+        if report.unattributed > 0 {
+            tracing::warn!(
+                leader = self.leader,
+                ?report,
+                "proc-reaper: re-parented processes left unattributed"
+            );
+        }
         tracing::debug!(leader = self.leader, ?report, "proc-reaper: tree ended");
         report
     }

@@ -14,12 +14,15 @@
 //!
 //! How: each child starts in its own process group, with an environment marker
 //! ([`MARKER_VAR`]) its descendants inherit. The reaper makes this process a child
-//! subreaper, so a grandchild whose parent dies is re-parented here, where the marker
-//! identifies its tree. Where a writable cgroup v2 hierarchy with `cgroup.kill` (Linux
-//! 5.14+) exists, each tree also gets a cgroup of its own, which no `setsid` or cleared
-//! environment leaves, and whose `cgroup.kill` ends every member at once. Ending a tree walks `/proc/<pid>/task/*/children` from the
-//! leader and from those escapees, signals every member and the leader's group, and
-//! rescans until nothing is left.
+//! subreaper, so a grandchild whose parent dies is re-parented here, where its
+//! process group (before it calls `setsid`) or the marker identifies its tree; one
+//! caught in the middle of `exec`, its environment not readable yet, is looked at again
+//! until it is. Where a writable cgroup v2 hierarchy with `cgroup.kill` (Linux 5.14+)
+//! exists, each tree also gets a cgroup of its own, which no `setsid` or cleared
+//! environment leaves, and whose `cgroup.kill` ends every member at once. Ending a tree
+//! walks `/proc/<pid>/task/*/children` (each list in one read, so none is skipped while
+//! it changes) from the leader and from those escapees, signals every member and the
+//! leader's group, and rescans until nothing is left.
 //!
 //! The peers: tokio's `kill_on_drop` kills the child's PID only, with no TERM stage;
 //! `process-wrap` kills the group leader; `duct` calls killing grandchildren unsolved; a
@@ -91,12 +94,15 @@
 //! - **Orphans of children spawned elsewhere.** As a subreaper, this process adopts the
 //!   orphans of *all* its children; those of children not spawned through the reaper are
 //!   not reaped by it and stay zombies until this process exits.
-//! - **Known bug, not yet fixed: a `setsid` daemon forked while its tree is being
-//!   ended.** Under CPU contention, `cargo xtask stress`'s full profile has seen a
-//!   tool's `setsid` grandchild outlive its tree: it was re-parented here, carried the
-//!   tree's marker, but was outside the tree's cgroup, and it was not ended or reaped.
-//!   Until this is fixed, a supervisor (see above) or a final [`Reaper::shutdown`] is
-//!   the backstop.
+//! - **An `exec` that outlasts the wait.** A re-parented process is known as a tree's
+//!   by its environment, which reads empty while it is in the middle of `exec`. Such a
+//!   process holds up the end of every tree for up to 1 s while it is looked at again;
+//!   one still unreadable after that (an `exec` stalled for a second) is left alone,
+//!   counted in [`TreeReport::unattributed`] and logged. So is a member for which no
+//!   pidfd can be opened (this process is out of fds) within that second. A process
+//!   whose environment reads empty with its arguments set is taken, after 20 ms, for
+//!   one without an environment: without the cgroup path, not found (see the first
+//!   point).
 //! - **A child forgotten with `mem::forget`.** Its handle never drops; `shutdown` still
 //!   ends its tree, but nobody reaps the leader.
 //! - **Peak RSS precision.** `peak_rss` is `wait4`'s `ru_maxrss`: the largest of the

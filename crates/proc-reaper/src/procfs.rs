@@ -4,6 +4,34 @@
 //! processes we look at are being killed.
 
 use std::fs;
+use std::io::{self, Read};
+use std::path::Path;
+
+/// Reads a `/proc` list in as few `read` calls as possible: one, below 4 KiB.
+///
+/// Lists such as `children` and `cgroup.procs` are produced afresh on each `read`, the
+/// next one resuming by position. A small first read (`read_to_string` probes with 32
+/// bytes) splits one list over several walks, and an entry removed in between shifts
+/// the rest: one that never left the list is skipped. A whole list in one read is one
+/// walk.
+pub(crate) fn read_list(path: impl AsRef<Path>) -> io::Result<String> {
+    let mut file = fs::File::open(path)?;
+    let mut buf = vec![0; 16 << 10];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
 
 /// The direct children of `pid`, from `/proc/<pid>/task/*/children` (every thread's).
 pub(crate) fn children(pid: u32) -> Vec<u32> {
@@ -12,7 +40,7 @@ pub(crate) fn children(pid: u32) -> Vec<u32> {
         return out;
     };
     for task in tasks.flatten() {
-        let Ok(text) = fs::read_to_string(task.path().join("children")) else {
+        let Ok(text) = read_list(task.path().join("children")) else {
             continue;
         };
         out.extend(
@@ -41,19 +69,40 @@ pub(crate) fn tree(root: u32) -> Vec<u32> {
     out
 }
 
-/// `true` for a zombie (exited, not yet reaped).
-pub(crate) fn zombie(pid: u32) -> bool {
-    stat(pid).is_some_and(|s| s.state == 'Z')
+/// What a process's environment says about a tree marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Env {
+    /// It holds the marker.
+    Marked,
+    /// It holds other entries, not the marker.
+    Unmarked,
+    /// Empty, with the arguments set: a process without an environment (`env -i`), or
+    /// one in the last microseconds of `exec`, between setting up its arguments and its
+    /// environment. Only a second look, a little later, tells.
+    Empty,
+    /// Nothing to read: a zombie, an exiting process, or one in the middle of `exec`
+    /// (the kernel sets the new image's arguments and environment up last, after
+    /// mapping the program and its loader, which under I/O pressure takes
+    /// milliseconds).
+    Unreadable,
 }
 
-/// Whether `/proc/<pid>/environ` holds the entry `marker` (`NAME=value`): `None` when it
-/// cannot be told (unreadable or empty: a zombie, an exiting process, one mid-exec).
-pub(crate) fn marker(pid: u32, marker: &[u8]) -> Option<bool> {
-    let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
+/// Whether `/proc/<pid>/environ` holds the entry `marker` (`NAME=value`).
+pub(crate) fn marker(pid: u32, marker: &[u8]) -> Env {
+    let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
+        return Env::Unreadable;
+    };
     if environ.is_empty() {
-        return None;
+        return match fs::read(format!("/proc/{pid}/cmdline")) {
+            Ok(cmdline) if !cmdline.is_empty() => Env::Empty,
+            _ => Env::Unreadable,
+        };
     }
-    Some(environ.split(|b| *b == 0).any(|entry| entry == marker))
+    if environ.split(|b| *b == 0).any(|entry| entry == marker) {
+        Env::Marked
+    } else {
+        Env::Unmarked
+    }
 }
 
 /// What `/proc/<pid>/stat` says that we use.

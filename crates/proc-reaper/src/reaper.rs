@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::cgroup::{Cgroups, TreeCgroup};
-use crate::kill::{Tree, TreeReport};
+use crate::kill::{Leaders, Tree, TreeReport};
 use crate::output::{Captured, LineSink, Stream, capture};
 use crate::{Error, Result};
 
@@ -54,6 +54,8 @@ struct Inner {
     ending: watch::Sender<usize>,
     /// The cgroup v2 fast path, where available.
     cgroups: Option<Cgroups>,
+    /// The leaders' PIDs, from spawn until reaped.
+    leaders: Leaders,
 }
 
 /// Spawns and tracks children; every child's whole tree ends with its handle.
@@ -97,6 +99,7 @@ impl Reaper {
                 children: Mutex::new(HashMap::new()),
                 ending: watch::Sender::new(0),
                 cgroups,
+                leaders: Leaders::default(),
             }),
         })
     }
@@ -151,7 +154,14 @@ impl Reaper {
         let trees: Vec<Tree> = self
             .children()
             .values()
-            .map(|e| Tree::new(e.info.pid, e.marker.clone(), e.cgroup.clone()))
+            .map(|e| {
+                Tree::new(
+                    e.info.pid,
+                    e.marker.clone(),
+                    e.cgroup.clone(),
+                    self.inner.leaders.clone(),
+                )
+            })
             .collect();
         tracing::info!(trees = trees.len(), ?grace, "proc-reaper: shutting down");
         let mut tasks = tokio::task::JoinSet::new();
@@ -254,6 +264,7 @@ impl Spawn<'_> {
         })?;
         let pid = std_child.id();
         let started = Instant::now();
+        inner.leader(pid, true);
         // Into the tree's cgroup at once: what it forks from now on is held there too.
         // It may have forked already (it runs from `exec` on): move those as well.
         let cgroup = inner
@@ -280,6 +291,7 @@ impl Spawn<'_> {
             Err(source) => {
                 let _ = std_child.kill();
                 let _ = std_child.wait();
+                inner.leader(pid, false);
                 return Err(Error::Pidfd { pid, source });
             }
         };
@@ -332,6 +344,16 @@ impl Spawn<'_> {
 impl Inner {
     fn children(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
         self.children.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records `pid` as a leader (spawned), or forgets it (reaped, or about to be).
+    fn leader(&self, pid: u32, spawned: bool) {
+        let mut leaders = self.leaders.lock().unwrap_or_else(PoisonError::into_inner);
+        if spawned {
+            leaders.insert(pid);
+        } else {
+            leaders.remove(&pid);
+        }
     }
 }
 
@@ -436,7 +458,8 @@ impl Child {
         let (pid, marker) = (self.pid, self.marker.clone());
         let grace = self.grace;
         let mut std_child = self.std.take();
-        let mut tree = Tree::new(pid, marker, self.cgroup.clone());
+        let leaders = self.reaper.inner.leaders.clone();
+        let mut tree = Tree::new(pid, marker, self.cgroup.clone(), leaders);
         // The common case, a leader that exited alone: one scan and a `wait4` that cannot
         // block, on this thread. Anything alive means waiting: on the blocking pool.
         let (tree, reaped) = match tree.settled() {
@@ -455,6 +478,7 @@ impl Child {
         let duration = self.started.elapsed();
         self.pidfd = None;
         self.reaper.inner.children().remove(&self.id);
+        self.reaper.inner.leader(pid, false);
         let usage = reaped.unwrap_or_else(|| Err(std::io::Error::other("already reaped")));
         let usage = usage.map_err(|source| Error::Reap { pid, source })?;
         let stdout = collect(self.stdout.take()).await;
@@ -494,13 +518,16 @@ impl Drop for Child {
         self.reaper.inner.children().remove(&self.id);
         let (pid, marker) = (self.pid, self.marker.clone());
         // The whole tree gets SIGKILL before this returns; reaping waits for the kernel.
-        let mut tree = Tree::new(pid, marker, self.cgroup.take());
+        let leaders = self.reaper.inner.leaders.clone();
+        let mut tree = Tree::new(pid, marker, self.cgroup.take(), leaders);
         tree.kill_now();
+        let inner = self.reaper.inner.clone();
         let job = move || {
             tree.end(Duration::ZERO);
             if let Err(e) = reap(&mut std_child) {
                 tracing::warn!(pid, error = %e, "proc-reaper: could not reap a dropped child");
             }
+            inner.leader(pid, false);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
