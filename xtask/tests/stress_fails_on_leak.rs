@@ -1,31 +1,49 @@
 //! The harness's own checks can fail: S1 with a deliberately leaking operation (a temp
 //! dir forgotten outside any scope, a child left running) must name both leaks, with
-//! how much, write a failing report, and exit non-zero; and clean up after itself.
+//! how much, write a failing report, and exit non-zero; and clean up after itself. A
+//! scenario that runs past its time limit is stopped by the watchdog, which fails the
+//! run and cleans up too.
 
-use std::process::Command;
+use std::process::{Command, Output};
+
+/// One `xtask stress` run with its own report dir and TMPDIR, every process it starts
+/// carrying a marker in its environment.
+struct Run {
+    out: tempfile::TempDir,
+    tmp: tempfile::TempDir,
+    marker: String,
+    output: Output,
+}
+
+impl Run {
+    fn new(args: &[&str]) -> Run {
+        let out = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let marker = format!("{}-{:?}", std::process::id(), std::time::SystemTime::now());
+        let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .arg("stress")
+            .args(args)
+            .arg("--out")
+            .arg(out.path())
+            // Its scoped temp dirs, and anything leaked there, land here.
+            .env("TMPDIR", tmp.path())
+            // Inherited by everything it starts, a leaked child included.
+            .env("LEAKPROOF_LEAK_TEST", &marker)
+            .output()
+            .unwrap();
+        Run {
+            out,
+            tmp,
+            marker,
+            output,
+        }
+    }
+}
 
 #[test]
 fn a_leaking_operation_fails_the_run_and_says_what_leaked() {
-    let out = tempfile::tempdir().unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let marker = format!("{}-{:?}", std::process::id(), std::time::SystemTime::now());
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args([
-            "stress",
-            "--only",
-            "s1",
-            "--ops",
-            "4",
-            "--inject-leak",
-            "--out",
-        ])
-        .arg(out.path())
-        // Its scoped temp dirs, and the leaked one, land here.
-        .env("TMPDIR", tmp.path())
-        // Inherited by everything it starts, the leaked child included.
-        .env("LEAKPROOF_LEAK_TEST", &marker)
-        .output()
-        .unwrap();
+    let run = Run::new(&["--only", "s1", "--ops", "4", "--inject-leak"]);
+    let (out, output) = (run.out.path(), &run.output);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     for failed in [
@@ -40,11 +58,16 @@ fn a_leaking_operation_fails_the_run_and_says_what_leaked() {
         "{stdout}"
     );
     let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["passed"], false);
-    assert!(out.path().join("chart.svg").exists());
+    assert!(out.join("chart.svg").exists());
     // The harness removed what leaked once it had counted it.
-    let left: Vec<_> = std::fs::read_dir(tmp.path())
+    assert_nothing_left(run.tmp.path(), &run.marker);
+}
+
+/// Nothing in `tmp` (the run's TMPDIR), and no process carrying `marker`.
+fn assert_nothing_left(tmp: &std::path::Path, marker: &str) {
+    let left: Vec<_> = std::fs::read_dir(tmp)
         .unwrap()
         .flatten()
         .map(|e| e.path())
@@ -61,4 +84,28 @@ fn a_leaking_operation_fails_the_run_and_says_what_leaked() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert!(alive.is_empty(), "still running: {alive:?}");
+}
+
+#[test]
+fn a_scenario_past_its_time_limit_is_stopped_and_fails_the_run() {
+    // S1's first operation leaves a child and a temp dir, then never finishes.
+    let run = Run::new(&[
+        "--only",
+        "s1",
+        "--ops",
+        "4",
+        "--inject-hang",
+        "--phase-limit",
+        "3",
+    ]);
+    let (out, output) = (run.out.path(), &run.output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAILED  watchdog: S1 still running after"),
+        "{stdout}"
+    );
+    // It did not end: no report claims it passed.
+    assert!(!out.join("report.json").exists());
+    assert_nothing_left(run.tmp.path(), &run.marker);
 }

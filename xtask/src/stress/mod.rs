@@ -18,8 +18,8 @@ mod stream;
 mod temp;
 
 use std::path::PathBuf;
-use std::sync::{Mutex, Once, PoisonError};
-use std::time::Instant;
+use std::sync::{Mutex, Once, PoisonError, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use crate::Result;
 
@@ -118,6 +118,7 @@ pub fn main(args: &[String]) -> Result<bool> {
         out: crate::workspace_root().join("target").join("stress"),
         ..indexer::Options::default()
     };
+    let mut phase_limit = None;
     let mut args = args.iter();
     let number = |flag: &str, value: Option<&String>| -> Result<usize> {
         value
@@ -150,6 +151,12 @@ pub fn main(args: &[String]) -> Result<bool> {
                 None => return Err("stress: --out takes a directory".into()),
             },
             "--inject-leak" => options.inject_leak = true,
+            "--inject-hang" => options.inject_hang = true,
+            "--phase-limit" => {
+                phase_limit = Some(Duration::from_secs(
+                    number("--phase-limit", args.next())? as u64
+                ))
+            }
             other => return Err(format!("stress: unknown argument {other:?}").into()),
         }
     }
@@ -163,7 +170,11 @@ pub fn main(args: &[String]) -> Result<bool> {
     let started = Instant::now();
     let profile_name = if profile.quick { "quick" } else { "full" };
     println!("leakproof stress ({profile_name} profile)\n");
-    let recorder = report::Recorder::start();
+    // A scenario that hangs (a deadlock, a leak that keeps every settle waiting) must
+    // not hang the CI job: past this, the watchdog stops the run and fails it.
+    let phase_limit =
+        phase_limit.unwrap_or(Duration::from_secs(if profile.quick { 300 } else { 1200 }));
+    let recorder = report::Recorder::start(phase_limit);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -246,6 +257,32 @@ pub fn main(args: &[String]) -> Result<bool> {
         started.elapsed().as_secs_f64()
     );
     Ok(failed.is_empty())
+}
+
+/// SIGKILL through a pidfd (no reused PID is ever hit).
+pub fn sigkill(pid: u32) {
+    use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+    if let Some(pid) = Pid::from_raw(pid as i32)
+        && let Ok(fd) = pidfd_open(pid, PidfdFlags::empty())
+    {
+        let _ = pidfd_send_signal(&fd, Signal::KILL);
+    }
+}
+
+/// Whether the workload may still start processes: read-held around each spawn of the
+/// indexer's, write-taken by the watchdog, which then knows no child starts after its
+/// last look.
+static SPAWNS: RwLock<bool> = RwLock::new(true);
+
+/// A guard to hold while spawning, or `None` once the watchdog is ending the run.
+pub fn may_spawn() -> Option<RwLockReadGuard<'static, bool>> {
+    let guard = SPAWNS.read().unwrap_or_else(PoisonError::into_inner);
+    (*guard).then_some(guard)
+}
+
+/// From now on, [`may_spawn`] says no; returns once no spawn is in progress.
+pub fn stop_spawns() {
+    *SPAWNS.write().unwrap_or_else(PoisonError::into_inner) = false;
 }
 
 /// A reproducible spread for picking faults and delays: a fixed-seed hash

@@ -52,9 +52,58 @@ pub struct Recorder {
     tty: bool,
 }
 
+/// Stops a run stuck in `phase`: says so, SIGKILLs every descendant (twice over, for
+/// what they started meanwhile), removes this run's temp directories, and exits with 1.
+/// The summary, report and chart are not written: the run did not end.
+fn watchdog(phase: &str, stuck: Duration, limit: Duration) -> ! {
+    println!(
+        "\nFAILED  watchdog: {phase} still running after {:.0} s (limit {} s per scenario, \
+         --phase-limit); the run is stopped",
+        stuck.as_secs_f64(),
+        limit.as_secs()
+    );
+    // No new child from the indexer after this; then kill until none is left alive
+    // (a process forking as it dies shows up on the next look). Bounded: other groups
+    // are not gated, and a run that spawns faster than this kills is reported.
+    super::stop_spawns();
+    let me = std::process::id();
+    let mut alive = Vec::new();
+    for _ in 0..100 {
+        alive = descendants(me)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .is_some_and(|r| !r.trim_start().starts_with('Z'))
+                })
+            })
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        for pid in &alive {
+            super::sigkill(*pid);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !alive.is_empty() {
+        println!("could not end these descendants: {alive:?}");
+    }
+    let removed = scoped_temp::remove_all();
+    if !removed.is_clean() {
+        println!(
+            "could not remove this run's temp directories: {:?}",
+            removed.errors
+        );
+    }
+    std::process::exit(1);
+}
+
 impl Recorder {
-    /// Starts sampling every 50 ms.
-    pub fn start() -> Recorder {
+    /// Starts sampling every 50 ms, and watching: a phase (from one mark to the next)
+    /// that runs past `phase_limit` stops the run (see [`watchdog`]).
+    pub fn start(phase_limit: Duration) -> Recorder {
         let started = Instant::now();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -77,6 +126,14 @@ impl Recorder {
                         // A failed read (no fds left, on purpose) is no sample.
                         if sample.rss_mib > 0.0 {
                             lock(&shared).samples.push(sample);
+                        }
+                        let (phase, since) = lock(&shared)
+                            .marks
+                            .last()
+                            .map_or(("the start".to_string(), 0.0), |m| (m.label.clone(), m.t));
+                        let stuck = Duration::from_secs_f64(sample.t - since);
+                        if stuck > phase_limit {
+                            watchdog(&phase, stuck, phase_limit);
                         }
                         std::thread::sleep(Duration::from_millis(50));
                     }

@@ -28,7 +28,7 @@ use tokio::io::AsyncBufReadExt;
 use self::server::{Repo, Servers};
 use self::work::{Db, DbCheck, Fault, IndexError, Indexer};
 use super::report::{Recorder, descendants, entry_names, with_marker};
-use super::{CHILD_COMMAND, Profile, Scenario, spread};
+use super::{CHILD_COMMAND, Profile, Scenario, sigkill, spread};
 use crate::Result;
 
 /// The scenario names, for `--only`.
@@ -49,6 +49,8 @@ pub struct Options {
     pub only: Option<String>,
     /// The harness's own test: S1's middle operation leaks.
     pub inject_leak: bool,
+    /// The watchdog's test: S1's first operation leaks, then never finishes.
+    pub inject_hang: bool,
     /// Where the report, the chart and the scenarios' files go.
     pub out: PathBuf,
 }
@@ -211,16 +213,6 @@ fn remove_db(path: &Path) {
     }
 }
 
-/// SIGKILL through a pidfd (no reused PID is ever hit).
-fn sigkill(pid: u32) {
-    use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
-    if let Some(pid) = Pid::from_raw(pid as i32)
-        && let Ok(fd) = pidfd_open(pid, PidfdFlags::empty())
-    {
-        let _ = pidfd_send_signal(&fd, Signal::KILL);
-    }
-}
-
 /// [`sigkill`], then reap it if it is this process's child (or was adopted by it).
 fn kill_and_reap(pid: u32) {
     use rustix::process::{Pid, WaitOptions, waitpid};
@@ -336,7 +328,9 @@ async fn s1(ctx: &Ctx<'_>) -> Result<Scenario> {
     let mut progress = ctx.recorder.progress("S1", ops);
     let (mut ok, mut first_error, mut runs, mut timeouts, mut log_lines) = (0u64, None, 0, 0, 0);
     for op in 0..ops {
-        let fault = if ctx.options.inject_leak && op == ops / 2 {
+        let fault = if ctx.options.inject_hang && op == 0 {
+            Fault::Hang
+        } else if ctx.options.inject_leak && op == ops / 2 {
             Fault::Leak
         } else {
             Fault::None

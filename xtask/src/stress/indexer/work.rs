@@ -60,6 +60,8 @@ pub enum Fault {
     NoFiles,
     /// For the harness's own test: forgets a temp dir and leaves a child running.
     Leak,
+    /// For the watchdog's test: [`Fault::Leak`], then never finishes.
+    Hang,
 }
 
 /// Everything that stops an operation, with the numbers that explain it.
@@ -411,8 +413,11 @@ impl Indexer {
             }
         };
         let dir = scope.temp_dir()?;
-        if fault == Fault::Leak {
+        if matches!(fault, Fault::Leak | Fault::Hang) {
             leak(&dir);
+        }
+        if fault == Fault::Hang {
+            std::future::pending::<()>().await;
         }
         let files = self.unpack(&meta.tarball_url, &dir, fault).await?;
         let unpacked: usize = files.iter().map(Vec::len).sum();
@@ -582,6 +587,10 @@ impl Indexer {
                 .arg("indexer-tool")
                 .args(batch)
                 .current_dir(dir);
+            let Some(spawning) = crate::stress::may_spawn() else {
+                // The watchdog is ending the run: start nothing more.
+                return std::future::pending().await;
+            };
             let child = self
                 .reaper
                 .command(command)
@@ -589,6 +598,7 @@ impl Indexer {
                 .grace(self.caps.tool_grace)
                 .tail(64 << 10)
                 .spawn()?;
+            drop(spawning);
             indexed.tool_runs += 1;
             if fault == Fault::Panic {
                 panic!("{INJECTED_PANIC}");
@@ -752,5 +762,13 @@ fn leak(scoped_dir: &Path) {
             .tempdir_in(run_dir)
             .map(tempfile::TempDir::keep);
     }
-    let _ = Command::new("sleep").arg("600").spawn();
+    if let Some(_spawning) = crate::stress::may_spawn() {
+        // Not holding the run's output open: the harness's tests read it to the end.
+        let _ = Command::new("sleep")
+            .arg("600")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
 }
