@@ -31,6 +31,9 @@ impl Run {
             .env("LEAKPROOF_LEAK_TEST", &marker)
             .output()
             .unwrap();
+        // Its own threads never panic (the injected panics are silenced).
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
         Run {
             out,
             tmp,

@@ -131,7 +131,9 @@ impl Recorder {
                             .marks
                             .last()
                             .map_or(("the start".to_string(), 0.0), |m| (m.label.clone(), m.t));
-                        let stuck = Duration::from_secs_f64(sample.t - since);
+                        let stuck = Duration::from_secs_f64(
+                            (started.elapsed().as_secs_f64() - since).max(0.0),
+                        );
                         if stuck > phase_limit {
                             watchdog(&phase, stuck, phase_limit);
                         }
