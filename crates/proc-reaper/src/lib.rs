@@ -103,13 +103,14 @@
 //!   whose environment reads empty with its arguments set is taken, after 20 ms, for
 //!   one without an environment: without the cgroup path, not found (see the first
 //!   point).
-//! - **Known bug, rarer since the fix but not gone: an escapee lost under I/O
-//!   pressure.** A `setsid` grandchild forked as its tree ends, whose `exec` is slowed
-//!   by disk reads, was lost by this crate in 3 to 8 of 3,000 such trees before the
-//!   fix, and once in 3,000 in 2 of about 40 runs of 3,000 since (the test
-//!   `escapes_under_load`), for a reason not yet found. With the cgroup path the
-//!   window is smaller still. A supervisor (see above) or a final [`Reaper::shutdown`]
-//!   is the backstop.
+//! - **A miss in `/proc`'s children lists, in theory.** Without the cgroup path,
+//!   escapees are found in this process's `/proc/<pid>/task/*/children`, and the kernel
+//!   documents that a walk of such a list can skip a child when the one listed before
+//!   it is reaped at that instant (here, by another tree's end on another thread). A
+//!   tree is declared gone only after two looks in a row find nothing, so a loss needs
+//!   both to skip the same escapee. None has been seen (0 lost in 60,000 trees forked
+//!   as their tree ends, 8 ending at once, under I/O pressure), but it is not excluded;
+//!   the cgroup path does not depend on these lists.
 //! - **A child forgotten with `mem::forget`.** Its handle never drops; `shutdown` still
 //!   ends its tree, but nobody reaps the leader.
 //! - **Peak RSS precision.** `peak_rss` is `wait4`'s `ru_maxrss`: the largest of the

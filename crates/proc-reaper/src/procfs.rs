@@ -5,12 +5,54 @@
 
 use std::fs;
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+
+/// The most [`read_once`] reads: an environment is at most a quarter of the stack limit,
+/// and larger answers are taken as unreadable.
+const READ_ONCE_MAX: usize = 64 << 20;
+
+/// Reads a `/proc` file that the kernel produces whole on each `read` (`environ`,
+/// `cmdline`, `stat`) as one snapshot: one `read` from offset 0, into a buffer of `hint`
+/// bytes, doubled and read again from the start while the answer fills it.
+///
+/// Read in pieces (std's `read_to_end` probes with 32 bytes, then doubles its buffer),
+/// such a file is several snapshots. `environ` and `cmdline` are read from the process's
+/// memory, and the memory an open file refers to is the one the process had when it was
+/// opened: a process that `exec`s between two reads leaves that memory behind, and the
+/// next read returns end of file. The text then stops short, and a marker in its missing
+/// part is not found.
+pub(crate) fn read_once(path: impl AsRef<Path>, hint: usize) -> io::Result<Vec<u8>> {
+    let path = path.as_ref();
+    let mut size = hint.max(64);
+    loop {
+        let file = fs::File::open(path)?;
+        let mut buf = vec![0; size];
+        let len = loop {
+            match file.read_at(&mut buf, 0) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                result => break result?,
+            }
+        };
+        if len < size {
+            buf.truncate(len);
+            return Ok(buf);
+        }
+        if size >= READ_ONCE_MAX {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("{} is over {READ_ONCE_MAX} bytes", path.display()),
+            ));
+        }
+        size *= 2;
+    }
+}
 
 /// Reads a `/proc` list in as few `read` calls as possible: one, below 4 KiB.
 ///
 /// Lists such as `children` and `cgroup.procs` are produced afresh on each `read`, the
-/// next one resuming by position. A small first read (`read_to_string` probes with 32
+/// next one resuming by position, and one `read` returns at most a page of them, so a
+/// longer list cannot be one snapshot ([`read_once`] would cut it short). A small first read (`read_to_string` probes with 32
 /// bytes) splits one list over several walks, and an entry removed in between shifts
 /// the rest: one that never left the list is skipped. A whole list in one read is one
 /// walk.
@@ -88,12 +130,15 @@ pub(crate) enum Env {
 }
 
 /// Whether `/proc/<pid>/environ` holds the entry `marker` (`NAME=value`).
+///
+/// Read in one `read` ([`read_once`]): read in pieces, an environment whose process
+/// `exec`s meanwhile stops short, and its marker may be in the part not read.
 pub(crate) fn marker(pid: u32, marker: &[u8]) -> Env {
-    let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
+    let Ok(environ) = read_once(format!("/proc/{pid}/environ"), 16 << 10) else {
         return Env::Unreadable;
     };
     if environ.is_empty() {
-        return match fs::read(format!("/proc/{pid}/cmdline")) {
+        return match read_once(format!("/proc/{pid}/cmdline"), 4 << 10) {
             Ok(cmdline) if !cmdline.is_empty() => Env::Empty,
             _ => Env::Unreadable,
         };
@@ -116,9 +161,17 @@ pub(crate) struct Stat {
 
 /// A process's state and group, from `/proc/<pid>/stat`; `None` once it is gone.
 pub(crate) fn stat(pid: u32) -> Option<Stat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold anything: parse after the last ')'.
-    let rest = &text[text.rfind(')')? + 1..];
+    let text = read_once(format!("/proc/{pid}/stat"), 1 << 10).ok()?;
+    parse_stat(&text)
+}
+
+/// The fields of a `stat` line that [`Stat`] keeps.
+///
+/// The command name is in parentheses and may hold any byte, UTF-8 or not, parentheses
+/// and spaces included: the fields are parsed after the last `)`, as bytes.
+fn parse_stat(text: &[u8]) -> Option<Stat> {
+    let close = text.iter().rposition(|b| *b == b')')?;
+    let rest = std::str::from_utf8(&text[close + 1..]).ok()?;
     let mut fields = rest.split_ascii_whitespace();
     let state = fields.next()?.chars().next()?;
     let _ppid = fields.next()?;
@@ -129,4 +182,28 @@ pub(crate) fn stat(pid: u32) -> Option<Stat> {
 /// `true` while `/proc/<pid>` exists and is not a zombie.
 pub(crate) fn alive(pid: u32) -> bool {
     stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_is_parsed_whatever_the_command_name() {
+        let stat = parse_stat(b"4242 (\xff\xfe) x) (S 1 R) S 1 4240 4240 0 -1").unwrap();
+        assert_eq!((stat.state, stat.pgrp), ('S', 4240));
+        assert!(parse_stat(b"4242 (cut short").is_none());
+        assert!(parse_stat(b"4242 (name) S 1").is_none());
+    }
+
+    #[test]
+    fn read_once_reads_past_its_first_buffer() {
+        let path = format!("/proc/{}/environ", std::process::id());
+        let whole = read_once(&path, 64).unwrap();
+        assert!(
+            whole.len() > 64,
+            "the environment outgrows the first buffer"
+        );
+        assert_eq!(whole, fs::read(&path).unwrap());
+    }
 }

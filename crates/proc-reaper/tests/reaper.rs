@@ -32,11 +32,12 @@ fn zombies() -> Vec<u32> {
             .split_ascii_whitespace()
             .filter_map(|p| p.parse::<u32>().ok())
         {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // As bytes: the command name may not be UTF-8.
+            let stat = std::fs::read(format!("/proc/{pid}/stat")).unwrap_or_default();
             if stat
-                .rsplit(')')
+                .rsplit(|b| *b == b')')
                 .next()
-                .is_some_and(|s| s.trim_start().starts_with('Z'))
+                .is_some_and(|s| s.trim_ascii_start().starts_with(b"Z"))
             {
                 out.push(pid);
             }
@@ -175,6 +176,31 @@ async fn a_setsid_escapee_that_ignores_sigterm_is_found_by_its_cgroup() {
         "this host has a writable cgroup v2 hierarchy"
     );
     setsid_escapee_is_found_and_killed(reaper).await;
+}
+
+#[tokio::test]
+async fn a_member_whose_name_is_not_utf8_is_still_ended() {
+    use std::os::unix::ffi::OsStrExt;
+    let _serial = SERIAL.lock().await;
+    // A copy of `sleep` named with bytes that are not UTF-8: `/proc/<pid>/stat` then
+    // holds them too. In its own session, so only its pidfd reaches it (no cgroup here).
+    let dir = tempfile::tempdir().unwrap();
+    let name = std::ffi::OsStr::from_bytes(b"\xff\xfesleep");
+    let exe = dir.path().join(name);
+    std::fs::copy("/bin/sleep", &exe).unwrap();
+    let reaper = Reaper::subreaper_only().unwrap();
+    let mut cmd = sh(r#"setsid "$EXE" 60 & echo $!; wait"#);
+    cmd.env("EXE", &exe);
+    let (child, mut rx) = reporting_cmd(&reaper, cmd);
+    let member = next_pids(&mut rx, 1).await[0];
+    // Until it runs the copy (the name is set by `exec`).
+    while std::fs::read_link(format!("/proc/{member}/exe")).ok() != Some(exe.clone()) {
+        tokio::task::yield_now().await;
+    }
+    let outcome = child.kill().await.unwrap();
+    assert!(outcome.tree.members >= 2, "{:?}", outcome.tree);
+    assert!(gone(member), "the member named {name:?} outlived its tree");
+    assert!(zombies().is_empty(), "zombies: {:?}", zombies());
 }
 
 /// Processes in this process's tree cgroups now.

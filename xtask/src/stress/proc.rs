@@ -59,12 +59,8 @@ fn zombies() -> usize {
     for task in tasks.flatten() {
         let kids = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
         for pid in kids.split_ascii_whitespace() {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if stat
-                .rsplit(')')
-                .next()
-                .is_some_and(|s| s.trim_start().starts_with('Z'))
-            {
+            let stat = pid.parse().ok().and_then(super::report::stat_fields);
+            if stat.is_some_and(|s| s.trim_start().starts_with('Z')) {
                 n += 1;
             }
         }

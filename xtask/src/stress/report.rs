@@ -72,11 +72,7 @@ fn watchdog(phase: &str, stuck: Duration, limit: Duration) -> ! {
         alive = descendants(me)
             .into_iter()
             .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                    s.rsplit(')')
-                        .next()
-                        .is_some_and(|r| !r.trim_start().starts_with('Z'))
-                })
+                stat_fields(*pid).is_some_and(|fields| !fields.trim_start().starts_with('Z'))
             })
             .collect();
         if alive.is_empty() {
@@ -274,6 +270,15 @@ pub fn entry_names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// `/proc/<pid>/stat` after the command name (`state ppid pgrp ...`); `None` once the
+/// process is gone. The name may hold any byte, spaces, parentheses and non-UTF-8 ones
+/// included, so the text is read as bytes and cut at the last `)`.
+pub fn stat_fields(pid: u32) -> Option<String> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.iter().rposition(|b| *b == b')')?;
+    Some(String::from_utf8_lossy(&stat[close + 1..]).into_owned())
+}
+
 /// The live descendants of `pid` (zombies included: they are not reaped yet), from
 /// each process's parent in `/proc/<pid>/stat`.
 pub fn descendants(pid: u32) -> Vec<u32> {
@@ -289,13 +294,12 @@ pub fn descendants(pid: u32) -> Vec<u32> {
         else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+        let Some(fields) = stat_fields(child) else {
             continue;
         };
-        // `pid (comm) state ppid ...`: comm may hold spaces and parentheses.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        let ppid = fields
+            .split_whitespace()
+            .nth(1)
             .and_then(|p| p.parse::<u32>().ok());
         if let Some(ppid) = ppid {
             parent_of.push((child, ppid));
