@@ -448,12 +448,46 @@ fn print_table(scenarios: &[Scenario]) {
     println!();
 }
 
-/// Four panels sharing the time axis, a dashed line at each scenario's start.
+/// The chart's width in pixels.
+const CHART_WIDTH: u32 = 1200;
+/// The horizontal room a panel leaves for its y labels and margins.
+const PLOT_INSET: u32 = 56 + 2 * 8;
+/// About how wide a character of a mark's label is, in pixels (11 px sans-serif).
+const LABEL_CHAR_PX: f64 = 6.5;
+
+/// The row each mark's label goes on, 0 at the top: a label goes on the first row
+/// where it clears the one before it, so labels of scenarios that start close together
+/// (the crate groups take seconds; the indexer's S1 takes minutes) do not overprint.
+fn label_rows(marks: &[Mark], t_max: f64, plot_px: f64) -> Vec<usize> {
+    // The pixel where each row's last label ends.
+    let mut row_ends: Vec<f64> = Vec::new();
+    marks
+        .iter()
+        .map(|mark| {
+            let x = mark.t / t_max * plot_px;
+            let end = x + (mark.label.chars().count() as f64 + 1.0) * LABEL_CHAR_PX;
+            let row = row_ends
+                .iter()
+                .position(|&taken| taken <= x)
+                .unwrap_or(row_ends.len());
+            if row == row_ends.len() {
+                row_ends.push(end);
+            } else {
+                row_ends[row] = end;
+            }
+            row
+        })
+        .collect()
+}
+
+/// Four panels sharing the time axis, a grey line at each scenario's start, labelled
+/// on the top panel.
 fn chart(path: &Path, samples: &[Sample], marks: &[Mark]) -> Result<()> {
     use plotters::prelude::*;
-    let root = SVGBackend::new(path, (1200, 1000)).into_drawing_area();
+    let root = SVGBackend::new(path, (CHART_WIDTH, 1000)).into_drawing_area();
     root.fill(&WHITE)?;
     let t_max = samples.last().map_or(1.0, |s| s.t).max(1.0);
+    let rows = label_rows(marks, t_max, f64::from(CHART_WIDTH - PLOT_INSET));
     type Series = (&'static str, fn(&Sample) -> f64, RGBColor);
     let series: [Series; 4] = [
         (
@@ -488,15 +522,15 @@ fn chart(path: &Path, samples: &[Sample], marks: &[Mark]) -> Result<()> {
             .x_desc("seconds")
             .light_line_style(RGBColor(240, 240, 240))
             .draw()?;
-        for mark in marks {
+        for (mark, row) in marks.iter().zip(&rows) {
             chart.draw_series(LineSeries::new(
                 [(mark.t, 0.0), (mark.t, y_max)],
                 RGBColor(150, 150, 150),
             ))?;
             if i == 0 {
                 chart.draw_series(std::iter::once(Text::new(
-                    mark.label.clone(),
-                    (mark.t, y_max * 0.92),
+                    format!(" {}", mark.label),
+                    (mark.t, y_max * (0.97 - 0.08 * *row as f64)),
                     ("sans-serif", 11),
                 )))?;
             }
@@ -508,4 +542,46 @@ fn chart(path: &Path, samples: &[Sample], marks: &[Mark]) -> Result<()> {
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marks(at: &[(f64, &str)]) -> Vec<Mark> {
+        at.iter()
+            .map(|&(t, label)| Mark {
+                t,
+                label: label.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn labels_that_would_overprint_go_on_lower_rows() {
+        // 1,000 px for 1,000 s: "temp" takes about 33 px, so one second apart they clash.
+        let rows = label_rows(
+            &marks(&[
+                (0.0, "temp"),
+                (1.0, "stream"),
+                (2.0, "mem"),
+                (40.0, "rate"),
+                (500.0, "S1"),
+                (505.0, "S2"),
+            ]),
+            1000.0,
+            1000.0,
+        );
+        assert_eq!(rows, [0, 1, 2, 0, 0, 1]);
+    }
+
+    #[test]
+    fn labels_far_apart_share_the_top_row() {
+        let rows = label_rows(
+            &marks(&[(0.0, "S1"), (300.0, "S2"), (600.0, "S3")]),
+            900.0,
+            1000.0,
+        );
+        assert_eq!(rows, [0, 0, 0]);
+    }
 }
