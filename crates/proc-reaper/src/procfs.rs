@@ -52,10 +52,10 @@ pub(crate) fn read_once(path: impl AsRef<Path>, hint: usize) -> io::Result<Vec<u
 ///
 /// Lists such as `children` and `cgroup.procs` are produced afresh on each `read`, the
 /// next one resuming by position, and one `read` returns at most a page of them, so a
-/// longer list cannot be one snapshot ([`read_once`] would cut it short). A small first read (`read_to_string` probes with 32
-/// bytes) splits one list over several walks, and an entry removed in between shifts
-/// the rest: one that never left the list is skipped. A whole list in one read is one
-/// walk.
+/// longer list cannot be one snapshot ([`read_once`] would cut it short). A small first
+/// read (`read_to_string` probes with 32 bytes) splits one list over several walks, and
+/// an entry removed in between shifts the rest: one that never left the list is
+/// skipped. A whole list in one read is one walk.
 pub(crate) fn read_list(path: impl AsRef<Path>) -> io::Result<String> {
     let mut file = fs::File::open(path)?;
     let mut buf = vec![0; 16 << 10];
