@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use mem_watch::{LeakCheck, Probe, Threshold, WatchConfig, Watcher};
+use mem_watch::{JobReport, LeakCheck, Probe, Threshold, WatchConfig, Watcher};
 
 use super::{Profile, Scenario};
 use crate::Result;
@@ -22,6 +22,13 @@ async fn large_operation(profile: Profile) -> Result<Scenario> {
     let jobs = profile.pick(16, 4);
     let per_job = 64 * MIB;
     let mut probe = Probe::new()?;
+    // A warm-up round of the same jobs at 1 MiB each, before the baseline: the first
+    // round sets up what stays for the process's life (the watcher's and the blocking
+    // pool's threads, a malloc arena per thread), about 1.3 MiB. In a full run earlier
+    // groups have paid for it; with `--only mem` it was 15% of a 7 MiB baseline.
+    let warmup = Watcher::start(WatchConfig::new(Duration::from_millis(5)))?;
+    run_jobs(&warmup, jobs, MIB).await?;
+    warmup.stop().await;
     let baseline = probe.sample();
     let watcher = Watcher::start(
         WatchConfig::new(Duration::from_millis(5))
@@ -29,21 +36,7 @@ async fn large_operation(profile: Profile) -> Result<Scenario> {
     )?;
     let levels = watcher.levels();
     let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..jobs {
-        let job = watcher.job(format!("index-chunk-{i}"))?;
-        tasks.spawn_blocking(move || {
-            // Allocate and touch, hold it briefly so the watcher sees it, then free.
-            let buf = vec![i as u8 + 1; per_job as usize];
-            std::thread::sleep(Duration::from_millis(30));
-            drop(std::hint::black_box(buf));
-            job.finish()
-        });
-    }
-    let mut reports = Vec::new();
-    while let Some(report) = tasks.join_next().await {
-        reports.push(report?);
-    }
+    let reports = run_jobs(&watcher, jobs, per_job).await?;
     let elapsed = started.elapsed();
     let warned = *levels.borrow() != mem_watch::Level::Normal
         || watcher
@@ -84,6 +77,26 @@ async fn large_operation(profile: Profile) -> Result<Scenario> {
         format!("{:+.1}%", delta * 100.0),
     );
     Ok(s)
+}
+
+/// Runs `jobs` blocking jobs under `watcher`, each allocating and touching `bytes`,
+/// holding them briefly so the watcher sees them, then freeing them.
+async fn run_jobs(watcher: &Watcher, jobs: usize, bytes: u64) -> Result<Vec<JobReport>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..jobs {
+        let job = watcher.job(format!("index-chunk-{i}"))?;
+        tasks.spawn_blocking(move || {
+            let buf = vec![i as u8 + 1; bytes as usize];
+            std::thread::sleep(Duration::from_millis(30));
+            drop(std::hint::black_box(buf));
+            job.finish()
+        });
+    }
+    let mut reports = Vec::new();
+    while let Some(report) = tasks.join_next().await {
+        reports.push(report?);
+    }
+    Ok(reports)
 }
 
 async fn leak_check(profile: Profile) -> Result<Scenario> {
