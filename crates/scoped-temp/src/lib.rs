@@ -80,6 +80,11 @@
 //! - **A killed process cleans nothing up itself.** After SIGKILL or a power loss its
 //!   entries stay on disk until something calls [`sweep_orphans`] on the root; call it
 //!   at startup. Drop does not run on `std::process::exit` or `abort` either.
+//! - **A normal exit leaves the run directory.** Rust runs no destructor when a process
+//!   ends, so after `main` returns the empty run directory and its `.owner.lock` stay
+//!   behind (one per process, not per entry) unless [`remove_all`] ran: call it last in
+//!   `main` (the `leakproof` umbrella's shutdown does), or let the next run's
+//!   [`sweep_orphans`] reclaim it.
 //! - **SIGTERM is not handled here.** This crate gives the hook ([`remove_all`]); the
 //!   `leakproof` umbrella (or your own signal handler) must call it.
 //! - **Drop blocks.** Removal on drop is synchronous, like `tempfile`'s; a large tree
