@@ -12,16 +12,16 @@ use std::path::Path;
 /// and larger answers are taken as unreadable.
 const READ_ONCE_MAX: usize = 64 << 20;
 
-/// Reads a `/proc` file that the kernel produces whole on each `read` (`environ`,
-/// `cmdline`, `stat`) as one snapshot: one `read` from offset 0, into a buffer of `hint`
-/// bytes, doubled and read again from the start while the answer fills it.
+/// Reads a small `/proc` file in one `read` from offset 0, into a buffer of `hint`
+/// bytes, doubled and read again from the start of a fresh open while the answer fills it.
 ///
-/// Read in pieces (std's `read_to_end` probes with 32 bytes, then doubles its buffer),
-/// such a file is several snapshots. `environ` and `cmdline` are read from the process's
-/// memory, and the memory an open file refers to is the one the process had when it was
-/// opened: a process that `exec`s between two reads leaves that memory behind, and the
-/// next read returns end of file. The text then stops short, and a marker in its missing
-/// part is not found.
+/// `environ` and `cmdline` need it: they are read from the process's memory, each
+/// `read` afresh, and the memory an open file refers to is the one the process had
+/// when it was opened. Read in pieces (std's `read_to_end` probes with 32 bytes, then
+/// doubles its buffer), a process that `exec`s between two reads leaves that memory
+/// behind and the next read returns end of file: the text stops short, and a marker in
+/// its missing part is not found. `stat` is a `seq_file`, one snapshot per open however
+/// it is read; it comes here only to be read in one call instead of several.
 pub(crate) fn read_once(path: impl AsRef<Path>, hint: usize) -> io::Result<Vec<u8>> {
     let path = path.as_ref();
     let mut size = hint.max(64);

@@ -54,7 +54,7 @@ async fn large_operation(profile: Profile) -> Result<Scenario> {
         jobs as u64 * per_job / MIB
     ));
     s.note(format!(
-        "RSS baseline {:.1} MiB, peak seen by the watcher {:.1} MiB, highest job peak {:.1} MiB, after {:.1} MiB; {:.2} s",
+        "RSS baseline {:.1} MiB (after a warm-up round at 1 MiB a job), peak seen by the watcher {:.1} MiB, highest job peak {:.1} MiB, after {:.1} MiB; {:.2} s",
         baseline.rss as f64 / MIB as f64,
         watched_peak as f64 / MIB as f64,
         job_peak as f64 / MIB as f64,
