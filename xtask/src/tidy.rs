@@ -75,6 +75,39 @@ fn library_code_never_prints() {
 }
 
 #[test]
+fn unsafe_library_code_lives_in_one_file() {
+    // The one exception to `unsafe_code = "deny"`: proc-reaper's `pre_exec` (ARCHITECTURE.md).
+    let allowed = Path::new("crates/proc-reaper/src/spawn.rs");
+    // Spelled in pieces, so this file does not match itself.
+    let needles = [
+        concat!("unsafe", " {"),
+        concat!("unsafe", " fn"),
+        concat!("allow(unsafe", "_code)"),
+    ];
+    // Library code; a test may need it for a counting allocator (bounded-stream's).
+    let mut files = Vec::new();
+    for krate in crates() {
+        rust_files(&krate.join("src"), &mut files);
+    }
+    let mut offenders = Vec::new();
+    for file in files {
+        let text = fs::read_to_string(&file).unwrap();
+        let found = text.lines().any(|line| {
+            let code = line.trim_start();
+            !code.starts_with("//") && needles.iter().any(|n| code.contains(n))
+        });
+        if found && !file.ends_with(allowed) {
+            offenders.push(file.display().to_string());
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "unsafe code outside {}: {offenders:?}",
+        allowed.display()
+    );
+}
+
+#[test]
 fn every_crate_states_its_guarantee_and_limits() {
     for krate in crates() {
         let lib = fs::read_to_string(krate.join("src/lib.rs")).unwrap();

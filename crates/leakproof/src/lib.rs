@@ -95,15 +95,40 @@ pub use shutdown::{
 };
 
 /// Runs the rest of the program under a `proc-reaper` supervisor (see
-/// [`proc::supervise`]) and registers this process's `scoped-temp` run directory (under
-/// `std::env::temp_dir()`) with it: even if the program is SIGKILLed, its descendants
-/// are ended and its temp entries removed. Call it first thing in `main`, before the
-/// runtime starts.
+/// [`proc::supervise`]) that, once the program is gone (however it went, SIGKILL
+/// included), ends its descendants and reclaims every `scoped-temp` entry it left: the
+/// supervisor sweeps ([`temp::sweep_orphans`]) `std::env::temp_dir()` and every other
+/// directory the program created temp entries, atomic writes or backups in (reported
+/// by [`temp::on_first_use`]), so run directories set up after a
+/// [`temp::remove_all`], custom roots and uncommitted atomic writes go too. Call it
+/// first thing in `main`, before the runtime starts.
+///
+/// A directory whose report to the supervisor failed (its registry file could not be
+/// written) is logged and left to the next sweep.
 #[cfg(all(feature = "proc", target_os = "linux"))]
 pub fn supervise() -> Result<proc_reaper::Supervisor> {
-    let link = proc_reaper::supervise()?;
     #[cfg(feature = "temp")]
-    link.remove_on_exit(scoped_temp::run_dir(std::env::temp_dir())?)?;
+    let options = proc_reaper::SuperviseOptions::new().on_exit_sweep(|dir| {
+        if let Err(error) = scoped_temp::sweep_orphans(dir) {
+            tracing::warn!(%error, "leakproof: the supervisor could not sweep a directory");
+        }
+    });
+    #[cfg(not(feature = "temp"))]
+    let options = proc_reaper::SuperviseOptions::new();
+    let link = proc_reaper::supervise_with(options)?;
+    #[cfg(feature = "temp")]
+    {
+        static LINK: std::sync::OnceLock<proc_reaper::Supervisor> = std::sync::OnceLock::new();
+        let _ = LINK.set(link.clone());
+        link.sweep_on_exit(std::env::temp_dir())?;
+        scoped_temp::on_first_use(|dir| {
+            if let Some(link) = LINK.get() {
+                if let Err(error) = link.sweep_on_exit(dir) {
+                    tracing::warn!(%error, dir = %dir.display(), "leakproof: a directory not reported to the supervisor");
+                }
+            }
+        });
+    }
     Ok(link)
 }
 

@@ -36,6 +36,26 @@ fn helper() {
 }
 
 async fn service(mode: String) {
+    if mode == "supervised" {
+        // Entries beyond the first run directory: a second root, a run directory set up
+        // after `remove_all`, an uncommitted atomic write. Held until the SIGKILL.
+        let tmp = std::env::temp_dir();
+        let second_root = tmp.join("second-root");
+        let targets = tmp.join("targets");
+        std::fs::create_dir_all(&second_root).unwrap();
+        std::fs::create_dir_all(&targets).unwrap();
+        let first = leakproof::temp::TempDir::new().unwrap();
+        drop(first);
+        leakproof::temp::remove_all();
+        let again = leakproof::temp::TempDir::new().unwrap();
+        let other = leakproof::temp::Builder::new()
+            .root(&second_root)
+            .tempdir()
+            .unwrap();
+        let mut atomic = leakproof::temp::AtomicFile::new(targets.join("data.txt")).unwrap();
+        atomic.write_bytes(b"never committed").unwrap();
+        std::mem::forget((again, other, atomic));
+    }
     let deadline = if mode == "second" { 60 } else { 2 };
     let shutdown = leakproof::Shutdown::builder()
         .deadline(Duration::from_secs(deadline))
@@ -120,6 +140,11 @@ async fn next_marker(lines: &mut Lines<BufReader<ChildStdout>>, marker: &str) ->
 }
 
 async fn start(mode: &str) -> Started {
+    start_in(mode, &std::env::temp_dir()).await
+}
+
+/// [`start`] with `tmp` as the helper's temp dir (`TMPDIR`).
+async fn start_in(mode: &str, tmp: &Path) -> Started {
     let mut helper = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -129,6 +154,7 @@ async fn start(mode: &str) -> Started {
             "--test-threads=1",
         ])
         .env(MODE, mode)
+        .env("TMPDIR", tmp)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -227,7 +253,9 @@ async fn a_second_signal_forces_at_once() {
 
 #[tokio::test]
 async fn under_supervise_even_sigkill_leaves_nothing() {
-    let mut s = start("supervised").await;
+    // A temp dir of its own: everything below it after the run is this run's.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = start_in("supervised", tmp.path()).await;
     // `@@ready` came from the supervised program; the helper is its supervisor.
     let supervisor = s.helper.id().unwrap();
     // Its one child, started from whichever thread ran the helper.
@@ -251,4 +279,19 @@ async fn under_supervise_even_sigkill_leaves_nothing() {
     assert_eq!(status.code(), Some(128 + 9), "the program's fate");
     assert!(gone(program));
     assert_nothing_left(&s);
+    // Every root the program used, every run directory it set up, its atomic write:
+    // no scoped-temp or supervisor name is left anywhere below its temp dir.
+    let mut left = Vec::new();
+    let mut stack = vec![tmp.path().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.contains("scoped-temp") || name.contains("proc-reaper") {
+                left.push(entry.path());
+            } else if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    assert!(left.is_empty(), "left after the supervisor: {left:?}");
 }

@@ -39,10 +39,23 @@ pub(crate) const UNDETERMINED_WAIT: Duration = Duration::from_secs(1);
 /// not this tree's: `exec` sets the environment up microseconds after the arguments.
 pub(crate) const ENVLESS_WAIT: Duration = Duration::from_millis(20);
 
-/// The leaders a reaper spawned and has not reaped yet: its own children, never
-/// re-parented, so never another tree's escapee. A leader caught mid-`exec` (its
-/// environment unreadable) is known by this and not waited for.
+/// The leaders every reaper of this process spawned and has not reaped yet: this
+/// process's own children, never re-parented, so never a tree's escapee nor a stray to
+/// reap (their owners reap them, for their status). A leader caught mid-`exec` (its
+/// environment unreadable) is known by this and not waited for. Process-wide, because
+/// the children lists and the zombies this process sees are process-wide.
 pub(crate) type Leaders = Arc<Mutex<HashSet<u32>>>;
+
+/// Held shared by every spawn from before `fork` until its leader is in [`leaders`], and
+/// taken exclusively (never waited for) to decide that a zombie is a stray: while it is
+/// held so, every leader that exists is in the set, so a zombie outside it was adopted.
+pub(crate) static SPAWNING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// The process's one set of [`Leaders`].
+pub(crate) fn leaders() -> Leaders {
+    static LEADERS: std::sync::OnceLock<Leaders> = std::sync::OnceLock::new();
+    LEADERS.get_or_init(Leaders::default).clone()
+}
 
 /// What ending a tree took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -76,6 +89,9 @@ pub(crate) struct Tree {
     leaders: Leaders,
     me: u32,
     members: HashMap<u32, OwnedFd>,
+    /// Zombies adopted from another of this process's tree cgroups whose tree's end
+    /// missed them (they exited in the instant it looked): reaped here.
+    strays: HashMap<u32, OwnedFd>,
     escapees: usize,
     /// Processes that may be members but cannot be told (or opened) yet: until when
     /// they are waited for, and whether they count as unattributed after that.
@@ -96,6 +112,7 @@ impl Tree {
             leaders,
             me: std::process::id(),
             members: HashMap::new(),
+            strays: HashMap::new(),
             escapees: 0,
             undetermined: HashMap::new(),
         }
@@ -159,8 +176,12 @@ impl Tree {
         }
         // Looked at again each time: neither cached as foreign nor as undetermined.
         let mut undetermined = Vec::new();
+        let mut strays = Vec::new();
         for kid in procfs::children(self.me) {
-            if kid == self.leader || self.members.contains_key(&kid) {
+            if kid == self.leader
+                || self.members.contains_key(&kid)
+                || self.strays.contains_key(&kid)
+            {
                 continue;
             }
             // Re-parented here. Still in the leader's process group (no `setsid` yet, or
@@ -172,6 +193,21 @@ impl Tree {
             if stat.pgrp == self.leader {
                 roots.push(kid);
                 continue;
+            }
+            // With a cgroup, where it runs (or died) tells, environment or not: a zombie
+            // killed by `cgroup.kill` before any scan saw it is known this way too.
+            if let Some(cgroup) = &self.cgroup {
+                if !self.is_leader(kid) {
+                    if cgroup.holds(kid) {
+                        roots.push(kid);
+                        continue;
+                    }
+                    if stat.state == 'Z' && cgroup.owner().holds(kid) {
+                        // Checked again against the leaders once no spawn is in flight.
+                        strays.push(kid);
+                        continue;
+                    }
+                }
             }
             match procfs::marker(kid, &self.marker) {
                 Env::Marked => roots.push(kid),
@@ -205,6 +241,20 @@ impl Tree {
                     Err(e) => {
                         tracing::debug!(pid, error = %e, "proc-reaper: no pidfd for a member yet");
                         undetermined.push((pid, UNDETERMINED_WAIT, true));
+                    }
+                }
+            }
+        }
+        // A leader that exited before its spawn recorded it looks like a stray: decide
+        // only when no spawn is in flight, else leave it to a later tree's end.
+        if !strays.is_empty() {
+            if let Ok(_no_spawn) = SPAWNING.try_write() {
+                strays.retain(|pid| !self.is_leader(*pid));
+                for pid in strays {
+                    if let Some(fd) = Pid::from_raw(pid as i32)
+                        .and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
+                    {
+                        self.strays.insert(pid, fd);
                     }
                 }
             }
@@ -248,21 +298,26 @@ impl Tree {
         let _ = poll(&mut fds, Some(&timeout));
     }
 
-    /// Sends `signal` to every member still alive and to the leader's group.
+    /// Sends `signal` to every member still alive and to the leader's group; returns
+    /// how many members were alive to get it (counted first: `cgroup.kill` may end them
+    /// before their own signal goes out).
     fn signal(&self, signal: Signal) -> usize {
+        let alive: Vec<&OwnedFd> = self
+            .members
+            .iter()
+            .filter(|(pid, _)| procfs::alive(**pid))
+            .map(|(_, fd)| fd)
+            .collect();
         if let Some(group) = Pid::from_raw(self.leader as i32) {
             let _ = kill_process_group(group, signal);
         }
         if let (Some(cgroup), Signal::KILL) = (&self.cgroup, signal) {
             cgroup.kill();
         }
-        let mut sent = 0;
-        for (pid, fd) in &self.members {
-            if procfs::alive(*pid) && pidfd_send_signal(fd.as_fd(), signal).is_ok() {
-                sent += 1;
-            }
+        for fd in &alive {
+            let _ = pidfd_send_signal(fd.as_fd(), signal);
         }
-        sent
+        alive.len()
     }
 
     /// When no member is alive (the leader exited, alone or with its tree): reaps what
@@ -354,10 +409,11 @@ impl Tree {
         report
     }
 
-    /// Reaps the members (not the leader) that are now zombies of this process.
+    /// Reaps the members (not the leader) and strays that are now zombies of this
+    /// process.
     fn reap_members(&self) -> usize {
         let mut reaped = 0;
-        for (pid, fd) in &self.members {
+        for (pid, fd) in self.members.iter().chain(&self.strays) {
             if *pid == self.leader {
                 continue;
             }

@@ -18,8 +18,10 @@
 //! process group (before it calls `setsid`) or the marker identifies its tree; one
 //! caught in the middle of `exec`, its environment not readable yet, is looked at again
 //! until it is. Where a writable cgroup v2 hierarchy with `cgroup.kill` (Linux 5.14+)
-//! exists, each tree also gets a cgroup of its own, which no `setsid` or cleared
-//! environment leaves, and whose `cgroup.kill` ends every member at once. Ending a tree
+//! exists, each tree also gets a cgroup of its own, joined by the leader before its
+//! first instruction, which no `setsid` or cleared environment leaves, whose
+//! `cgroup.kill` ends every member at once, and in which a member that died stays
+//! known, so every zombie adopted from the tree is reaped. Ending a tree
 //! walks `/proc/<pid>/task/*/children` (each list in one read, so none is skipped while
 //! it changes) from the leader and from those escapees, signals every member and the
 //! leader's group, and rescans until nothing is left.
@@ -56,7 +58,10 @@
 //! re-executes the program as the child of a small supervisor (a child subreaper) that
 //! forwards SIGTERM/SIGINT/SIGHUP, and once the program is gone, however it went, ends
 //! every descendant left, removes the paths the program registered with
-//! [`Supervisor::remove_on_exit`], and exits with the program's status:
+//! [`Supervisor::remove_on_exit`], and exits with the program's status. And should an
+//! owner itself be SIGKILLed (a reaper's process, or a supervisor), the first reaper or
+//! supervisor that starts afterwards on the machine ends the trees it left and reclaims
+//! its directory ([`sweep_dead_owners`]):
 //!
 //! ```no_run
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -71,26 +76,41 @@
 //!
 //! Linux only (pidfds: 5.3+; subreapers: 3.4+; the cgroup path: 5.14+ with a writable
 //! cgroup v2 hierarchy, else the reaper works without it). Elsewhere the crate is empty.
+//! On the cgroup path a child is spawned with `fork` and `exec` rather than
+//! `posix_spawn` (it joins its cgroup in between), which costs a little more per spawn
+//! (see BENCHMARKS.md).
 //!
 //! # What this does not protect against
 //!
 //! - **Escapees that clear their environment, without the cgroup path.** A process that
 //!   double-forks *and* starts with a fresh environment (`env -i`) loses the marker;
 //!   once re-parented it is known as part of its tree only through the tree's cgroup
-//!   ([`Reaper::uses_cgroups`]). And the leader joins its cgroup the instant after
-//!   `spawn` returns: what it forks before that, and what those fork, are held by
-//!   parentage and the marker only.
+//!   ([`Reaper::uses_cgroups`]). Without one it is not found, and lives on (an unprivileged
+//!   user can get a delegated cgroup with `systemd-run --user --scope -p Delegate=yes`).
+//!   If the cgroup cannot be joined at spawn (moved, no permission), that tree runs
+//!   without one and says so ([`TreeReport::cgroup`] is `false`, and a warning is logged).
 //! - **This process dying, unless supervised.** When the owner is SIGKILLed, only
-//!   [`supervise()`] saves the day: called first thing in `main`, it runs the program
-//!   as the child of a small supervisor that ends every descendant and removes the
-//!   registered directories once the program is gone, however it went. Without it, a
-//!   SIGKILLed owner's children live on. And if the supervisor itself is SIGKILLed, the
-//!   program dies with it (`PR_SET_PDEATHSIG`) but the program's own children do not.
-//! - **An escapee that dies on its own, outside the tree's group.** A zombie's
-//!   environment is unreadable, so a re-parented zombie is attributed to its tree by
-//!   its process group; one that called `setsid` and then exited before its tree was
-//!   ended can no longer be attributed, and stays a zombie of this process (no running
-//!   process, one PID table entry) until this process exits.
+//!   [`supervise()`] ends its trees at once: called first thing in `main`, it runs the
+//!   program as the child of a small supervisor that ends every descendant and removes
+//!   the registered directories once the program is gone, however it went. Without it,
+//!   or if the supervisor itself is SIGKILLed (the program then dies by
+//!   `PR_SET_PDEATHSIG`), the trees live on until the next [`sweep_dead_owners`] on the
+//!   machine, which the first reaper or supervisor of every process runs. It finds them
+//!   by the dead owner's cgroup (only beside its own: the same service, restarted) and
+//!   by their markers (in the environments it may read: the same user's, or all as
+//!   root), and a dead supervisor's directory only in its own temp dir (`TMPDIR`).
+//! - **An escapee that dies on its own, outside the tree's group, without the cgroup
+//!   path.** A zombie's environment is unreadable, so without a cgroup a re-parented
+//!   zombie is attributed to its tree by its process group; one that called `setsid` and
+//!   then exited before its tree was ended can no longer be attributed, and stays a
+//!   zombie of this process (no running process, one PID table entry) until this process
+//!   exits. On the cgroup path the cgroup it died in names its tree.
+//! - **Output written after the time is up.** [`Child::wait`] and friends return
+//!   within their limits even if a process outside the tree (an escapee this host cannot
+//!   attribute, or one that opened the pipe through `/proc`) still holds the output
+//!   pipes: at the deadline the readers take what is buffered, close our ends, and mark
+//!   the output [`Captured::cut`]. What that holder writes later is lost (it gets
+//!   `EPIPE`).
 //! - **Orphans of children spawned elsewhere.** As a subreaper, this process adopts the
 //!   orphans of *all* its children; those of children not spawned through the reaper are
 //!   not reaped by it and stay zombies until this process exits.
@@ -121,13 +141,16 @@
 mod cgroup;
 mod error;
 mod kill;
+mod orphans;
 mod output;
 mod procfs;
 mod reaper;
+mod spawn;
 mod supervise;
 
 pub use error::{Error, Result};
 pub use kill::TreeReport;
+pub use orphans::{OrphanReport, sweep_dead_owners};
 pub use output::{Captured, LineSink, Stream};
 pub use reaper::{Child, ChildInfo, DEFAULT_GRACE, MARKER_VAR, Outcome, Reaper, Spawn};
-pub use supervise::{SUPERVISOR_VAR, Supervisor, supervise};
+pub use supervise::{SUPERVISOR_VAR, SuperviseOptions, Supervisor, supervise, supervise_with};

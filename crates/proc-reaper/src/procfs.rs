@@ -157,9 +157,13 @@ pub(crate) struct Stat {
     pub(crate) state: char,
     /// The process group: a zombie keeps it, so a dead member of a tree is still known.
     pub(crate) pgrp: u32,
+    /// When the process started, in clock ticks since boot: with the PID, it names one
+    /// process for the life of the machine (a reused PID has a later start).
+    pub(crate) start: u64,
 }
 
-/// A process's state and group, from `/proc/<pid>/stat`; `None` once it is gone.
+/// A process's state, group and start, from `/proc/<pid>/stat`; `None` once it
+/// is gone.
 pub(crate) fn stat(pid: u32) -> Option<Stat> {
     let text = read_once(format!("/proc/{pid}/stat"), 1 << 10).ok()?;
     parse_stat(&text)
@@ -176,7 +180,67 @@ fn parse_stat(text: &[u8]) -> Option<Stat> {
     let state = fields.next()?.chars().next()?;
     let _ppid = fields.next()?;
     let pgrp = fields.next()?.parse().ok()?;
-    Some(Stat { state, pgrp })
+    // Field 22 of `proc(5)`; the state was field 3.
+    let start = fields.nth(22 - 3 - 3)?.parse().ok()?;
+    Some(Stat { state, pgrp, start })
+}
+
+/// A process named so that a reused PID is told apart: `<pid>-<start>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub(crate) pid: u32,
+    pub(crate) start: u64,
+}
+
+impl Identity {
+    /// This process.
+    pub(crate) fn me() -> Identity {
+        static ME: std::sync::OnceLock<Identity> = std::sync::OnceLock::new();
+        let pid = std::process::id();
+        let read = || Identity {
+            pid,
+            start: stat(pid).map_or(0, |s| s.start),
+        };
+        let cached = *ME.get_or_init(read);
+        // A child forked without `exec` inherits the cache: its PID tells.
+        if cached.pid == pid { cached } else { read() }
+    }
+
+    /// Parses `<pid>-<start>` (or `<pid>` alone, from an older version: start 0).
+    pub(crate) fn parse(text: &str) -> Option<Identity> {
+        let (pid, start) = match text.split_once('-') {
+            Some((pid, start)) => (pid, start.parse().ok()?),
+            None => (text, 0),
+        };
+        Some(Identity {
+            pid: pid.parse().ok()?,
+            start,
+        })
+    }
+
+    /// `true` while this process runs (a zombie counts as dead). An identity without a
+    /// start time (0) is alive while its PID is.
+    pub(crate) fn alive(&self) -> bool {
+        stat(self.pid).is_some_and(|s| {
+            s.state != 'Z' && s.state != 'X' && (self.start == 0 || s.start == self.start)
+        })
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.pid, self.start)
+    }
+}
+
+/// The cgroup v2 path of `pid` (`/a/b`, the `0::` line of `/proc/<pid>/cgroup`). A
+/// zombie keeps the cgroup it died in here, while `cgroup.procs` no longer lists it.
+pub(crate) fn cgroup(pid: u32) -> Option<String> {
+    let text = read_once(format!("/proc/{pid}/cgroup"), 1 << 10).ok()?;
+    let text = String::from_utf8(text).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim_end().to_owned())
 }
 
 /// `true` while `/proc/<pid>` exists and is not a zombie.
@@ -190,10 +254,26 @@ mod tests {
 
     #[test]
     fn stat_is_parsed_whatever_the_command_name() {
-        let stat = parse_stat(b"4242 (\xff\xfe) x) (S 1 R) S 1 4240 4240 0 -1").unwrap();
-        assert_eq!((stat.state, stat.pgrp), ('S', 4240));
+        let line =
+            b"4242 (\xff\xfe) x) (S 1 R) S 1 4240 4240 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 777 1";
+        let stat = parse_stat(line).unwrap();
+        assert_eq!((stat.state, stat.pgrp, stat.start), ('S', 4240, 777));
         assert!(parse_stat(b"4242 (cut short").is_none());
         assert!(parse_stat(b"4242 (name) S 1").is_none());
+    }
+
+    #[test]
+    fn identities_tell_a_reused_pid_apart() {
+        let me = Identity::me();
+        assert!(me.alive());
+        assert_eq!(Identity::parse(&me.to_string()), Some(me));
+        let reused = Identity {
+            start: me.start + 1,
+            ..me
+        };
+        assert!(!reused.alive(), "same pid, another start: another process");
+        assert_eq!(Identity::parse("12").map(|i| i.start), Some(0));
+        assert_eq!(Identity::parse("x-1"), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -17,11 +17,14 @@ use tokio::time::Instant;
 
 use crate::cgroup::{Cgroups, TreeCgroup};
 use crate::kill::{Leaders, Tree, TreeReport};
-use crate::output::{Captured, LineSink, Stream, capture};
+use crate::output::{Captured, LineSink, Stoppable, Stream, capture};
+use crate::procfs::Identity;
 use crate::{Error, Result};
 
 /// The environment variable that marks every process of a tree (inherited through
-/// `fork`, `setsid` and `exec`), so escapees re-parented to us are known as ours.
+/// `fork`, `setsid` and `exec`), so escapees re-parented to us are known as ours. Its
+/// value is `<owner pid>-<owner start time>.<tree>`: the owner is named so that a later
+/// process with its PID is not taken for it ([`sweep_dead_owners`](crate::sweep_dead_owners)).
 pub const MARKER_VAR: &str = "PROC_REAPER_TREE";
 
 /// How long a child gets between SIGTERM and SIGKILL unless told otherwise.
@@ -93,13 +96,14 @@ impl Reaper {
     fn build(cgroups: Option<Cgroups>) -> Result<Self> {
         rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
             .map_err(|e| Error::Subreaper(e.into()))?;
+        crate::orphans::sweep_once();
         tracing::debug!(cgroups = cgroups.is_some(), "proc-reaper: ready");
         Ok(Reaper {
             inner: Arc::new(Inner {
                 children: Mutex::new(HashMap::new()),
                 ending: watch::Sender::new(0),
                 cgroups,
-                leaders: Leaders::default(),
+                leaders: crate::kill::leaders(),
             }),
         })
     }
@@ -245,39 +249,56 @@ impl Spawn<'_> {
         self
     }
 
-    /// Starts the child in a process group of its own, marked as a new tree.
+    /// Starts the child in a process group of its own, marked as a new tree; on the
+    /// cgroup path, inside its tree's cgroup from before its first instruction.
     pub fn spawn(mut self) -> Result<Child> {
         // The pidfd and the output pipes register with the runtime's reactor.
         tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let inner = &self.reaper.inner;
         let id = NEXT_TREE.fetch_add(1, Ordering::Relaxed);
-        let marker_value = format!("{}.{id}", std::process::id());
+        let marker_value = format!("{}.{id}", Identity::me());
         let marker: Arc<[u8]> = format!("{MARKER_VAR}={marker_value}").into_bytes().into();
         self.command.process_group(0).env(MARKER_VAR, &marker_value);
         if self.capture {
             self.command.stdout(Stdio::piped()).stderr(Stdio::piped());
         }
         let program = self.name.clone();
-        let mut std_child = self.command.spawn().map_err(|source| Error::Spawn {
-            program: self.command.get_program().to_string_lossy().into_owned(),
+        // The child joins its cgroup itself, between fork and exec: nothing it runs, and
+        // nothing it forks, is ever outside.
+        let mut cgroup = inner.cgroups.as_ref().and_then(|c| c.tree(id));
+        let armed = Arc::new(AtomicBool::new(cgroup.is_some()));
+        if let Some(cgroup) = &cgroup {
+            crate::spawn::join_cgroup_before_exec(&mut self.command, cgroup.procs(), armed.clone());
+        }
+        let spawn_err = |command: &Command, source| Error::Spawn {
+            program: command.get_program().to_string_lossy().into_owned(),
             source,
-        })?;
+        };
+        // Shared with other spawns; excludes only the stray check (see `kill::SPAWNING`).
+        let spawning = crate::kill::SPAWNING
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut std_child = match self.command.spawn() {
+            Ok(child) => child,
+            // The program never ran. The cgroup may be what failed (moved, out of
+            // permission): once more without it, on the subreaper path.
+            Err(first) if cgroup.is_some() => {
+                armed.store(false, Ordering::Relaxed);
+                let child = self
+                    .command
+                    .spawn()
+                    .map_err(|e| spawn_err(&self.command, e))?;
+                tracing::warn!(error = %first, "proc-reaper: could not start a child in its cgroup; this tree has none");
+                cgroup = None;
+                child
+            }
+            Err(e) => return Err(spawn_err(&self.command, e)),
+        };
         let pid = std_child.id();
         let started = Instant::now();
         inner.leader(pid, true);
-        // Into the tree's cgroup at once: what it forks from now on is held there too.
-        // It may have forked already (it runs from `exec` on): move those as well.
-        let cgroup = inner
-            .cgroups
-            .as_ref()
-            .and_then(|c| c.tree(id))
-            .filter(|c| c.adopt(pid).is_ok())
-            .map(|c| {
-                for early in crate::procfs::tree(pid).into_iter().skip(1) {
-                    let _ = c.adopt(early);
-                }
-                Arc::new(c)
-            });
+        drop(spawning);
+        let cgroup = cgroup.map(Arc::new);
         // From here on, the child is ours to end: a failure below kills it.
         // `AsyncFd::new` is deprecated for lacking I/O safety, but its replacement is
         // `unsafe`; the fd is an `OwnedFd` moved in, which is the safety it asks for.
@@ -296,12 +317,13 @@ impl Spawn<'_> {
             }
         };
         let (tail, max_line) = (self.tail, self.max_line);
+        let (stop, stopped) = watch::channel(false);
         let stdout = std_child
             .stdout
             .take()
             .and_then(|p| tokio::process::ChildStdout::from_std(p).ok())
             .map(|p| {
-                let sink = self.sink.clone();
+                let (p, sink) = (Stoppable::new(p, stopped.clone()), self.sink.clone());
                 tokio::spawn(capture(p, Stream::Stdout, tail, max_line, sink))
             });
         let stderr = std_child
@@ -309,7 +331,7 @@ impl Spawn<'_> {
             .take()
             .and_then(|p| tokio::process::ChildStderr::from_std(p).ok())
             .map(|p| {
-                let sink = self.sink.clone();
+                let (p, sink) = (Stoppable::new(p, stopped), self.sink.clone());
                 tokio::spawn(capture(p, Stream::Stderr, tail, max_line, sink))
             });
         inner.children().insert(
@@ -336,6 +358,7 @@ impl Spawn<'_> {
             started,
             stdout,
             stderr,
+            stop,
             grace: self.grace,
         })
     }
@@ -373,7 +396,8 @@ pub struct Outcome {
     pub cpu_time: Duration,
     /// Peak resident size of the leader (or its largest waited-for child), in bytes.
     pub peak_rss: u64,
-    /// What was kept of stdout (empty when not captured).
+    /// What was kept of stdout (empty when not captured). [`Captured::cut`] says the
+    /// pipe was still held open when the time to drain it ran out.
     pub stdout: Captured,
     /// What was kept of stderr (empty when not captured).
     pub stderr: Captured,
@@ -402,6 +426,9 @@ pub struct Child {
     started: Instant,
     stdout: Option<JoinHandle<Captured>>,
     stderr: Option<JoinHandle<Captured>>,
+    /// Tells the output readers to stop (`true`, or dropped): they read what is
+    /// buffered, close our ends of the pipes, and mark the output cut.
+    stop: watch::Sender<bool>,
     grace: Duration,
 }
 
@@ -427,19 +454,25 @@ impl Child {
 
     /// Waits for the leader to exit, ends whatever is left of its tree (SIGTERM, the
     /// grace, SIGKILL), reaps, and reports.
+    ///
+    /// Returns at most the grace after the leader exits (plus the moment SIGKILL takes),
+    /// even when something outside the tree still holds the output pipes: their reading
+    /// then stops, and the outcome's output says [`cut`](Captured::cut).
     pub async fn wait(mut self) -> Result<Outcome> {
         self.exited().await;
         self.finish(false, false).await
     }
 
     /// [`Child::wait`] for at most `limit`; past it, the tree is ended (SIGTERM, the
-    /// grace, SIGKILL) and the outcome says `timed_out`.
+    /// grace, SIGKILL) and the outcome says `timed_out`. Returns within `limit` plus the
+    /// grace (plus the moment SIGKILL takes), output draining included.
     pub async fn wait_timeout(mut self, limit: Duration) -> Result<Outcome> {
         let timed_out = tokio::time::timeout(limit, self.exited()).await.is_err();
         self.finish(timed_out, timed_out).await
     }
 
-    /// Ends the tree now (SIGTERM, the grace, SIGKILL) and reports.
+    /// Ends the tree now (SIGTERM, the grace, SIGKILL) and reports, within the grace
+    /// (plus the moment SIGKILL takes), output draining included.
     pub async fn kill(mut self) -> Result<Outcome> {
         self.finish(false, true).await
     }
@@ -454,9 +487,16 @@ impl Child {
     }
 
     /// Ends the rest of the tree, reaps the leader, collects output.
+    ///
+    /// Everything here ends by `grace` after the call (plus the moment SIGKILL takes):
+    /// the tree's end, and the draining of its output, which a process outside the tree
+    /// may hold open (an escapee this host cannot attribute, or a process that opened
+    /// the pipe through `/proc`). Past that instant the readers take what is buffered,
+    /// close our ends, and the output is marked [`Captured::cut`].
     async fn finish(&mut self, timed_out: bool, killed: bool) -> Result<Outcome> {
         let (pid, marker) = (self.pid, self.marker.clone());
         let grace = self.grace;
+        let drained_by = Instant::now() + grace;
         let mut std_child = self.std.take();
         let leaders = self.reaper.inner.leaders.clone();
         let mut tree = Tree::new(pid, marker, self.cgroup.clone(), leaders);
@@ -481,8 +521,17 @@ impl Child {
         self.reaper.inner.leader(pid, false);
         let usage = reaped.unwrap_or_else(|| Err(std::io::Error::other("already reaped")));
         let usage = usage.map_err(|source| Error::Reap { pid, source })?;
-        let stdout = collect(self.stdout.take()).await;
-        let stderr = collect(self.stderr.take()).await;
+        let (stdout, stderr) = (self.stdout.take(), self.stderr.take());
+        let outputs = async { (collect(stdout).await, collect(stderr).await) };
+        tokio::pin!(outputs);
+        let (stdout, stderr) = tokio::select! {
+            biased;
+            both = &mut outputs => both,
+            () = tokio::time::sleep_until(drained_by) => {
+                let _ = self.stop.send(true);
+                outputs.await
+            }
+        };
         Ok(Outcome {
             status: usage.status,
             timed_out,

@@ -16,7 +16,11 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use rustix::fs::{FlockOperation, Mode, OFlags, flock};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{
@@ -24,6 +28,10 @@ use rustix::process::{
     set_child_subreaper, set_parent_process_death_signal, waitid,
 };
 
+use crate::cgroup::DIR_PREFIX;
+use crate::orphans::{SUPERVISOR_DIR_PREFIX, SUPERVISOR_LOCK, SUPERVISOR_REGISTRY};
+use crate::procfs::Identity;
+use crate::reaper::MARKER_VAR;
 use crate::{Error, Result, procfs};
 
 /// Set in the supervised program's environment: `<supervisor pid>:<registry file>`.
@@ -33,7 +41,7 @@ pub const SUPERVISOR_VAR: &str = "PROC_REAPER_SUPERVISOR";
 const LEFTOVER_GRACE: Duration = Duration::from_millis(250);
 
 /// The program's link to its supervisor, from [`supervise`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Supervisor {
     pid: u32,
     registry: PathBuf,
@@ -48,7 +56,19 @@ impl Supervisor {
     /// Has the supervisor remove `path` (a directory, recursively, or a file) once the
     /// program has exited, however it exited. Relative paths are resolved now.
     pub fn remove_on_exit(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = std::path::absolute(path.as_ref()).map_err(|source| Error::Supervisor {
+        self.register("", path.as_ref())
+    }
+
+    /// Has the supervisor call its [`SuperviseOptions::on_exit_sweep`] function with
+    /// `dir` once the program has exited, however it exited (without one, nothing is
+    /// done with it). For a directory where the program leaves entries that a sweep
+    /// reclaims once their owner is dead, such as scoped-temp's roots.
+    pub fn sweep_on_exit(&self, dir: impl AsRef<Path>) -> Result<()> {
+        self.register(SWEEP_TAG, dir.as_ref())
+    }
+
+    fn register(&self, tag: &str, path: &Path) -> Result<()> {
+        let path = std::path::absolute(path).map_err(|source| Error::Supervisor {
             step: "resolve a path to remove on exit",
             source,
         })?;
@@ -67,11 +87,37 @@ impl Supervisor {
                 source,
             })?;
         // One write per line: appends of a small buffer are atomic.
-        file.write_all(format!("{text}\n").as_bytes())
+        file.write_all(format!("{tag}{text}\n").as_bytes())
             .map_err(|source| Error::Supervisor {
                 step: "write the supervisor's registry",
                 source,
             })
+    }
+}
+
+/// Marks a registry line as a directory to sweep rather than a path to remove (paths
+/// are absolute, so never start with it).
+const SWEEP_TAG: &str = "sweep ";
+
+/// What the supervisor does besides ending descendants and removing registered paths.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SuperviseOptions {
+    sweep: Option<fn(&Path)>,
+}
+
+impl SuperviseOptions {
+    /// No extra work.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Once the program is gone, call `sweep` with each directory it registered with
+    /// [`Supervisor::sweep_on_exit`], in the supervisor (the program's locks are all
+    /// released by then). The function runs in the original process, which re-executed
+    /// the program, so a plain `fn` names the same code there.
+    pub fn on_exit_sweep(mut self, sweep: fn(&Path)) -> Self {
+        self.sweep = Some(sweep);
+        self
     }
 }
 
@@ -82,10 +128,15 @@ impl Supervisor {
 /// supervisor and exits with the program's status (`128 + signal` if a signal ended
 /// it). In the re-executed program it returns the link to the supervisor.
 pub fn supervise() -> Result<Supervisor> {
+    supervise_with(SuperviseOptions::default())
+}
+
+/// [`supervise`] with options.
+pub fn supervise_with(options: SuperviseOptions) -> Result<Supervisor> {
     if let Some(link) = supervised()? {
         return Ok(link);
     }
-    run_supervisor()
+    run_supervisor(options)
 }
 
 /// `Some` when this process is the program its parent supervises.
@@ -119,12 +170,13 @@ fn fail(step: &'static str) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Supervisor { step, source }
 }
 
-fn run_supervisor() -> Result<Supervisor> {
+fn run_supervisor(options: SuperviseOptions) -> Result<Supervisor> {
     let me = getpid();
     set_child_subreaper(Some(me)).map_err(|e| Error::Subreaper(e.into()))?;
+    crate::orphans::sweep_once();
     let me = me.as_raw_nonzero().get() as u32;
     let dir = std::env::temp_dir().join(format!(
-        "proc-reaper-supervisor-{me}-{}",
+        "{SUPERVISOR_DIR_PREFIX}{me}-{}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -134,7 +186,19 @@ fn run_supervisor() -> Result<Supervisor> {
         .mode(0o700)
         .create(&dir)
         .map_err(fail("create the supervisor's directory"))?;
-    let registry = dir.join("remove-on-exit");
+    // Held for the supervisor's life: a later sweep that can take it knows the
+    // supervisor is dead and reclaims the directory and what the program registered.
+    let lock = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(SUPERVISOR_LOCK))
+        .map_err(fail("create the supervisor's owner lock"))?;
+    flock(&lock, FlockOperation::NonBlockingLockExclusive).map_err(|e| Error::Supervisor {
+        step: "lock the supervisor's directory",
+        source: e.into(),
+    })?;
+    let registry = dir.join(SUPERVISOR_REGISTRY);
     OpenOptions::new()
         .create_new(true)
         .write(true)
@@ -145,11 +209,27 @@ fn run_supervisor() -> Result<Supervisor> {
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_else(|| OsString::from("program"));
     let mut program = Command::new("/proc/self/exe");
+    // The marker names this supervisor: should it be SIGKILLed too, the next reaper or
+    // supervisor on the machine ends whatever the program left, by it.
     program
         .arg0(arg0)
         .args(args)
-        .env(SUPERVISOR_VAR, format!("{me}:{}", registry.display()));
-    let mut child = program.spawn().map_err(fail("start the program"))?;
+        .env(SUPERVISOR_VAR, format!("{me}:{}", registry.display()))
+        .env(MARKER_VAR, format!("{}.0", Identity::me()));
+    // And on the cgroup path, a cgroup that holds the program and everything it starts.
+    let cgroup = program_cgroup();
+    let armed = Arc::new(AtomicBool::new(cgroup.is_some()));
+    if let Some((_, procs)) = &cgroup {
+        crate::spawn::join_cgroup_before_exec(&mut program, procs.clone(), armed.clone());
+    }
+    let mut child = match program.spawn() {
+        Ok(child) => child,
+        Err(_) if cgroup.is_some() => {
+            armed.store(false, Ordering::Relaxed);
+            program.spawn().map_err(fail("start the program"))?
+        }
+        Err(e) => return Err(fail("start the program")(e)),
+    };
     let pid = child.id();
     tracing::info!(program = pid, "proc-reaper: supervising");
     let pidfd = Pid::from_raw(pid as i32)
@@ -159,8 +239,17 @@ fn run_supervisor() -> Result<Supervisor> {
     forward_signals_until_exit(&pidfd)?;
     let status = child.wait().map_err(fail("reap the program"))?;
     end_descendants(me);
+    if let Some((path, _)) = &cgroup {
+        crate::cgroup::remove_tree(path.parent().unwrap_or(path));
+    }
+    if let Some(sweep) = options.sweep {
+        for dir in registered(&registry, SWEEP_TAG) {
+            sweep(&dir);
+        }
+    }
     remove_registered(&registry);
     let _ = fs::remove_dir_all(&dir);
+    drop(lock);
     let code = status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
@@ -170,6 +259,24 @@ fn run_supervisor() -> Result<Supervisor> {
         "proc-reaper: program ended, supervisor exits"
     );
     std::process::exit(code)
+}
+
+/// `<own cgroup>/proc-reaper-<pid>-<start>/program`, created, with its `cgroup.procs`
+/// open; `None` without a writable cgroup v2 hierarchy.
+fn program_cgroup() -> Option<(PathBuf, Arc<OwnedFd>)> {
+    let (mount, own) = crate::cgroup::own()?;
+    let path = mount
+        .join(own.trim_start_matches('/'))
+        .join(format!("{DIR_PREFIX}{}", Identity::me()))
+        .join("program");
+    fs::create_dir_all(&path).ok()?;
+    let procs = rustix::fs::open(
+        path.join("cgroup.procs"),
+        OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    Some((path, Arc::new(procs)))
 }
 
 /// Forwards SIGTERM, SIGINT and SIGHUP to the program until it exits.
@@ -260,20 +367,34 @@ fn end_descendants(me: u32) {
     }
 }
 
-/// Removes what the program registered; a path that is already gone is fine.
-fn remove_registered(registry: &Path) {
+/// The paths registered with `tag` (`""`: to remove), each once, in order.
+fn registered(registry: &Path, tag: &str) -> Vec<PathBuf> {
     let Ok(text) = fs::read_to_string(registry) else {
-        return;
+        return Vec::new();
     };
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        let path = Path::new(line);
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for line in text.lines() {
+        let Some(path) = line.strip_prefix(tag).filter(|p| p.starts_with('/')) else {
+            continue;
+        };
+        if !paths.iter().any(|p| p.as_os_str() == path) {
+            paths.push(PathBuf::from(path));
+        }
+    }
+    paths
+}
+
+/// Removes what the program registered; a path that is already gone is fine.
+pub(crate) fn remove_registered(registry: &Path) {
+    for path in registered(registry, "") {
+        let (path, line) = (path.as_path(), path.display());
         let outcome = match fs::symlink_metadata(path) {
             Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
             Ok(_) => fs::remove_file(path),
             Err(_) => Ok(()),
         };
         if let Err(e) = outcome {
-            tracing::warn!(path = line, error = %e, "proc-reaper: could not remove a registered path");
+            tracing::warn!(path = %line, error = %e, "proc-reaper: could not remove a registered path");
         }
     }
 }

@@ -5,91 +5,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proc_reaper::{Reaper, Stream};
-use tokio::sync::mpsc;
+use proc_reaper::Reaper;
 
-/// `true` once `/proc/<pid>` no longer exists (a zombie still has one).
-fn gone(pid: u32) -> bool {
-    !std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// This process's parent PID for `pid`, from `/proc/<pid>/stat`.
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..]
-        .split_ascii_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// Zombie children of this process.
-fn zombies() -> Vec<u32> {
-    let mut out = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let kids = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        for pid in kids
-            .split_ascii_whitespace()
-            .filter_map(|p| p.parse::<u32>().ok())
-        {
-            // As bytes: the command name may not be UTF-8.
-            let stat = std::fs::read(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if stat
-                .rsplit(|b| *b == b')')
-                .next()
-                .is_some_and(|s| s.trim_ascii_start().starts_with(b"Z"))
-            {
-                out.push(pid);
-            }
-        }
-    }
-    out
-}
-
-/// Tests share this process (and its zombie list): one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn sh(script: &str) -> Command {
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", script]);
-    cmd
-}
-
-/// A child whose processes print their PIDs, one per line, to the receiver.
-fn reporting(reaper: &Reaper, script: &str) -> (proc_reaper::Child, mpsc::UnboundedReceiver<u32>) {
-    reporting_cmd(reaper, sh(script))
-}
-
-fn reporting_cmd(
-    reaper: &Reaper,
-    cmd: Command,
-) -> (proc_reaper::Child, mpsc::UnboundedReceiver<u32>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let child = reaper
-        .command(cmd)
-        .grace(Duration::from_millis(300))
-        .on_line(128, move |stream, line| {
-            if stream == Stream::Stdout {
-                if let Some(pid) = std::str::from_utf8(line)
-                    .ok()
-                    .and_then(|l| l.trim().parse().ok())
-                {
-                    let _ = tx.send(pid);
-                }
-            }
-        })
-        .spawn()
-        .unwrap();
-    (child, rx)
-}
-
-async fn next_pids(rx: &mut mpsc::UnboundedReceiver<u32>, n: usize) -> Vec<u32> {
-    let mut pids = Vec::new();
-    while pids.len() < n {
-        pids.push(rx.recv().await.expect("the child printed its pids"));
-    }
-    pids
-}
+mod common;
+use common::*;
 
 #[tokio::test]
 async fn a_dropped_child_is_killed_and_reaped() {
@@ -203,24 +122,6 @@ async fn a_member_whose_name_is_not_utf8_is_still_ended() {
     assert!(zombies().is_empty(), "zombies: {:?}", zombies());
 }
 
-/// Processes in this process's tree cgroups now.
-fn in_tree_cgroups() -> usize {
-    let dir = format!("/sys/fs/cgroup/unified/proc-reaper-{}", std::process::id());
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| {
-                    std::fs::read_to_string(e.path().join("cgroup.procs"))
-                        .unwrap_or_default()
-                        .lines()
-                        .count()
-                })
-                .sum()
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn the_cgroup_catches_an_escapee_that_dropped_its_environment() {
     let _serial = SERIAL.lock().await;
@@ -241,7 +142,7 @@ async fn the_cgroup_catches_an_escapee_that_dropped_its_environment() {
         tokio::task::yield_now().await;
     }
     let held = std::fs::read_to_string(format!("/proc/{escapee}/cgroup")).unwrap();
-    let tree = format!("0::/proc-reaper-{}/tree-", std::process::id());
+    let tree = format!("/proc-reaper-{}-", std::process::id());
     assert!(
         held.contains(&tree),
         "the escapee is in its tree's cgroup: {held}"

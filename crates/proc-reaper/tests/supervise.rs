@@ -5,7 +5,6 @@
 //! from outside what is left.
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -148,10 +147,125 @@ fn a_sigkilled_supervisor_takes_the_program_with_it() {
         1,
         "the program died"
     );
-    // Its own children outlive it (documented): clean them up here.
-    for pid in [s.sleeper, s.escapee] {
-        let _ = kill_process(Pid::from_raw(pid as i32).unwrap(), Signal::KILL);
+    // Its children outlived it, re-parented away from the dead supervisor; so did the
+    // supervisor's directory. The next sweep on the machine (any reaper's or supervisor's
+    // first, or this call) knows them by the dead supervisor's marker and cgroup.
+    assert!(
+        !dead(s.sleeper) && !dead(s.escapee),
+        "they outlive the kill itself"
+    );
+    let supervisor_dir = supervisor_dir_of(s.supervisor.id());
+    assert!(
+        supervisor_dir.is_some(),
+        "the dead supervisor's directory is there"
+    );
+    let report = proc_reaper::sweep_dead_owners();
+    assert!(report.killed >= 2, "{report:?}");
+    assert!(dead(s.sleeper), "the program's child");
+    assert!(dead(s.escapee), "the setsid escapee");
+    assert!(!s.dir.exists(), "the path the program registered");
+    assert!(
+        supervisor_dir.is_some_and(|d| !d.exists()),
+        "the supervisor's directory"
+    );
+    assert!(report.supervisor_dirs >= 1, "{report:?}");
+}
+
+/// A reaper's owner SIGKILLed (no supervisor): the trees it spawned live on until the
+/// next sweep, which knows them by the owner's marker (and cgroup, where there is one).
+#[test]
+fn a_sigkilled_reapers_trees_are_ended_by_the_next_sweep() {
+    let mut owner = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "reaper_owner",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("REAPER_OWNER_TEST", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(owner.stdout.take().unwrap()).lines();
+    let ready = loop {
+        let line = lines.next().expect("the owner ended early").unwrap();
+        if let Some(at) = line.find("@@ready") {
+            break line[at..].to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let pids: Vec<u32> = ready
+        .split_ascii_whitespace()
+        .skip(1)
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 3, "{ready}");
+    sigkill(owner.id());
+    owner.wait().unwrap();
+    assert!(
+        pids.iter().all(|p| !dead(*p)),
+        "the tree outlives its owner's kill"
+    );
+    let report = proc_reaper::sweep_dead_owners();
+    for pid in &pids {
+        assert!(dead(*pid), "pid {pid} of the dead owner's tree: {report:?}");
     }
-    let _ = s.supervisor.kill();
-    let _ = ExitStatusExt::signal(&s.supervisor.wait().unwrap());
+    assert!(report.killed >= 3, "{report:?}");
+}
+
+/// Not a test: the owner for the test above. A reaper, a tree with a plain child and a
+/// `setsid` escapee; reports, then waits to be SIGKILLed.
+#[test]
+#[ignore = "helper process, run by the other tests in this file"]
+fn reaper_owner() {
+    if std::env::var_os("REAPER_OWNER_TEST").is_none() {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let reaper = proc_reaper::Reaper::new().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "echo $$; sleep 60 & echo $!; (setsid sleep 60 & echo $!); wait",
+        ]);
+        let _child = reaper
+            .command(cmd)
+            .on_line(32, move |_, line| {
+                let _ = tx.send(String::from_utf8_lossy(line).into_owned());
+            })
+            .spawn()
+            .unwrap();
+        let mut pids = Vec::new();
+        while pids.len() < 3 {
+            pids.push(rx.recv().await.unwrap());
+        }
+        println!("@@ready {}", pids.join(" "));
+        std::future::pending::<()>().await;
+    });
+}
+
+/// `true` once `pid` has exited (gone, or a zombie waiting for a parent to reap it).
+fn dead(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    stat.rsplit(|b| *b == b')')
+        .next()
+        .is_some_and(|s| s.trim_ascii_start().starts_with(b"Z"))
+}
+
+/// The temp-dir directory of the supervisor with this PID, if it is there.
+fn supervisor_dir_of(pid: u32) -> Option<PathBuf> {
+    let prefix = format!("proc-reaper-supervisor-{pid}-");
+    std::fs::read_dir(std::env::temp_dir())
+        .ok()?
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
 }

@@ -22,6 +22,54 @@ pub(crate) const ATOMIC_SUFFIX: &str = ".scoped-temp-atomic";
 /// aside during a commit: swept only once older than the grace period.
 pub(crate) const PENDING_SUFFIXES: [&str; 2] = [".scoped-temp-new", ".scoped-temp-atomic.old"];
 
+/// Where there are no unnamed files: creates the temp file under a pending name, locks
+/// it, and renames it to its owned name, so a sweeper never sees an owned name whose lock
+/// is free while its writer lives. A sweep may reclaim the pending file in the instant
+/// before it is locked (ownership is decided by lock, not by age): then this starts
+/// again under a new name.
+fn create_pending(dir: &Path, prefix: &std::ffi::OsStr, mode: u32) -> io::Result<(File, PathBuf)> {
+    let mut tries = 0;
+    loop {
+        let (file, pending) = tempfile::Builder::new()
+            .prefix(prefix)
+            .suffix(PENDING_SUFFIXES[0])
+            .disable_cleanup(true)
+            .make_in(dir, |path| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode)
+                    .open(path)
+            })
+            .and_then(|f| f.keep().map_err(|e| e.error))?;
+        let temp = fsops::with_suffix(&pending.with_extension(""), ATOMIC_SUFFIX);
+        let setup = || -> io::Result<()> {
+            if !fsops::try_lock(&file)? {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "pending temp file locked by a sweep",
+                ));
+            }
+            fsops::rename_noreplace(&pending, &temp)
+        };
+        match setup() {
+            Ok(()) => return Ok((file, temp)),
+            Err(e) => {
+                let _ = fs::remove_file(&pending);
+                let lost = matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::WouldBlock
+                );
+                tries += 1;
+                if !lost || tries >= 8 {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
 /// How an [`AtomicFile`] commits.
 ///
 /// ```
@@ -83,8 +131,10 @@ impl AtomicOptions {
 /// A file written beside its target and renamed over it on [`commit`](Self::commit):
 /// readers see the old content or the new, never a mix, even if the process is killed.
 pub struct AtomicFile {
-    file: File,
+    // Dropped in this order: the temp path is removed while the file, and its lock, are
+    // still open, so no sweep sees the entry unowned first.
     guard: Guard,
+    file: File,
     target: PathBuf,
     options: AtomicOptions,
     written: u64,
@@ -117,44 +167,32 @@ impl AtomicFile {
             source,
         };
 
-        // Created under a pending name, locked, then renamed: a sweeper never sees an
-        // owned name whose lock is free while its writer lives.
+        registry::note_dir(dir);
         let mut prefix = std::ffi::OsString::from(".");
         prefix.push(name);
         prefix.push(".");
         let mode = options.mode.unwrap_or(0o666);
-        let (file, pending) = tempfile::Builder::new()
-            .prefix(&prefix)
-            .suffix(PENDING_SUFFIXES[0])
-            .disable_cleanup(true)
-            .make_in(dir, |path| {
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .mode(mode)
-                    .open(path)
-            })
-            .and_then(|f| f.keep().map_err(|e| e.error))
-            .map_err(create_err)?;
-        let temp = fsops::with_suffix(&pending.with_extension(""), ATOMIC_SUFFIX);
-        let setup = || -> io::Result<()> {
-            if !fsops::try_lock(&file)? {
-                return Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    "fresh temp file locked",
-                ));
+        let (file, temp) = match fsops::create_locked(dir, mode).map_err(create_err)? {
+            // Locked before it has a name: no sweep ever sees it unowned.
+            Some(file) => {
+                let ((), temp) = tempfile::Builder::new()
+                    .prefix(&prefix)
+                    .suffix(ATOMIC_SUFFIX)
+                    .disable_cleanup(true)
+                    .make_in(dir, |path| fsops::link_into(&file, path))
+                    .and_then(|f| f.keep().map_err(|e| e.error))
+                    .map_err(create_err)?;
+                (file, temp)
             }
-            if options.mode.is_none() {
-                if let Ok(meta) = fs::metadata(target) {
-                    file.set_permissions(meta.permissions())?;
+            None => create_pending(dir, &prefix, mode).map_err(create_err)?,
+        };
+        if options.mode.is_none() {
+            if let Ok(meta) = fs::metadata(target) {
+                if let Err(source) = file.set_permissions(meta.permissions()) {
+                    let _ = fs::remove_file(&temp);
+                    return Err(create_err(source));
                 }
             }
-            fsops::rename_noreplace(&pending, &temp)
-        };
-        if let Err(source) = setup() {
-            let _ = fs::remove_file(&pending);
-            return Err(create_err(source));
         }
         let guard = registry::register(temp, EntryKind::AtomicTemp);
         Ok(AtomicFile {
@@ -326,6 +364,27 @@ enum Step {
 }
 
 fn commit_all(mut files: Vec<AtomicFile>, can_exchange: bool) -> Result<()> {
+    // Each previous version is locked (shared: writers of the same target do not block
+    // each other) from before it is linked as a backup's staging or exchanged to the
+    // temp path, until it is removed or restored: a sweep, which reclaims only what no
+    // one holds a lock on, never takes what a rollback still needs.
+    let previous: Vec<Option<File>> = files
+        .iter()
+        .map(|f| {
+            (!f.options.no_clobber)
+                .then(|| fsops::lock_existing(&f.target))
+                .flatten()
+        })
+        .collect();
+    let result = commit_locked(&mut files, can_exchange);
+    // The temp paths (uncommitted content, or previous versions after an exchange) are
+    // removed as the files drop: before the locks go.
+    drop(files);
+    drop(previous);
+    result
+}
+
+fn commit_locked(files: &mut [AtomicFile], can_exchange: bool) -> Result<()> {
     let total = files.len();
     let fail = |index: usize, target: &Path, source: Error, rollback_failures| Error::Batch {
         index,
@@ -393,7 +452,7 @@ fn commit_all(mut files: Vec<AtomicFile>, can_exchange: bool) -> Result<()> {
             }
         }
     }
-    for f in &files {
+    for f in files.iter() {
         let dirs_of = [Some(f.target.as_path()), f.options.backup.as_deref()];
         for dir in dirs_of.into_iter().flatten().filter_map(fsops::parent_of) {
             if !dirs.contains(&dir) {
@@ -465,23 +524,46 @@ fn make_backup(target: &Path, backup: &Path) -> Result<()> {
         return Ok(()); // Nothing to back up.
     }
     let staging = fsops::with_suffix(backup, PENDING_SUFFIXES[0]);
+    if let Some(dir) = fsops::parent_of(backup) {
+        registry::note_dir(dir);
+    }
     let err = |source| Error::Rename {
         from: target.to_path_buf(),
         to: backup.to_path_buf(),
         source,
     };
     let _ = fs::remove_file(&staging);
+    // A hard link is the target's inode, which the commit holds locked; a copy is locked
+    // before it has a name (where unnamed files exist).
     match fs::hard_link(target, &staging) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
-            fs::copy(target, &staging).map_err(err)?;
+            let dir = fsops::parent_of(backup).unwrap_or(Path::new("."));
+            match fsops::create_locked(dir, 0o600).map_err(err)? {
+                Some(mut copy) => {
+                    io::copy(&mut File::open(target).map_err(err)?, &mut copy).map_err(err)?;
+                    copy.set_permissions(fs::metadata(target).map_err(err)?.permissions())
+                        .map_err(err)?;
+                    fsops::link_into(&copy, &staging).map_err(err)?;
+                }
+                None => {
+                    fs::copy(target, &staging).map_err(err)?;
+                }
+            }
         }
         Err(e) => return Err(err(e)),
     }
     fs::rename(&staging, backup).map_err(|e| {
         let _ = fs::remove_file(&staging);
         err(e)
-    })
+    })?;
+    // When the backup already was a link to the target's inode (the same backup made
+    // twice), `rename` succeeds without doing anything (POSIX) and the staging name
+    // stays: remove it.
+    match fs::remove_file(&staging) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(err(e)),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

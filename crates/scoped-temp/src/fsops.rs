@@ -130,6 +130,87 @@ pub(crate) fn try_lock(file: &File) -> io::Result<bool> {
     }
 }
 
+/// Takes a shared `flock` without blocking: `Ok(false)` when an exclusive lock is held.
+fn try_lock_shared(file: &File) -> io::Result<bool> {
+    match flock(file, FlockOperation::NonBlockingLockShared) {
+        Ok(()) => Ok(true),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Opens the file at `path` (following a symlink, as a sweep does) and takes a shared
+/// lock on it, so that while the lock is held no sweep reclaims it under any name it is
+/// moved or linked to (a previous version set aside during a commit). `None` when
+/// there is no file, or it cannot be opened or locked (another holds it exclusively):
+/// the caller goes on without.
+pub(crate) fn lock_existing(path: &Path) -> Option<File> {
+    let file = File::open(path)
+        .or_else(|_| fs::OpenOptions::new().write(true).open(path))
+        .ok()?;
+    match try_lock_shared(&file) {
+        Ok(true) => Some(file),
+        outcome => {
+            tracing::debug!(path = %path.display(), ?outcome, "scoped-temp: previous version not locked");
+            None
+        }
+    }
+}
+
+/// An unnamed file in `dir` (Linux `O_TMPFILE`), exclusively locked: linked into the
+/// directory with [`link_into`], it appears under its name already locked, so no sweep
+/// ever sees it unowned. `Ok(None)` where the filesystem or platform has no unnamed
+/// files (or `/proc` is not mounted); the caller then creates it under a pending name.
+pub(crate) fn create_locked(dir: &Path, mode: u32) -> io::Result<Option<File>> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::fs::{Mode, OFlags, open};
+        use rustix::io::Errno;
+        if !Path::new("/proc/self/fd").exists() {
+            return Ok(None);
+        }
+        let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
+        match open(dir, flags, Mode::from_raw_mode(mode as _)) {
+            Ok(fd) => {
+                let file = File::from(fd);
+                if !try_lock(&file)? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "fresh unnamed file locked",
+                    ));
+                }
+                Ok(Some(file))
+            }
+            // No O_TMPFILE on this filesystem (EOPNOTSUPP), or a kernel before 3.11
+            // (EISDIR: the flag read as O_DIRECTORY).
+            Err(e) if e == Errno::OPNOTSUPP || e == Errno::ISDIR || e == Errno::INVAL => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (dir, mode);
+        Ok(None)
+    }
+}
+
+/// Gives a file from [`create_locked`] the name `path` (`AlreadyExists` if taken).
+pub(crate) fn link_into(file: &File, path: &Path) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::fs::{AtFlags, CWD, linkat};
+        use std::os::fd::AsRawFd;
+        let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        linkat(CWD, fd_path.as_str(), CWD, path, AtFlags::SYMLINK_FOLLOW)?;
+        Ok(())
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (file, path);
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+}
+
 /// `path` with `suffix` appended to its file name.
 pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();

@@ -89,10 +89,19 @@
 //!   `leakproof` umbrella (or your own signal handler) must call it.
 //! - **Drop blocks.** Removal on drop is synchronous, like `tempfile`'s; a large tree
 //!   dropped on an async worker stalls it. Use [`TempDir::close`] in async code.
-//! - **A sweep needs working `flock`.** Locks on NFS and some FUSE filesystems are
-//!   emulated or absent; there a sweep may take a live run for dead or the reverse. Keep
-//!   roots on local filesystems. A forked child that did not `exec` inherits the lock
-//!   and keeps its parent's run alive until it exits.
+//! - **A sweep needs working `flock`.** Ownership is decided by lock alone: a sweep
+//!   never removes what a live owner holds a lock on (its run directory, an atomic temp
+//!   file, the previous version a commit set aside, a backup's staging), and one sweep
+//!   after an owner's death reclaims all it left, whatever its age. Locks on NFS and
+//!   some FUSE filesystems are emulated or absent; there a sweep may take a live run for
+//!   dead or the reverse: keep roots on local filesystems, or sweep such a shared root
+//!   with a [`SweepOptions::pending_grace`]. A forked child that did not `exec` inherits
+//!   the lock and keeps its parent's run alive until it exits.
+//! - **A previous version that cannot be opened.** A commit locks a target's previous
+//!   version by opening it; a target this process may neither read nor write (or one
+//!   another process holds an exclusive `flock` on) is replaced without that lock, and a
+//!   sweep of its directory during the commit could take the set-aside version a
+//!   rollback needs.
 //! - **Other processes with your user ID** can still remove, rename or read your
 //!   entries, and a temp cleaner (`systemd-tmpfiles`) may remove a long-lived run
 //!   directory; entries created afterwards set up a new one, and cleanup reports the
@@ -103,10 +112,13 @@
 //!
 //! # Platforms
 //!
-//! Linux is the guaranteed platform. Other Unixes build and work, with two differences:
-//! without `renameat2`, `no_clobber` uses `link` + `unlink` (atomic for files) and a
-//! batch rollback restores from a hard link of the previous version rather than an
-//! exchange. Windows is not supported.
+//! Linux is the guaranteed platform. Other Unixes build and work, with three
+//! differences: without `renameat2`, `no_clobber` uses `link` + `unlink` (atomic for
+//! files) and a batch rollback restores from a hard link of the previous version rather
+//! than an exchange; and without unnamed files (`O_TMPFILE`, also missing on some Linux
+//! filesystems) an atomic temp file is created under a pending name and locked an
+//! instant later, so a sweep in that instant can take it, and the writer starts again
+//! under a new name. Windows is not supported.
 
 #![forbid(unsafe_code)]
 
@@ -122,5 +134,7 @@ pub use atomic::{AtomicBatch, AtomicFile, AtomicOptions, write_atomic, write_ato
 pub use dir::{Builder, TempDir, with_temp_dir};
 pub use error::{Error, Result};
 pub use file::NamedTempFile;
-pub use registry::{EntryKind, LiveEntry, RemovalReport, live, live_count, remove_all, run_dir};
+pub use registry::{
+    EntryKind, LiveEntry, RemovalReport, live, live_count, on_first_use, remove_all, run_dir,
+};
 pub use sweep::{SweepOptions, SweepReport, sweep_orphans, sweep_orphans_with};

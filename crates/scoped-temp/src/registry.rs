@@ -145,8 +145,29 @@ fn insert(path: PathBuf, kind: EntryKind) -> u64 {
 
 impl RunDir {
     /// Sets up a run directory under a pending name, locks it, then gives it its final
-    /// name.
+    /// name. A sweep may claim the pending directory in the instant before its lock is
+    /// taken (ownership is decided by lock, not by age): then this starts again.
     fn create(root: &Path) -> Result<RunDir> {
+        let mut tries = 0;
+        loop {
+            match Self::try_create(root) {
+                Err(Error::Create { source, .. })
+                    if tries < 8
+                        && matches!(
+                            source.kind(),
+                            io::ErrorKind::NotFound | io::ErrorKind::WouldBlock
+                        )
+                        && root.is_dir() =>
+                {
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_create(root: &Path) -> Result<RunDir> {
+        note_dir(root);
         let create_err = |source: io::Error| Error::Create {
             root: root.to_path_buf(),
             source,
@@ -195,6 +216,49 @@ impl RunDir {
             }
         }
     }
+}
+
+/// Every directory this process has created an entry in (roots, and the directories of
+/// atomic targets and backups), and the hook told of each.
+static USED_DIRS: LazyLock<Mutex<std::collections::HashSet<PathBuf>>> =
+    LazyLock::new(Mutex::default);
+static DIR_HOOK: std::sync::OnceLock<fn(&Path)> = std::sync::OnceLock::new();
+
+/// Records that an entry is being created in `dir`; tells the hook the first time.
+pub(crate) fn note_dir(dir: &Path) {
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let first = USED_DIRS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(dir.clone());
+    if let (true, Some(hook)) = (first, DIR_HOOK.get()) {
+        hook(&dir);
+    }
+}
+
+/// Calls `hook` with each directory this process creates entries in, the first time
+/// it does: the root of each run directory, and the directory of each atomic write's
+/// target and backup; and at once with those used before this call. Returns `false`
+/// (and changes nothing) if a hook was set already.
+///
+/// For whatever cleans up after the process once it is gone: a supervisor that runs
+/// [`sweep_orphans`](crate::sweep_orphans) on each such directory after the process was
+/// SIGKILLed reclaims everything it left, wherever it left it (`leakproof::supervise`
+/// does this).
+pub fn on_first_use(hook: fn(&Path)) -> bool {
+    if DIR_HOOK.set(hook).is_err() {
+        return false;
+    }
+    let used: Vec<PathBuf> = USED_DIRS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .cloned()
+        .collect();
+    for dir in used {
+        hook(&dir);
+    }
+    true
 }
 
 /// This process's run directory under `root` (e.g. `std::env::temp_dir()`), set up now

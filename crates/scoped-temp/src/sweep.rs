@@ -15,6 +15,9 @@ use std::time::{Duration, SystemTime};
 use crate::atomic::{ATOMIC_SUFFIX, PENDING_SUFFIXES};
 use crate::fsops::{self, Shape};
 use crate::registry::{LOCK_NAME, PENDING_RUN_PREFIX, RUN_PREFIX};
+
+/// Name prefix of a run directory a sweep has claimed (renamed) to remove it.
+const RECLAIM_PREFIX: &str = ".scoped-temp-reclaim-";
 use crate::{Error, Result};
 
 /// Options for [`sweep_orphans_with`].
@@ -26,21 +29,23 @@ pub struct SweepOptions {
 impl Default for SweepOptions {
     fn default() -> Self {
         SweepOptions {
-            pending_grace: Duration::from_secs(60),
+            pending_grace: Duration::ZERO,
         }
     }
 }
 
 impl SweepOptions {
-    /// Defaults: a pending grace of 60 seconds.
+    /// Defaults: ownership decided by lock alone (no pending grace).
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// How old an entry that is still being set up (a run directory before its lock is
-    /// taken, an atomic temp file before it is locked, a previous version set aside in
-    /// the middle of a commit) must be before it counts as abandoned. These states last
-    /// microseconds in a live process.
+    /// Spare entries not yet owned by a lock (a run directory being set up, a temp file
+    /// before its lock on a filesystem without unnamed files, a run directory being torn
+    /// down) until they are this old. The default, zero, reclaims them at once: their
+    /// owners take them back by renaming (a sweep claims by renaming first), and start
+    /// again if a sweep got there first. Set it where `flock` does not reach every owner,
+    /// e.g. a root shared over NFS by several hosts.
     pub fn pending_grace(mut self, grace: Duration) -> Self {
         self.pending_grace = grace;
         self
@@ -103,7 +108,11 @@ pub fn sweep_orphans_with(root: impl AsRef<Path>, options: &SweepOptions) -> Res
             continue;
         };
         let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
-        let outcome = if is_dir && name.starts_with(RUN_PREFIX) {
+        let outcome = if is_dir && name.starts_with(RECLAIM_PREFIX) {
+            // Claimed by a sweep that died before it finished: no one owns it.
+            let (bytes, entries) = fsops::tree_size(&path);
+            remove(&path, Shape::Dir).map(|()| Some((bytes, entries.saturating_sub(1))))
+        } else if is_dir && name.starts_with(RUN_PREFIX) {
             sweep_run_dir(&path, false, options.pending_grace)
         } else if is_dir && name.starts_with(PENDING_RUN_PREFIX) {
             sweep_run_dir(&path, true, options.pending_grace)
@@ -135,6 +144,9 @@ pub fn sweep_orphans_with(root: impl AsRef<Path>, options: &SweepOptions) -> Res
 type Outcome = Result<Option<(u64, usize)>>;
 
 fn older_than(path: &Path, grace: Duration) -> bool {
+    if grace.is_zero() {
+        return true;
+    }
     fs::symlink_metadata(path)
         .and_then(|m| m.modified())
         .ok()
@@ -165,6 +177,18 @@ fn sweep_run_dir(path: &Path, pending: bool, grace: Duration) -> Outcome {
     if (pending || lock.is_none()) && !older_than(path, grace) {
         return Ok(None);
     }
+    // Claimed by a rename first: an owner still setting it up (or tearing it down) then
+    // finds it gone and starts again, and two sweeps never remove the same one.
+    let path = &match claim(path) {
+        Ok(claimed) => claimed,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(Error::Remove {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
     let entries = fs::read_dir(path)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
@@ -191,13 +215,25 @@ fn sweep_locked_file(path: &Path) -> Outcome {
     Ok(Some((bytes, 1)))
 }
 
+/// A file set aside during setup or a commit: a backup's staging (a link to a previous
+/// version, locked by its committer), a previous version kept under `.old`, or a temp
+/// file before its lock (where there are no unnamed files). Reclaimed when no one holds
+/// a lock on it.
 fn sweep_pending_file(path: &Path, grace: Duration) -> Outcome {
     if !older_than(path, grace) {
         return Ok(None);
     }
-    let bytes = fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
-    remove(path, Shape::File)?;
-    Ok(Some((bytes, 1)))
+    sweep_locked_file(path)
+}
+
+/// Renames a directory to a name only a sweep uses, so it is this sweep's alone.
+fn claim(path: &Path) -> io::Result<PathBuf> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let claimed = tempfile::Builder::new()
+        .prefix(RECLAIM_PREFIX)
+        .disable_cleanup(true)
+        .make_in(parent, |candidate| fsops::rename_noreplace(path, candidate))?;
+    Ok(claimed.path().to_path_buf())
 }
 
 fn remove(path: &Path, shape: Shape) -> Result<()> {

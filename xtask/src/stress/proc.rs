@@ -24,7 +24,7 @@ pub async fn scenarios(profile: Profile) -> Result<Vec<Scenario>> {
 
 /// Live processes anywhere that carry a marker of a tree this process spawned.
 fn survivors() -> Vec<u32> {
-    let prefix = format!("{MARKER_VAR}={}.", std::process::id());
+    let prefix = format!("{MARKER_VAR}={}-", std::process::id());
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return out;
@@ -206,10 +206,18 @@ async fn trees_on_timeout(reaper: &Reaper, profile: Profile) -> Result<Scenario>
         format!("{survivors:?}"),
     );
     s.check("zombies: 0", zombies == 0, zombies.to_string());
+    // Leaks are judged exactly; latency robustly. One tree slowed by a busy machine (a
+    // parallel build, page-cache misses) must not fail the main job, so the check is on
+    // the median, and the slowest stays a figure in the report. Hard latency targets live
+    // in the benchmarks (`kill_tree_100`).
     s.check(
-        "kill to last gone < 100 ms per tree",
-        slowest < Duration::from_millis(100),
-        format!("slowest {:.1} ms", slowest.as_secs_f64() * 1e3),
+        "kill to last gone: median < 100 ms per tree",
+        median < Duration::from_millis(100),
+        format!(
+            "median {:.1} ms (slowest {:.1} ms, not judged)",
+            median.as_secs_f64() * 1e3,
+            slowest.as_secs_f64() * 1e3
+        ),
     );
     Ok(s)
 }
