@@ -1,7 +1,11 @@
 //! `proc-reaper` against plain `tokio::process::Command`, in the same run:
 //!
 //! - `spawn_wait_true`: spawn `/bin/true` and wait, output captured (ours by default,
-//!   tokio's `output()`). Target: at most 1.05x tokio's time.
+//!   tokio's `output()`). Target: at most 1.10x tokio's time. On the cgroup path the
+//!   child joins its cgroup between `fork` and `exec`, so std forks instead of using
+//!   `posix_spawn`.
+//! - `spawn_wait_true_after_spawn`: the same with `Join::AfterSpawn` (`posix_spawn`,
+//!   the cgroup joined after `spawn` returns).
 //! - `spawn_wait_true_no_cgroup`: the same, on `Reaper::subreaper_only()`.
 //! - `spawn_wait_true_inherit`: the same with output inherited (ours `no_capture`,
 //!   tokio's `status()`).
@@ -14,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use proc_reaper::{Reaper, Stream};
+use proc_reaper::{Join, Reaper, Stream};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, kill_process_group, waitid};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -30,12 +34,17 @@ fn spawn_wait_captured(
     rt: &tokio::runtime::Runtime,
     group: &str,
     reaper: &Reaper,
+    join: Join,
 ) {
     let mut g = c.benchmark_group(group);
     g.bench_function("ours", |b| {
         b.iter(|| {
             rt.block_on(async {
-                let child = reaper.spawn(Command::new("/bin/true")).unwrap();
+                let child = reaper
+                    .command(Command::new("/bin/true"))
+                    .join(join)
+                    .spawn()
+                    .unwrap();
                 assert!(child.wait().await.unwrap().success());
             })
         })
@@ -57,10 +66,29 @@ fn spawn_wait_captured(
 fn spawn_wait(c: &mut Criterion) {
     let rt = runtime();
     let reaper = rt.block_on(async { Reaper::new().unwrap() });
-    spawn_wait_captured(c, &rt, "proc-reaper/spawn_wait_true", &reaper);
+    spawn_wait_captured(
+        c,
+        &rt,
+        "proc-reaper/spawn_wait_true",
+        &reaper,
+        Join::BeforeExec,
+    );
+    spawn_wait_captured(
+        c,
+        &rt,
+        "proc-reaper/spawn_wait_true_after_spawn",
+        &reaper,
+        Join::AfterSpawn,
+    );
     // Without the cgroup fast path (moving a process into a cgroup is a slow write).
     let plain = rt.block_on(async { Reaper::subreaper_only().unwrap() });
-    spawn_wait_captured(c, &rt, "proc-reaper/spawn_wait_true_no_cgroup", &plain);
+    spawn_wait_captured(
+        c,
+        &rt,
+        "proc-reaper/spawn_wait_true_no_cgroup",
+        &plain,
+        Join::BeforeExec,
+    );
 
     let mut g = c.benchmark_group("proc-reaper/spawn_wait_true_inherit");
     g.bench_function("ours", |b| {

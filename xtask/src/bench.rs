@@ -50,8 +50,8 @@ const TARGETS: &[(&str, &str, f64, &str)] = &[
     (
         "proc-reaper/spawn_wait_true",
         "tokio",
-        1.05,
-        "time <= 1.05x tokio",
+        1.10,
+        "time <= 1.10x tokio",
     ),
     (
         "rate-gate/try_acquire",

@@ -33,16 +33,13 @@ pub(crate) const DIR_PREFIX: &str = "proc-reaper-";
 /// How long the sweep waits for a dead owner's killed cgroups to empty.
 const SWEEP_WAIT: Duration = Duration::from_secs(2);
 
-/// An empty tree cgroup kept for reuse: its directory and its open `cgroup.procs`.
-type Free = (PathBuf, Arc<OwnedFd>);
-
 /// This process's directory of tree cgroups.
 #[derive(Debug, Clone)]
 pub(crate) struct Cgroups {
     root: Arc<PathBuf>,
     /// The root as `/proc/<pid>/cgroup` shows it (from the v2 mount), with a final `/`.
     rel: Arc<str>,
-    free: Arc<Mutex<Vec<Free>>>,
+    free: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 /// Where this process's cgroup v2 directory is: the mount and our path below it.
@@ -80,34 +77,29 @@ impl Cgroups {
         })
     }
 
-    fn free(&self) -> std::sync::MutexGuard<'_, Vec<Free>> {
+    fn free(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
         self.free.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// An empty cgroup for tree `id`: a reused one, or a new one.
     pub(crate) fn tree(&self, id: u64) -> Option<TreeCgroup> {
-        if let Some((path, procs)) = self.free().pop() {
+        if let Some(path) = self.free().pop() {
             return Some(TreeCgroup {
                 path,
-                procs,
                 owner: self.clone(),
             });
         }
         let path = self.root.join(format!("tree-{id}"));
-        let made = fs::create_dir(&path).and_then(|()| {
-            let procs = open_procs(&path).inspect_err(|_| {
-                let _ = fs::remove_dir(&path);
-            })?;
-            Ok(TreeCgroup {
-                procs: Arc::new(procs),
-                path: path.clone(),
+        match fs::create_dir(&path) {
+            Ok(()) => Some(TreeCgroup {
+                path,
                 owner: self.clone(),
-            })
-        });
-        made.inspect_err(|e| {
-            tracing::debug!(path = %path.display(), error = %e, "proc-reaper: tree cgroup not created");
-        })
-        .ok()
+            }),
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "proc-reaper: tree cgroup not created");
+                None
+            }
+        }
     }
 
     /// `true` when `pid` is (or died) in one of this process's tree cgroups.
@@ -117,7 +109,7 @@ impl Cgroups {
 }
 
 /// `cgroup.procs` of `dir`, open for the write that moves a process in.
-fn open_procs(dir: &Path) -> io::Result<OwnedFd> {
+pub(crate) fn open_procs(dir: &Path) -> io::Result<OwnedFd> {
     let fd = rustix::fs::open(
         dir.join("cgroup.procs"),
         OFlags::WRONLY | OFlags::CLOEXEC,
@@ -220,14 +212,20 @@ pub(crate) fn remove_tree(dir: &Path) -> bool {
 #[derive(Debug)]
 pub(crate) struct TreeCgroup {
     path: PathBuf,
-    procs: Arc<OwnedFd>,
     owner: Cgroups,
 }
 
 impl TreeCgroup {
-    /// `cgroup.procs`, open for writing: a child writes `0` to it to join.
-    pub(crate) fn procs(&self) -> Arc<OwnedFd> {
-        self.procs.clone()
+    /// `cgroup.procs`, open for writing (`O_CLOEXEC`): a child writes `0` to it to join.
+    /// Opened per spawn and closed once the child has `exec`ed, so an idle cgroup costs
+    /// no descriptor.
+    pub(crate) fn procs(&self) -> io::Result<OwnedFd> {
+        open_procs(&self.path)
+    }
+
+    /// Moves `pid` (and its threads) into the cgroup, from outside.
+    pub(crate) fn adopt(&self, pid: u32) -> io::Result<()> {
+        fs::write(self.path.join("cgroup.procs"), pid.to_string())
     }
 
     /// The processes in the cgroup now.
@@ -266,7 +264,7 @@ impl Drop for TreeCgroup {
         if self.pids().is_empty() {
             let mut free = self.owner.free();
             if free.len() < KEEP_FREE {
-                free.push((std::mem::take(&mut self.path), self.procs.clone()));
+                free.push(std::mem::take(&mut self.path));
                 return;
             }
         }

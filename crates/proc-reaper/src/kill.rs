@@ -72,7 +72,10 @@ pub struct TreeReport {
     pub reaped: usize,
     /// From the first signal to the last member gone.
     pub took: Duration,
-    /// `true` when the tree had a cgroup of its own (the v2 fast path).
+    /// `true` when the tree had a cgroup of its own (the v2 fast path): with the default
+    /// [`Join::BeforeExec`](crate::Join::BeforeExec), the leader ran inside it from its
+    /// first instruction; with [`Join::AfterSpawn`](crate::Join::AfterSpawn), from the
+    /// instant after `spawn` returned.
     pub cgroup: bool,
     /// Re-parented processes that could not be told to be this tree's or not within
     /// 1 s, and were left alone: their environment stayed unreadable (an `exec` that

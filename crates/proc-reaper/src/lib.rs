@@ -77,8 +77,9 @@
 //! Linux only (pidfds: 5.3+; subreapers: 3.4+; the cgroup path: 5.14+ with a writable
 //! cgroup v2 hierarchy, else the reaper works without it). Elsewhere the crate is empty.
 //! On the cgroup path a child is spawned with `fork` and `exec` rather than
-//! `posix_spawn` (it joins its cgroup in between), which costs a little more per spawn
-//! (see BENCHMARKS.md).
+//! `posix_spawn` (it joins its cgroup in between), which costs more per spawn the larger
+//! this process is; [`Join::AfterSpawn`] trades that for a short window (see [`Join`]
+//! and BENCHMARKS.md).
 //!
 //! # What this does not protect against
 //!
@@ -89,6 +90,8 @@
 //!   user can get a delegated cgroup with `systemd-run --user --scope -p Delegate=yes`).
 //!   If the cgroup cannot be joined at spawn (moved, no permission), that tree runs
 //!   without one and says so ([`TreeReport::cgroup`] is `false`, and a warning is logged).
+//!   With [`Join::AfterSpawn`], what the program forks in its first instants is held by
+//!   the cgroup only if it is still a descendant when the move completes.
 //! - **This process dying, unless supervised.** When the owner is SIGKILLed, only
 //!   [`supervise()`] ends its trees at once: called first thing in `main`, it runs the
 //!   program as the child of a small supervisor that ends every descendant and removes
@@ -152,5 +155,5 @@ pub use error::{Error, Result};
 pub use kill::TreeReport;
 pub use orphans::{OrphanReport, sweep_dead_owners};
 pub use output::{Captured, LineSink, Stream};
-pub use reaper::{Child, ChildInfo, DEFAULT_GRACE, MARKER_VAR, Outcome, Reaper, Spawn};
+pub use reaper::{Child, ChildInfo, DEFAULT_GRACE, Join, MARKER_VAR, Outcome, Reaper, Spawn};
 pub use supervise::{SUPERVISOR_VAR, SuperviseOptions, Supervisor, supervise, supervise_with};

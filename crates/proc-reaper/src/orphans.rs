@@ -58,7 +58,9 @@ pub struct OrphanReport {
 /// (the owners that ran in the same cgroup: the same service, restarted), the
 /// environment of every process this user may read (`/proc/*/environ`), and the temp
 /// dir ([`std::env::temp_dir`]). An owner counts as dead only when no process has its
-/// PID with its start time: a live owner's trees are never touched.
+/// PID with its start time: a live owner's trees are never touched. Processes in other
+/// PID namespaces (a container's, seen from the host) are left alone: their markers
+/// name owners by PIDs of their own namespace.
 ///
 /// Blocking: it reads every process's environment (about 10 µs each) and waits, at
 /// most 2 s, for what it killed to be gone.
@@ -97,6 +99,12 @@ pub(crate) fn marker_owner(value: &[u8]) -> Option<Identity> {
 fn end_marked_orphans() -> usize {
     let me = std::process::id();
     let prefix = format!("{MARKER_VAR}=");
+    // A marker names its owner by PID in the namespace where it was set: one seen from
+    // another PID namespace (a container's process, seen from the host) could name a
+    // live owner by a PID that means another process here. Only our own are judged.
+    let Ok(own_ns) = fs::read_link("/proc/self/ns/pid") else {
+        return 0;
+    };
     let mut killed: Vec<OwnedFd> = Vec::new();
     let Ok(entries) = fs::read_dir("/proc") else {
         return 0;
@@ -124,7 +132,9 @@ fn end_marked_orphans() -> usize {
         let Some(owner) = owner.filter(|o| o.start != 0 && o.pid != me) else {
             continue;
         };
-        if owner.alive() {
+        if owner.alive()
+            || fs::read_link(format!("/proc/{pid}/ns/pid")).ok() != Some(own_ns.clone())
+        {
             continue;
         }
         let Some(fd) =

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rustix::fs::{FlockOperation, Mode, OFlags, flock};
+use rustix::fs::{FlockOperation, flock};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{
@@ -270,12 +270,7 @@ fn program_cgroup() -> Option<(PathBuf, Arc<OwnedFd>)> {
         .join(format!("{DIR_PREFIX}{}", Identity::me()))
         .join("program");
     fs::create_dir_all(&path).ok()?;
-    let procs = rustix::fs::open(
-        path.join("cgroup.procs"),
-        OFlags::WRONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
+    let procs = crate::cgroup::open_procs(&path).ok()?;
     Some((path, Arc::new(procs)))
 }
 

@@ -153,3 +153,42 @@ async fn a_fork_storm_ended_on_timeout_leaves_no_zombie() {
     assert!(zombies().is_empty(), "zombies: {:?}", zombies());
     assert_eq!(in_tree_cgroups(), 0);
 }
+
+/// `Join::AfterSpawn` trades the first instants for `posix_spawn`'s constant cost: an
+/// escapee that leaves after the move (here, once told to on stdin) is still held by the
+/// cgroup, environment or not.
+#[tokio::test]
+async fn after_spawn_joining_still_holds_a_later_escapee() {
+    let _serial = SERIAL.lock().await;
+    let reaper = Reaper::new().unwrap();
+    let script =
+        r#"read go; (setsid env -i sh -c 'echo $$; exec sleep 60' &); echo $$; exec sleep 60"#;
+    let mut cmd = sh(script);
+    cmd.stdin(std::process::Stdio::piped());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut child = reaper
+        .command(cmd)
+        .join(proc_reaper::Join::AfterSpawn)
+        .grace(Duration::from_millis(100))
+        .on_line(32, move |_, line| {
+            if let Some(pid) = std::str::from_utf8(line).ok().and_then(|l| l.parse().ok()) {
+                let _ = tx.send(pid);
+            }
+        })
+        .spawn()
+        .unwrap();
+    child.stdin().unwrap().write_all(b"go\n").unwrap();
+    let pids = next_pids(&mut rx, 2).await;
+    let escapee = *pids.iter().find(|p| **p != child.pid()).unwrap();
+    let outcome = child.kill().await.unwrap();
+    assert_eq!(outcome.tree.cgroup, reaper.uses_cgroups());
+    if reaper.uses_cgroups() {
+        assert!(gone(escapee), "the env-less escapee outlived its tree");
+    } else {
+        eprintln!("no writable cgroup v2 here: the env-less escapee is a documented limit");
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &escapee.to_string()])
+            .status();
+    }
+    assert!(zombies().is_empty(), "zombies: {:?}", zombies());
+}

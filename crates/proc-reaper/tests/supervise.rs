@@ -49,6 +49,16 @@ fn helper() {
     let _ = tree.wait();
 }
 
+/// Every test here starts processes whose first reaper or supervisor sweeps the dead
+/// owners of the machine: one test at a time, so no sweep takes another test's.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 struct Started {
     supervisor: Child,
     program: u32,
@@ -107,6 +117,7 @@ fn sigkill(pid: u32) {
 
 #[test]
 fn a_sigkilled_program_leaves_no_descendant_and_no_registered_dir() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let mut s = start(root.path());
     assert!(s.dir.join("inner/file").exists());
@@ -127,6 +138,7 @@ fn a_sigkilled_program_leaves_no_descendant_and_no_registered_dir() {
 
 #[test]
 fn a_sigkilled_supervisor_takes_the_program_with_it() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let mut s = start(root.path());
     let program = pidfd_open(
@@ -172,9 +184,20 @@ fn a_sigkilled_supervisor_takes_the_program_with_it() {
 }
 
 /// A reaper's owner SIGKILLed (no supervisor): the trees it spawned live on until the
-/// next sweep, which knows them by the owner's marker (and cgroup, where there is one).
+/// next sweep, which knows them by the owner's cgroup, where there is one.
 #[test]
 fn a_sigkilled_reapers_trees_are_ended_by_the_next_sweep() {
+    sigkilled_owner_then_sweep("reaper");
+}
+
+/// The same without a cgroup: only the trees' markers name the dead owner.
+#[test]
+fn without_a_cgroup_the_markers_name_the_dead_owner() {
+    sigkilled_owner_then_sweep("subreaper");
+}
+
+fn sigkilled_owner_then_sweep(kind: &str) {
+    let _serial = serial();
     let mut owner = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -183,7 +206,7 @@ fn a_sigkilled_reapers_trees_are_ended_by_the_next_sweep() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("REAPER_OWNER_TEST", "1")
+        .env("REAPER_OWNER_TEST", kind)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -219,15 +242,19 @@ fn a_sigkilled_reapers_trees_are_ended_by_the_next_sweep() {
 #[test]
 #[ignore = "helper process, run by the other tests in this file"]
 fn reaper_owner() {
-    if std::env::var_os("REAPER_OWNER_TEST").is_none() {
+    let Some(kind) = std::env::var_os("REAPER_OWNER_TEST") else {
         return;
-    }
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let reaper = proc_reaper::Reaper::new().unwrap();
+        let reaper = if kind == "subreaper" {
+            proc_reaper::Reaper::subreaper_only().unwrap()
+        } else {
+            proc_reaper::Reaper::new().unwrap()
+        };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut cmd = Command::new("sh");
         cmd.args([
