@@ -13,7 +13,7 @@ use std::fs::{self, File};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Once;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fs::{FlockOperation, flock};
@@ -22,6 +22,7 @@ use rustix::process::{
 };
 
 use crate::cgroup;
+use crate::kill::{ENVLESS_WAIT, UNDETERMINED_WAIT};
 use crate::procfs::{self, Identity};
 use crate::reaper::MARKER_VAR;
 
@@ -94,8 +95,58 @@ pub(crate) fn marker_owner(value: &[u8]) -> Option<Identity> {
     Identity::parse(owner)
 }
 
+/// What a process's environment says about the owner of its tree.
+enum Marked {
+    /// Its marker names this owner.
+    By(Identity),
+    /// It has no marker, or cannot be read by us (another user's), or is gone.
+    No,
+    /// Not readable yet (in the middle of `exec`): look again until the deadline.
+    NotYet(Instant),
+}
+
+fn marked(pid: u32, prefix: &[u8], first_seen: Instant) -> Marked {
+    let Some(stat) = procfs::stat(pid) else {
+        return Marked::No;
+    };
+    if stat.kernel_thread || stat.state == 'Z' || stat.state == 'X' {
+        return Marked::No;
+    }
+    match procfs::read_once(format!("/proc/{pid}/environ"), 16 << 10) {
+        Ok(environ) if !environ.is_empty() => environ
+            .split(|b| *b == 0)
+            .find_map(|e| e.strip_prefix(prefix))
+            .and_then(marker_owner)
+            .map_or(Marked::No, Marked::By),
+        // Empty: mid-`exec` (its arguments not set up yet either: up to a second), or
+        // with its arguments set, a process without an environment (`env -i`) or one in
+        // the last microseconds of `exec` (a short second look tells).
+        Ok(_) => {
+            let cmdline = procfs::read_once(format!("/proc/{pid}/cmdline"), 4 << 10);
+            let wait = match cmdline {
+                Ok(c) if !c.is_empty() => ENVLESS_WAIT,
+                _ => UNDETERMINED_WAIT,
+            };
+            Marked::NotYet(first_seen + wait)
+        }
+        // Another user's, or gone.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound
+            ) =>
+        {
+            Marked::No
+        }
+        Err(_) => Marked::NotYet(first_seen + UNDETERMINED_WAIT),
+    }
+}
+
 /// SIGKILLs every process whose marker names a dead owner; waits for them to be gone
 /// and reaps those re-parented to this process. Returns how many were killed.
+///
+/// A process caught in the middle of `exec` (a tree's member as its owner died) shows
+/// no environment for an instant: it is looked at again, as ending a tree does.
 fn end_marked_orphans() -> usize {
     let me = std::process::id();
     let prefix = format!("{MARKER_VAR}=");
@@ -105,47 +156,52 @@ fn end_marked_orphans() -> usize {
     let Ok(own_ns) = fs::read_link("/proc/self/ns/pid") else {
         return 0;
     };
-    let mut killed: Vec<OwnedFd> = Vec::new();
     let Ok(entries) = fs::read_dir("/proc") else {
         return 0;
     };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
+    let started = Instant::now();
+    let mut look: Vec<(u32, Instant)> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| *pid != me)
+        .map(|pid| (pid, started))
+        .collect();
+    let mut killed: Vec<OwnedFd> = Vec::new();
+    while !look.is_empty() {
+        let mut again = Vec::new();
+        for (pid, first_seen) in look {
+            let owner = match marked(pid, prefix.as_bytes(), first_seen) {
+                Marked::By(owner) => owner,
+                Marked::No => continue,
+                Marked::NotYet(until) if Instant::now() < until => {
+                    again.push((pid, first_seen));
+                    continue;
+                }
+                Marked::NotYet(_) => continue,
+            };
+            // Markers without a start time (an older version) are left alone: only a
+            // PID names their owner, and it may have been reused.
+            if owner.start == 0
+                || owner.pid == me
+                || owner.alive()
+                || fs::read_link(format!("/proc/{pid}/ns/pid")).ok() != Some(own_ns.clone())
+            {
+                continue;
+            }
+            let Some(fd) =
+                Pid::from_raw(pid as i32).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
+            else {
+                continue;
+            };
+            if pidfd_send_signal(&fd, Signal::KILL).is_ok() {
+                tracing::debug!(pid, owner = %owner, "proc-reaper: killed a dead owner's process");
+                killed.push(fd);
+            }
         }
-        let Ok(environ) = procfs::read_once(format!("/proc/{pid}/environ"), 16 << 10) else {
-            continue; // Another user's, a kernel thread's, or gone.
-        };
-        let owner = environ
-            .split(|b| *b == 0)
-            .find_map(|e| e.strip_prefix(prefix.as_bytes()))
-            .and_then(marker_owner);
-        // Markers without a start time (an older version) are left alone: only a PID
-        // names their owner, and it may have been reused.
-        let Some(owner) = owner.filter(|o| o.start != 0 && o.pid != me) else {
-            continue;
-        };
-        if owner.alive()
-            || fs::read_link(format!("/proc/{pid}/ns/pid")).ok() != Some(own_ns.clone())
-        {
-            continue;
+        if !again.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
         }
-        let Some(fd) =
-            Pid::from_raw(pid as i32).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
-        else {
-            continue;
-        };
-        if pidfd_send_signal(&fd, Signal::KILL).is_ok() {
-            tracing::debug!(pid, owner = %owner, "proc-reaper: killed a dead owner's process");
-            killed.push(fd);
-        }
+        look = again;
     }
     let count = killed.len();
     wait_gone(&killed, KILL_WAIT);

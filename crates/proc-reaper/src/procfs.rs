@@ -160,7 +160,12 @@ pub(crate) struct Stat {
     /// When the process started, in clock ticks since boot: with the PID, it names one
     /// process for the life of the machine (a reused PID has a later start).
     pub(crate) start: u64,
+    /// A kernel thread: no environment, ever.
+    pub(crate) kernel_thread: bool,
 }
+
+/// `PF_KTHREAD` in `stat`'s flags.
+const PF_KTHREAD: u32 = 0x0020_0000;
 
 /// A process's state, group and start, from `/proc/<pid>/stat`; `None` once it
 /// is gone.
@@ -180,9 +185,15 @@ fn parse_stat(text: &[u8]) -> Option<Stat> {
     let state = fields.next()?.chars().next()?;
     let _ppid = fields.next()?;
     let pgrp = fields.next()?.parse().ok()?;
-    // Field 22 of `proc(5)`; the state was field 3.
-    let start = fields.nth(22 - 3 - 3)?.parse().ok()?;
-    Some(Stat { state, pgrp, start })
+    // Fields 9 and 22 of `proc(5)`; the group was field 5.
+    let flags: u32 = fields.nth(9 - 5 - 1)?.parse().ok()?;
+    let start = fields.nth(22 - 9 - 1)?.parse().ok()?;
+    Some(Stat {
+        state,
+        pgrp,
+        start,
+        kernel_thread: flags & PF_KTHREAD != 0,
+    })
 }
 
 /// A process named so that a reused PID is told apart: `<pid>-<start>`.
