@@ -42,9 +42,7 @@ async fn an_escapee_forked_at_once_is_born_in_the_cgroup() {
     if !reaper.uses_cgroups() {
         eprintln!("no writable cgroup v2 here: the env-less early escapee is a documented limit");
         assert!(gone(leader));
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &escapee.to_string()])
-            .status();
+        kill_and_reap(escapee);
         return;
     }
     assert!(outcome.tree.cgroup, "the leader ran inside its cgroup");
@@ -186,9 +184,7 @@ async fn after_spawn_joining_still_holds_a_later_escapee() {
         assert!(gone(escapee), "the env-less escapee outlived its tree");
     } else {
         eprintln!("no writable cgroup v2 here: the env-less escapee is a documented limit");
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &escapee.to_string()])
-            .status();
+        kill_and_reap(escapee);
     }
     assert!(zombies().is_empty(), "zombies: {:?}", zombies());
 }

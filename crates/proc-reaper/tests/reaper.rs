@@ -90,10 +90,11 @@ async fn a_setsid_escapee_that_ignores_sigterm_is_found_by_its_marker() {
 async fn a_setsid_escapee_that_ignores_sigterm_is_found_by_its_cgroup() {
     let _serial = SERIAL.lock().await;
     let reaper = Reaper::new().unwrap();
-    assert!(
-        reaper.uses_cgroups(),
-        "this host has a writable cgroup v2 hierarchy"
-    );
+    if !reaper.uses_cgroups() {
+        // The same escapee on the subreaper path is the marker test above.
+        eprintln!("skipped: no writable cgroup v2 hierarchy with cgroup.kill on this host");
+        return;
+    }
     setsid_escapee_is_found_and_killed(reaper).await;
 }
 
@@ -126,10 +127,8 @@ async fn a_member_whose_name_is_not_utf8_is_still_ended() {
 async fn the_cgroup_catches_an_escapee_that_dropped_its_environment() {
     let _serial = SERIAL.lock().await;
     let reaper = Reaper::new().unwrap();
-    assert!(reaper.uses_cgroups());
     // `env -i`: no marker left, new session, parent gone. Only the cgroup still knows.
-    // It escapes once told to (on stdin), so after `spawn` moved the leader into its
-    // cgroup: a child that escapes in the instant before that is not held (documented).
+    // It escapes once told to (on stdin); `hostile.rs` has the one that escapes at once.
     let script = r#"read go; (env -i setsid sh -c 'echo $$; exec sleep 60' &); echo $$; sleep 60"#;
     let mut cmd = sh(script);
     cmd.stdin(std::process::Stdio::piped());
@@ -141,6 +140,18 @@ async fn the_cgroup_catches_an_escapee_that_dropped_its_environment() {
     while parent_of(escapee) != Some(std::process::id()) {
         tokio::task::yield_now().await;
     }
+    let leader = child.pid();
+    if !reaper.uses_cgroups() {
+        // Without a cgroup, an escapee with no marker and no group is a documented
+        // limit: the call still returns and the rest of the tree goes.
+        eprintln!("no writable cgroup v2 here: the env-less escapee is a documented limit");
+        let outcome = child.kill().await.unwrap();
+        assert!(!outcome.tree.cgroup);
+        assert!(gone(leader));
+        kill_and_reap(escapee);
+        assert!(zombies().is_empty());
+        return;
+    }
     let held = std::fs::read_to_string(format!("/proc/{escapee}/cgroup")).unwrap();
     let tree = format!("/proc-reaper-{}-", std::process::id());
     assert!(
@@ -149,6 +160,7 @@ async fn the_cgroup_catches_an_escapee_that_dropped_its_environment() {
     );
     let outcome = child.kill().await.unwrap();
     assert!(outcome.tree.cgroup);
+    assert!(gone(leader));
     assert!(gone(escapee), "escapee without a marker");
     assert_eq!(in_tree_cgroups(), 0, "the tree's cgroup is empty");
     assert!(zombies().is_empty());

@@ -148,7 +148,17 @@ pub(crate) fn lock_existing(path: &Path) -> Option<File> {
     let file = File::open(path)
         .or_else(|_| fs::OpenOptions::new().write(true).open(path))
         .ok()?;
-    match try_lock_shared(&file) {
+    // A sweep that just tested this file (through a name it listed earlier) holds it
+    // exclusively for a moment: wait that out, a little.
+    let mut outcome = try_lock_shared(&file);
+    for _ in 0..40 {
+        if !matches!(outcome, Ok(false)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(500));
+        outcome = try_lock_shared(&file);
+    }
+    match outcome {
         Ok(true) => Some(file),
         outcome => {
             tracing::debug!(path = %path.display(), ?outcome, "scoped-temp: previous version not locked");

@@ -9,6 +9,7 @@
 
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -63,7 +64,8 @@ pub struct SweepReport {
     pub entries: usize,
     /// Apparent size of everything removed, in bytes.
     pub bytes_freed: u64,
-    /// Run directories and temp files left alone because their owner still runs.
+    /// Run directories and temp files left alone because their owner still runs (or
+    /// removed them while the sweep looked).
     pub live_skipped: usize,
     /// What could not be examined or removed; the sweep went on past each.
     pub errors: Vec<Error>,
@@ -210,9 +212,17 @@ fn sweep_locked_file(path: &Path) -> Outcome {
         }
         Err(e) => return Err(e),
     };
-    let bytes = lock.metadata().map(|m| m.len()).unwrap_or(0);
+    // The lock is on the file the name had when it was opened. Its owner may have
+    // removed that name since (and closed it, which is why the lock was free): remove
+    // the name only if it still is the file locked.
+    let (Ok(locked), Ok(now)) = (lock.metadata(), fs::metadata(path)) else {
+        return Ok(None);
+    };
+    if (locked.dev(), locked.ino()) != (now.dev(), now.ino()) {
+        return Ok(None);
+    }
     remove(path, Shape::File)?;
-    Ok(Some((bytes, 1)))
+    Ok(Some((locked.len(), 1)))
 }
 
 /// A file set aside during setup or a commit: a backup's staging (a link to a previous

@@ -134,3 +134,26 @@ pub fn in_tree_cgroups() -> usize {
         })
         .unwrap_or_default()
 }
+
+/// SIGKILLs `pid` (a survivor this host's path documents) and reaps it if it was
+/// re-parented here, so it leaves no zombie for the next test to find.
+pub fn kill_and_reap(pid: u32) {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    use rustix::process::{
+        Pid, PidfdFlags, Signal, WaitId, WaitIdOptions, pidfd_open, pidfd_send_signal, waitid,
+    };
+    use std::os::fd::AsFd;
+    let Some(fd) = Pid::from_raw(pid as i32).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
+    else {
+        return;
+    };
+    let _ = pidfd_send_signal(&fd, Signal::KILL);
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let minute = Timespec {
+        tv_sec: 60,
+        tv_nsec: 0,
+    };
+    let _ = poll(&mut fds, Some(&minute));
+    // ECHILD when it is not ours to reap.
+    let _ = waitid(WaitId::PidFd(fd.as_fd()), WaitIdOptions::EXITED);
+}
