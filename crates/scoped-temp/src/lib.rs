@@ -99,9 +99,9 @@
 //!   the lock and keeps its parent's run alive until it exits.
 //! - **A previous version that cannot be opened.** A commit locks a target's previous
 //!   version by opening it; a target this process may neither read nor write (or one
-//!   another process holds an exclusive `flock` on) is replaced without that lock, and a
-//!   sweep of its directory during the commit could take the set-aside version a
-//!   rollback needs.
+//!   another process holds an exclusive `flock` on for more than 20 ms: a sweep holds
+//!   one for an instant) is replaced without that lock, and a sweep of its directory
+//!   during the commit could take the set-aside version a rollback needs.
 //! - **Other processes with your user ID** can still remove, rename or read your
 //!   entries, and a temp cleaner (`systemd-tmpfiles`) may remove a long-lived run
 //!   directory; entries created afterwards set up a new one, and cleanup reports the
