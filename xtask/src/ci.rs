@@ -31,6 +31,11 @@ pub fn main() -> Result<bool> {
             return Ok(false);
         }
     }
+    println!("==> cargo xtask hosts");
+    if !crate::hosts::main()? {
+        println!("==> failed: cargo xtask hosts");
+        return Ok(false);
+    }
     println!("==> cargo xtask stress --quick");
     crate::stress::main(&["--quick".to_string()])
 }

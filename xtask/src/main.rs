@@ -5,11 +5,14 @@
 //!   repository indexer through the users' scenarios, with a summary, a JSON report
 //!   and a chart; exits non-zero on any leak, saying which and by how much.
 //! - `cargo xtask ci`: the whole gate (what `.ci/run` runs).
+//! - `cargo xtask hosts`: the built test binaries again, as an unprivileged user and
+//!   with cgroup v2 hidden (needs root).
 //! - `cargo xtask bench`: the criterion benches side by side with their peers; rewrites
 //!   `BENCHMARKS.md`.
 
 mod bench;
 mod ci;
+mod hosts;
 mod stress;
 #[cfg(test)]
 mod tidy;
@@ -24,7 +27,10 @@ usage: cargo xtask <command>
 
 commands:
 {stress}
-  ci                 fmt check, clippy -D warnings, cargo test --workspace, stress --quick
+  ci                 fmt check, clippy -D warnings, cargo test --workspace, hosts,
+                     stress --quick
+  hosts              the built test binaries again: as `nobody`, and with cgroup v2
+                     hidden (unshare -m); needs root
   bench              run the benches in benches/ and rewrite BENCHMARKS.md
                      (--collect-only: rewrite it from target/criterion, no run)";
 
@@ -40,6 +46,7 @@ fn main() -> ExitCode {
         Some("stress") => stress::main(rest),
         Some(stress::CHILD_COMMAND) => stress::child_main(rest),
         Some("ci") => ci::main(),
+        Some("hosts") => hosts::main(),
         Some("bench") => bench::main(rest),
         Some("-h" | "--help" | "help") => {
             println!("{}", usage());

@@ -34,6 +34,12 @@ use crate::procfs::{self, Env};
 /// pidfd) holds up the end of a tree before it is given up on as not attributable.
 pub(crate) const UNDETERMINED_WAIT: Duration = Duration::from_secs(1);
 
+/// The most live members a tree holds pidfds for at once. A larger tree (a fork storm) is
+/// ended in rounds: those pinned are killed and reaped, their pidfds closed, then the
+/// next are pinned; so ending it never takes every descriptor this process may open
+/// (without which `/proc` cannot be read).
+pub(crate) const PIN_LIMIT: usize = 256;
+
 /// How long a re-parented process whose environment reads empty (with its arguments
 /// set) is looked at again before it is taken for one without an environment, hence
 /// not this tree's: `exec` sets the environment up microseconds after the arguments.
@@ -92,6 +98,13 @@ pub(crate) struct Tree {
     leaders: Leaders,
     me: u32,
     members: HashMap<u32, OwnedFd>,
+    /// Members found in all (those reaped along the way are no longer in `members`).
+    found: usize,
+    /// Members found in the last look but not pinned yet (over [`PIN_LIMIT`]), plus one
+    /// if this process's own children could not be listed: alive until pinned.
+    deferred: usize,
+    /// Members reaped along the way, their pidfds closed.
+    reaped: usize,
     /// Zombies adopted from another of this process's tree cgroups whose tree's end
     /// missed them (they exited in the instant it looked): reaped here.
     strays: HashMap<u32, OwnedFd>,
@@ -115,6 +128,9 @@ impl Tree {
             leaders,
             me: std::process::id(),
             members: HashMap::new(),
+            found: 0,
+            deferred: 0,
+            reaped: 0,
             strays: HashMap::new(),
             escapees: 0,
             undetermined: HashMap::new(),
@@ -150,7 +166,7 @@ impl Tree {
             .keys()
             .filter(|pid| procfs::alive(**pid))
             .count();
-        members + self.waiting().count()
+        members + self.waiting().count() + self.deferred
     }
 
     /// The undetermined processes still waited for.
@@ -180,7 +196,14 @@ impl Tree {
         // Looked at again each time: neither cached as foreign nor as undetermined.
         let mut undetermined = Vec::new();
         let mut strays = Vec::new();
-        for kid in procfs::children(self.me) {
+        self.deferred = 0;
+        let adopted = procfs::children_checked(self.me).unwrap_or_else(|e| {
+            // Not knowing is not "none": look again.
+            tracing::debug!(error = %e, "proc-reaper: this process's children unreadable");
+            self.deferred += 1;
+            Vec::new()
+        });
+        for kid in adopted {
             if kid == self.leader
                 || self.members.contains_key(&kid)
                 || self.strays.contains_key(&kid)
@@ -231,9 +254,14 @@ impl Tree {
                 let Some(raw) = Pid::from_raw(pid as i32) else {
                     continue;
                 };
+                if self.members.len() >= PIN_LIMIT {
+                    self.deferred += 1;
+                    continue;
+                }
                 match pidfd_open(raw, PidfdFlags::empty()) {
                     Ok(fd) => {
                         self.members.insert(pid, fd);
+                        self.found += 1;
                         if i > 0 {
                             self.escapees += 1;
                         }
@@ -331,7 +359,7 @@ impl Tree {
         }
         let reaped = self.reap_members();
         Some(TreeReport {
-            members: self.members.len(),
+            members: self.found,
             escapees: self.escapees,
             killed: 0,
             reaped,
@@ -361,9 +389,9 @@ impl Tree {
             let deadline = started + grace;
             while Instant::now() < deadline {
                 // New members (forked while terminating) get the signal too.
-                let before = self.members.len();
+                let before = self.found;
                 alive = self.scan();
-                if self.members.len() > before {
+                if self.found > before {
                     self.signal(Signal::TERM);
                 }
                 if alive == 0 {
@@ -374,6 +402,7 @@ impl Tree {
                     Duration::from_millis(5)
                         .min(deadline.saturating_duration_since(Instant::now())),
                 );
+                self.reap_dead();
             }
         }
         let mut killed = 0;
@@ -388,12 +417,15 @@ impl Tree {
                 }
                 self.signal(Signal::KILL);
                 self.wait_exit(Duration::from_millis(if round < 100 { 1 } else { 10 }));
+                // A tree larger than the descriptor limit is ended in rounds: the dead
+                // are reaped and their pidfds closed, so the next scan pins more.
+                self.reap_dead();
             }
         }
         let took = started.elapsed();
         let reaped = self.reap_members();
         let report = TreeReport {
-            members: self.members.len(),
+            members: self.found,
             escapees: self.escapees,
             killed,
             reaped,
@@ -412,10 +444,22 @@ impl Tree {
         report
     }
 
+    /// Reaps the members (not the leader) that are now zombies of this process, and
+    /// closes their pidfds.
+    fn reap_dead(&mut self) {
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG;
+        let leader = self.leader;
+        let before = self.members.len();
+        self.members.retain(|pid, fd| {
+            *pid == leader || !matches!(waitid(WaitId::PidFd(fd.as_fd()), options), Ok(Some(_)))
+        });
+        self.reaped += before - self.members.len();
+    }
+
     /// Reaps the members (not the leader) and strays that are now zombies of this
     /// process.
     fn reap_members(&self) -> usize {
-        let mut reaped = 0;
+        let mut reaped = self.reaped;
         for (pid, fd) in self.members.iter().chain(&self.strays) {
             if *pid == self.leader {
                 continue;

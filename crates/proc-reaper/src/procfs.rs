@@ -77,13 +77,19 @@ pub(crate) fn read_list(path: impl AsRef<Path>) -> io::Result<String> {
 
 /// The direct children of `pid`, from `/proc/<pid>/task/*/children` (every thread's).
 pub(crate) fn children(pid: u32) -> Vec<u32> {
+    children_checked(pid).unwrap_or_default()
+}
+
+/// [`children`], failing when a list could not be read (this process out of
+/// descriptors, say) rather than reading as empty. A vanished task is not a failure.
+pub(crate) fn children_checked(pid: u32) -> io::Result<Vec<u32>> {
     let mut out = Vec::new();
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        let Ok(text) = read_list(task.path().join("children")) else {
-            continue;
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let task = task?;
+        let text = match read_list(task.path().join("children")) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
         };
         out.extend(
             text.split_ascii_whitespace()
@@ -92,17 +98,17 @@ pub(crate) fn children(pid: u32) -> Vec<u32> {
     }
     out.sort_unstable();
     out.dedup();
-    out
+    Ok(out)
 }
 
 /// `pid` and all its descendants, parents before children.
 pub(crate) fn tree(root: u32) -> Vec<u32> {
     let mut out = vec![root];
+    let mut seen = std::collections::HashSet::from([root]);
     let mut i = 0;
     while i < out.len() {
-        let kids = children(out[i]);
-        for kid in kids {
-            if !out.contains(&kid) {
+        for kid in children(out[i]) {
+            if seen.insert(kid) {
                 out.push(kid);
             }
         }

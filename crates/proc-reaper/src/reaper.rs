@@ -599,9 +599,19 @@ impl Child {
     }
 }
 
-/// Reaps an exited leader with `wait4`, for its status and resource usage.
+/// Reaps the leader with `wait4`, for its status and resource usage. Called once its
+/// tree was ended; should the end have left the leader alive (members it could not pin,
+/// out of descriptors), SIGKILL first, so this never waits on a live process. The
+/// leader's PID cannot have been reused: it is not reaped yet.
 fn reap(child: &mut std::process::Child) -> std::io::Result<wait4::ResUse> {
     use wait4::Wait4;
+    if crate::procfs::alive(child.id()) {
+        tracing::warn!(
+            pid = child.id(),
+            "proc-reaper: leader alive after its tree's end; SIGKILL"
+        );
+        let _ = child.kill();
+    }
     child.wait4()
 }
 

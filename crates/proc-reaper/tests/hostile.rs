@@ -148,6 +148,18 @@ async fn a_fork_storm_ended_on_timeout_leaves_no_zombie() {
         forked.len(),
         outcome.tree
     );
+    let alive: Vec<u32> = forked
+        .iter()
+        .copied()
+        .filter(|pid| !gone(*pid) && !zombie_of_ours(*pid))
+        .collect();
+    assert!(
+        alive.is_empty(),
+        "{} of {} forked processes outlived their tree: {:?}",
+        alive.len(),
+        forked.len(),
+        &alive[..alive.len().min(10)]
+    );
     assert!(zombies().is_empty(), "zombies: {:?}", zombies());
     assert_eq!(in_tree_cgroups(), 0);
 }
