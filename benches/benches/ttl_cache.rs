@@ -196,7 +196,7 @@ fn zipf_mix(c: &mut Criterion) {
                 i = (i + 1) & (trace.len() - 1);
                 let k = trace[i];
                 // One in ten is a write; a read that misses writes too.
-                if i % 10 == 0 || cache.get(k).is_none() {
+                if i.is_multiple_of(10) || cache.get(k).is_none() {
                     cache.insert(k, k);
                 }
             })

@@ -36,6 +36,11 @@ pub fn main() -> Result<bool> {
         println!("==> failed: cargo xtask hosts");
         return Ok(false);
     }
+    println!("==> cargo xtask compat");
+    if !crate::compat::main()? {
+        println!("==> failed: cargo xtask compat");
+        return Ok(false);
+    }
     println!("==> cargo xtask stress --quick");
     crate::stress::main(&["--quick".to_string()])
 }

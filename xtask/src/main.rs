@@ -7,11 +7,14 @@
 //! - `cargo xtask ci`: the whole gate (what `.ci/run` runs).
 //! - `cargo xtask hosts`: the built test binaries again, as an unprivileged user and
 //!   with cgroup v2 hidden (needs root).
+//! - `cargo xtask compat`: the published crates on their MSRV, the portable ones for
+//!   macOS and FreeBSD, `cargo package` and the docs.
 //! - `cargo xtask bench`: the criterion benches side by side with their peers; rewrites
 //!   `BENCHMARKS.md`.
 
 mod bench;
 mod ci;
+mod compat;
 mod hosts;
 mod stress;
 #[cfg(test)]
@@ -28,9 +31,11 @@ usage: cargo xtask <command>
 commands:
 {stress}
   ci                 fmt check, clippy -D warnings, cargo test --workspace, hosts,
-                     stress --quick
+                     compat, stress --quick
   hosts              the built test binaries again: as `nobody`, and with cgroup v2
                      hidden (unshare -m); needs root
+  compat             the published crates on their MSRV (all features), the portable
+                     ones for macOS and FreeBSD, cargo package, docs -D warnings
   bench              run the benches in benches/ and rewrite BENCHMARKS.md
                      (--collect-only: rewrite it from target/criterion, no run)";
 
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
         Some(stress::CHILD_COMMAND) => stress::child_main(rest),
         Some("ci") => ci::main(),
         Some("hosts") => hosts::main(),
+        Some("compat") => compat::main(),
         Some("bench") => bench::main(rest),
         Some("-h" | "--help" | "help") => {
             println!("{}", usage());

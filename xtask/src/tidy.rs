@@ -139,19 +139,93 @@ fn every_crate_uses_the_workspace_lints() {
     }
 }
 
+/// The links between our crates that ARCHITECTURE.md allows (normal dependencies; tests
+/// may use anything). Everything else is a focused crate standing alone.
+const ALLOWED_LINKS: &[(&str, &[&str])] = &[
+    // Spilling a large body to disk (feature `spill`).
+    ("bounded-stream", &["scoped-temp"]),
+    // Output capture: the tail buffer and the capped line scanner.
+    ("proc-reaper", &["bounded-stream"]),
+    // The umbrella re-exports them all.
+    (
+        "leakproof",
+        &[
+            "bounded-stream",
+            "mem-watch",
+            "proc-reaper",
+            "rate-gate",
+            "scoped-temp",
+            "ttl-cache",
+        ],
+    ),
+];
+
+/// The names a manifest lists in its normal dependency tables (`[dependencies]` and
+/// `[target.'...'.dependencies]`), not its dev- or build-dependencies.
+fn normal_dependencies(manifest: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut inside = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            inside = line == "[dependencies]"
+                || (line.starts_with("[target.") && line.ends_with(".dependencies]"));
+            continue;
+        }
+        if inside && let Some((key, _)) = line.split_once('=') {
+            let key = key.trim().trim_end_matches(".workspace");
+            if !key.is_empty() && !key.starts_with('#') {
+                names.push(key.to_string());
+            }
+        }
+    }
+    names
+}
+
 #[test]
-fn focused_crates_never_depend_on_the_umbrella() {
-    for krate in crates().into_iter().filter(|c| name(c) != "leakproof") {
+fn crates_link_only_as_architecture_allows() {
+    let ours: Vec<String> = crates().iter().map(|c| name(c)).collect();
+    for krate in crates() {
+        let me = name(&krate);
         let manifest = fs::read_to_string(krate.join("Cargo.toml")).unwrap();
-        let depends = manifest
+        let allowed = ALLOWED_LINKS
+            .iter()
+            .find(|(from, _)| *from == me)
+            .map_or(&[][..], |(_, to)| *to);
+        for dep in normal_dependencies(&manifest) {
+            if ours.contains(&dep) {
+                assert!(
+                    allowed.contains(&dep.as_str()),
+                    "{me} depends on {dep}; ARCHITECTURE.md and ALLOWED_LINKS in tidy.rs \
+                     list the links between our crates"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn our_crates_are_declared_without_default_features() {
+    let root = fs::read_to_string(workspace_root().join("Cargo.toml")).unwrap();
+    for krate in crates() {
+        let me = name(&krate);
+        let line = root
             .lines()
-            .any(|l| l.trim_start().starts_with("leakproof"));
+            .find(|l| l.starts_with(&format!("{me} = ")))
+            .unwrap_or_else(|| panic!("{me} missing from [workspace.dependencies]"));
         assert!(
-            !depends,
-            "{} depends on leakproof; dependencies point one way",
-            name(&krate)
+            line.contains("default-features = false"),
+            "{me} in [workspace.dependencies] must say `default-features = false`: each \
+             user asks for the features it needs"
         );
     }
+}
+
+#[test]
+fn the_link_parser_sees_target_tables_and_skips_dev_ones() {
+    let manifest = "[dependencies]\na.workspace = true\nb = { workspace = true }\n\
+                    [dev-dependencies]\nc = \"1\"\n\
+                    [target.'cfg(unix)'.dependencies]\nd = \"1\"\n";
+    assert_eq!(normal_dependencies(manifest), ["a", "b", "d"]);
 }
 
 #[test]

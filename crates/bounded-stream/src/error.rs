@@ -183,11 +183,13 @@ pub enum Error {
 
     /// The spill file could not be created.
     #[cfg(feature = "spill")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "spill")))]
     #[error(transparent)]
     Spill(#[from] scoped_temp::Error),
 
     /// The HTTP request failed before a response arrived.
     #[cfg(feature = "client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
     #[error("request to {uri} failed: {source}")]
     Request {
         /// The request's URI.

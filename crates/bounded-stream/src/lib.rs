@@ -71,9 +71,9 @@
 //! [`scan_lines`] (and [`scan_lines_blocking`] for files) hands each line to a callback
 //! that can stop early; a line longer than `max_line` is reported truncated and the rest
 //! skipped unbuffered; bytes are not UTF-8 checked, so nothing is lost. [`find`] searches
-//! raw bytes with `memchr`'s `memmem`, [`find_line`] (and [`find_line_regex`] with the
+//! raw bytes with `memchr`'s `memmem`, [`find_line`] (and `find_line_regex` with the
 //! `regex` feature) finds the first matching line. [`tail_bytes`] and [`tail_lines`] keep
-//! the end of a stream in O(N) memory. [`collect_or_spill`] (feature `spill`) keeps a
+//! the end of a stream in O(N) memory. `collect_or_spill` (feature `spill`) keeps a
 //! stream in memory up to a threshold and in a [`scoped-temp`] file past it.
 //!
 //! [`scoped-temp`]: https://docs.rs/scoped-temp
@@ -107,6 +107,8 @@
 //!
 //! Pure Rust plus zstd's C library (feature `zstd`); works wherever tokio does.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[cfg(feature = "http-body")]
 mod body;
 #[cfg(feature = "client")]
@@ -129,8 +131,10 @@ mod stream;
 mod tail;
 
 #[cfg(feature = "http-body")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http-body")))]
 pub use body::BoundedBody;
 #[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use client::CappedClient;
 #[cfg(any(
     feature = "gzip",
@@ -138,10 +142,20 @@ pub use client::CappedClient;
     feature = "zstd",
     feature = "brotli"
 ))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(
+        feature = "gzip",
+        feature = "deflate",
+        feature = "zstd",
+        feature = "brotli"
+    )))
+)]
 pub use decode::{DECODE_CHUNK, DecodeLimits, Decoded, collect_decoded, decode};
 pub use error::{Codec, DecodeFailure, Error, Stage};
 pub use limits::{Limits, MinRate, OnLimit};
 #[cfg(feature = "regex")]
+#[cfg_attr(docsrs, doc(cfg(feature = "regex")))]
 pub use lines::find_line_regex;
 pub use lines::{
     Line, LineMatch, LineSplitter, READ_CHUNK, ScanSummary, find, find_line, scan_lines,
@@ -149,6 +163,7 @@ pub use lines::{
 };
 pub use read::BoundedRead;
 #[cfg(feature = "spill")]
+#[cfg_attr(docsrs, doc(cfg(feature = "spill")))]
 pub use spill::{SpillOptions, Spilled, collect_or_spill};
 pub use stream::{Bounded, BoundedStreamExt, Collected, collect};
 pub use tail::{TailBuffer, tail_bytes, tail_lines};

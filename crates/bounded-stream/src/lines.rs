@@ -260,6 +260,7 @@ pub async fn find_line<R: AsyncRead + Unpin>(
 
 /// The first line matching `regex`, like [`find_line`].
 #[cfg(feature = "regex")]
+#[cfg_attr(docsrs, doc(cfg(feature = "regex")))]
 pub async fn find_line_regex<R: AsyncRead + Unpin>(
     reader: R,
     regex: &regex::bytes::Regex,

@@ -112,13 +112,13 @@ impl Meter {
     pub(crate) fn accept(&mut self, len: usize) -> Result<Accept, Error> {
         let before = self.received;
         self.received = before.saturating_add(len as u64);
-        if let Some(declared) = self.declared {
-            if self.received > declared {
-                return Err(Error::ContentLengthMismatch {
-                    declared,
-                    received: self.received,
-                });
-            }
+        if let Some(declared) = self.declared
+            && self.received > declared
+        {
+            return Err(Error::ContentLengthMismatch {
+                declared,
+                received: self.received,
+            });
         }
         if self.received > self.limits.max_bytes {
             return match self.limits.on_limit {
@@ -246,28 +246,28 @@ impl Timers {
 
     /// The timer fired: find out which limit (if any) ran out, then re-arm.
     fn evaluate(&mut self, now: Instant, received: u64) -> Option<Error> {
-        if let Some((deadline, at)) = self.deadline {
-            if now >= at {
-                return Some(Error::Deadline { deadline, received });
-            }
+        if let Some((deadline, at)) = self.deadline
+            && now >= at
+        {
+            return Some(Error::Deadline { deadline, received });
         }
-        if let Some(idle) = self.idle.as_mut() {
-            if now >= idle.next_check {
-                let expires = if received != idle.mark {
-                    idle.mark = received;
-                    idle.last_progress = now;
-                    now + idle.timeout
-                } else {
-                    idle.last_progress + idle.timeout
-                };
-                if now >= expires {
-                    return Some(Error::IdleTimeout {
-                        timeout: idle.timeout,
-                        received,
-                    });
-                }
-                idle.next_check = (now + idle.timeout / IDLE_STEPS).min(expires);
+        if let Some(idle) = self.idle.as_mut()
+            && now >= idle.next_check
+        {
+            let expires = if received != idle.mark {
+                idle.mark = received;
+                idle.last_progress = now;
+                now + idle.timeout
+            } else {
+                idle.last_progress + idle.timeout
+            };
+            if now >= expires {
+                return Some(Error::IdleTimeout {
+                    timeout: idle.timeout,
+                    received,
+                });
             }
+            idle.next_check = (now + idle.timeout / IDLE_STEPS).min(expires);
         }
         if let Some(rate) = self.rate.as_mut() {
             if now >= rate.next_check + rate.window {

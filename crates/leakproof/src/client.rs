@@ -19,14 +19,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rate_gate::{Feedback, Gate};
-use serde::Serialize;
 use ttl_cache::{Cache, Validators};
 
 use crate::{Error, Result, Shutdown};
 
 /// Where a response came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Source {
     /// The cache, fresh: no request was sent.
     Cache,
@@ -95,7 +95,8 @@ struct Cached {
 }
 
 /// What the client has done so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct ApiStats {
     /// Calls to [`ApiClient::get`] and [`ApiClient::send`].

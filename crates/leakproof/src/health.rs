@@ -4,13 +4,12 @@ use std::sync::Arc;
 #[cfg(feature = "mem")]
 use std::sync::{Mutex, PoisonError};
 
-use serde::Serialize;
-
 use crate::Result;
 
 /// The grade.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Status {
     /// Nothing to report.
     Healthy,
@@ -22,7 +21,8 @@ pub enum Status {
 }
 
 /// Memory figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct MemoryHealth {
     /// Resident bytes.
@@ -38,7 +38,8 @@ pub struct MemoryHealth {
 }
 
 /// Descriptor figures.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct FdHealth {
     /// Open now.
@@ -50,7 +51,8 @@ pub struct FdHealth {
 }
 
 /// One cache's figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct CacheHealth {
     /// The name it was registered under.
@@ -66,7 +68,8 @@ pub struct CacheHealth {
 }
 
 /// One gate's figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct GateHealth {
     /// The name it was registered under.
@@ -85,7 +88,8 @@ pub struct GateHealth {
 
 /// The report, graded with its reasons. Serialises to JSON (or anything serde speaks)
 /// for a health endpoint; [`http_status`](Self::http_status) gives its status code.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct HealthReport {
     /// The worst grade any rule gave.
@@ -428,6 +432,7 @@ impl HealthBuilder {
 
     /// Leaves live temp entries out.
     #[cfg(feature = "temp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "temp")))]
     pub fn without_temp(mut self) -> Self {
         self.temp = false;
         self
@@ -435,6 +440,7 @@ impl HealthBuilder {
 
     /// Leaves memory and descriptors out.
     #[cfg(feature = "mem")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mem")))]
     pub fn without_memory(mut self) -> Self {
         self.memory = false;
         self
@@ -443,6 +449,7 @@ impl HealthBuilder {
     /// Grades on a `mem-watch` watcher's level too: Warning is Degraded, Critical is
     /// Unhealthy.
     #[cfg(feature = "mem")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mem")))]
     pub fn watcher(mut self, watcher: &mem_watch::Watcher) -> Self {
         self.level = Some(watcher.levels());
         self
@@ -450,6 +457,7 @@ impl HealthBuilder {
 
     /// Counts the live children of `reaper`.
     #[cfg(all(feature = "proc", target_os = "linux"))]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "proc", target_os = "linux"))))]
     pub fn reaper(mut self, reaper: &proc_reaper::Reaper) -> Self {
         self.reapers.push(reaper.clone());
         self
@@ -457,6 +465,7 @@ impl HealthBuilder {
 
     /// Reports `cache`'s size and hit rate under `name`.
     #[cfg(feature = "cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
     pub fn cache<K, V>(mut self, name: &str, cache: &ttl_cache::Cache<K, V>) -> Self
     where
         K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
@@ -479,6 +488,7 @@ impl HealthBuilder {
     /// Reports `gate`'s waits and in-flight permits under `name`; Degraded while the
     /// server has it paused.
     #[cfg(feature = "gate")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "gate")))]
     pub fn gate(mut self, name: &str, gate: &rate_gate::Gate) -> Self {
         self.gates.push((name.to_string(), gate.clone()));
         self

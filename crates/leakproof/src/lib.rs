@@ -49,6 +49,13 @@
 //! # }
 //! ```
 //!
+//! # Platforms
+//!
+//! Linux is the guaranteed platform. Elsewhere the umbrella builds without
+//! [`proc`](https://docs.rs/proc-reaper) (proc-reaper is Linux-only and is left out
+//! there, feature `proc` or not: no `Scope::spawn_child`, no `supervise`), and each
+//! module degrades as its crate's docs say (mem-watch's figures need procfs).
+//!
 //! # What this does not protect against
 //!
 //! - **A dropped scope's async cleanups.** When the operation's future is dropped,
@@ -73,6 +80,8 @@
 //! - **TLS.** `ApiClient::builder(..).build()` speaks plain HTTP; bring a TLS connector
 //!   through [`ApiClientBuilder::build_with`].
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[cfg(feature = "client")]
 mod client;
 mod error;
@@ -81,12 +90,14 @@ mod scope;
 mod shutdown;
 
 #[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use client::{ApiClient, ApiClientBuilder, ApiResponse, ApiStats, ApiStream, Source};
 pub use error::{Error, Result};
 pub use health::{
     CacheHealth, FdHealth, GateHealth, Health, HealthBuilder, HealthReport, MemoryHealth, Status,
 };
 #[cfg(all(feature = "proc", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "proc", target_os = "linux"))))]
 pub use scope::ScopedChild;
 pub use scope::{BoxError, Ended, Released, Scope, ScopeReport, scope};
 pub use shutdown::{
@@ -106,6 +117,7 @@ pub use shutdown::{
 /// A directory whose report to the supervisor failed (its registry file could not be
 /// written) is logged and left to the next sweep.
 #[cfg(all(feature = "proc", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "proc", target_os = "linux"))))]
 pub fn supervise() -> Result<proc_reaper::Supervisor> {
     #[cfg(feature = "temp")]
     let options = proc_reaper::SuperviseOptions::new().on_exit_sweep(|dir| {
@@ -122,10 +134,10 @@ pub fn supervise() -> Result<proc_reaper::Supervisor> {
         let _ = LINK.set(link.clone());
         link.sweep_on_exit(std::env::temp_dir())?;
         scoped_temp::on_first_use(|dir| {
-            if let Some(link) = LINK.get() {
-                if let Err(error) = link.sweep_on_exit(dir) {
-                    tracing::warn!(%error, dir = %dir.display(), "leakproof: a directory not reported to the supervisor");
-                }
+            if let Some(link) = LINK.get()
+                && let Err(error) = link.sweep_on_exit(dir)
+            {
+                tracing::warn!(%error, dir = %dir.display(), "leakproof: a directory not reported to the supervisor");
             }
         });
     }
@@ -133,14 +145,20 @@ pub fn supervise() -> Result<proc_reaper::Supervisor> {
 }
 
 #[cfg(feature = "stream")]
+#[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
 pub use bounded_stream as stream;
 #[cfg(feature = "mem")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mem")))]
 pub use mem_watch as mem;
-#[cfg(feature = "proc")]
+#[cfg(all(feature = "proc", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "proc", target_os = "linux"))))]
 pub use proc_reaper as proc;
 #[cfg(feature = "gate")]
+#[cfg_attr(docsrs, doc(cfg(feature = "gate")))]
 pub use rate_gate as gate;
 #[cfg(feature = "temp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "temp")))]
 pub use scoped_temp as temp;
 #[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub use ttl_cache as cache;

@@ -123,6 +123,7 @@ impl Scope {
     /// A temp dir removed when the scope ends (or earlier, by its own drop, if the
     /// process is going down).
     #[cfg(feature = "temp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "temp")))]
     pub fn temp_dir(&self) -> Result<PathBuf, scoped_temp::Error> {
         let dir = scoped_temp::TempDir::new()?;
         let path = dir.path().to_path_buf();
@@ -144,6 +145,7 @@ impl Scope {
     /// Spawns a child through `reaper`; its whole tree is ended (SIGTERM, its grace,
     /// SIGKILL) when the scope ends, unless it was waited for first.
     #[cfg(all(feature = "proc", target_os = "linux"))]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "proc", target_os = "linux"))))]
     pub fn spawn_child(
         &self,
         reaper: &proc_reaper::Reaper,
@@ -249,6 +251,7 @@ async fn release_one(held: Held) -> Result<(), String> {
 
 /// A child held by a scope: wait for it here, or the scope ends it.
 #[cfg(all(feature = "proc", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "proc", target_os = "linux"))))]
 #[derive(Debug)]
 pub struct ScopedChild {
     pid: u32,

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
@@ -27,8 +26,9 @@ pub const DEFAULT_CHILD_GRACE: Duration = Duration::from_secs(2);
 const UNWIND: Duration = Duration::from_millis(500);
 
 /// What started the shutdown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Cause {
     /// SIGTERM (Kubernetes, systemd, `kill`).
     Sigterm,
@@ -39,8 +39,9 @@ pub enum Cause {
 }
 
 /// Why in-flight work was forced instead of waited for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum ForcedBy {
     /// The deadline passed.
     Deadline,
@@ -51,8 +52,9 @@ pub enum ForcedBy {
 }
 
 /// The kind of a tracked piece of work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Kind {
     /// An operation run with [`Shutdown::run`]: forcing drops its future, which releases
     /// its scope.
@@ -65,7 +67,8 @@ pub enum Kind {
 }
 
 /// A piece of work that was still running when it was forced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct ForcedWork {
     /// Its name.
@@ -77,7 +80,8 @@ pub struct ForcedWork {
 }
 
 /// What a shutdown did, from the signal to the end of the forced release.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct ShutdownReport {
     /// What started it.
@@ -390,6 +394,7 @@ impl Shutdown {
 
     /// Registers a reaper whose child trees still alive at the end are ended.
     #[cfg(all(feature = "proc", target_os = "linux"))]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "proc", target_os = "linux"))))]
     pub fn add_reaper(&self, reaper: &proc_reaper::Reaper) {
         lock(&self.inner.reapers).push(reaper.clone());
     }

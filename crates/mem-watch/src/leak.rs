@@ -159,7 +159,7 @@ pub fn theil_sen(ys: &[f64]) -> f64 {
     let mut k = 0usize;
     for i in 0..n {
         for j in i + 1..n {
-            if k % stride == 0 {
+            if k.is_multiple_of(stride) {
                 slopes.push((ys[j] - ys[i]) / (j - i) as f64);
             }
             k += 1;

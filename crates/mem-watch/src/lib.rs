@@ -41,6 +41,18 @@
 //! # Ok::<(), mem_watch::Error>(())
 //! ```
 //!
+//! # Platforms
+//!
+//! The figures come from Linux's procfs and cgroup files. The crate builds on other
+//! Unixes (checked for macOS and FreeBSD), where what needs no procfs works: the
+//! [`MemoryBudget`], the trend statistic ([`theil_sen`]), the threshold logic
+//! ([`next_level`]) and the [`parse`] functions. There [`Probe::new`] returns an error
+//! (no `/proc/self/statm`), and so does everything that reads through a probe
+//! ([`Watcher::start`], [`JobGuard`], [`LeakCheck`]; [`Watcher::start_with`] takes
+//! any [`Source`]); [`PressureWatch::trigger`] returns
+//! [`Error::Trigger`] (PSI needs Linux 5.2+ and parameters the kernel accepts) and
+//! [`PressureWatch::new`] polls.
+//!
 //! # What this does not protect against
 //!
 //! - **It measures, it does not limit.** Thresholds raise events and run hooks; what
@@ -52,9 +64,7 @@
 //!   `VmHWM`, which is process-wide, so concurrent jobs each fall back to their samples.
 //! - **Cgroup usage includes page cache.** The limit is what the OOM killer enforces,
 //!   but `usage` near it may be reclaimable cache.
-//! - **Linux only for the figures.** On other Unixes the probe fails to open `statm`.
-//!   PSI triggers need Linux 5.2+ and parameters the kernel accepts; otherwise
-//!   [`PressureWatch`] polls.
+//! - **Linux only for the figures.** See Platforms below.
 
 mod budget;
 mod error;

@@ -120,15 +120,15 @@ pub fn memory_cgroup(
             mount.is_dir().then_some(mount)
         }
     };
-    if let (Some(mount), Some(path)) = (&v1_mount, &v1_path) {
-        if let Some(dir) = under(mount, path).filter(|d| d.join("memory.limit_in_bytes").exists()) {
-            return Some((dir, CgroupVersion::V1));
-        }
+    if let (Some(mount), Some(path)) = (&v1_mount, &v1_path)
+        && let Some(dir) = under(mount, path).filter(|d| d.join("memory.limit_in_bytes").exists())
+    {
+        return Some((dir, CgroupVersion::V1));
     }
-    if let (Some(mount), Some(path)) = (&v2_mount, &v2_path) {
-        if let Some(dir) = under(mount, path).filter(|d| d.join("memory.max").exists()) {
-            return Some((dir, CgroupVersion::V2));
-        }
+    if let (Some(mount), Some(path)) = (&v2_mount, &v2_path)
+        && let Some(dir) = under(mount, path).filter(|d| d.join("memory.max").exists())
+    {
+        return Some((dir, CgroupVersion::V2));
     }
     None
 }

@@ -1,13 +1,16 @@
 //! Memory pressure: a PSI trigger woken by the kernel, or polling where there is none.
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 use std::fs::{File, OpenOptions};
+#[cfg(any(target_os = "linux", target_os = "android"))]
 use std::io::Write;
+#[cfg(any(target_os = "linux", target_os = "android"))]
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{Error, Probe, Result};
 
@@ -19,6 +22,10 @@ use crate::{Error, Probe, Result};
 /// parameters refused: kernels require windows of 500 ms to 10 s, and some reject small
 /// stall-to-window ratios) it falls back to reading `some avg10` every `window` and
 /// comparing it with `stall / window`. [`is_trigger`](Self::is_trigger) says which.
+///
+/// PSI is Linux's: on other platforms [`trigger`](Self::trigger) returns
+/// [`Error::Trigger`] and [`new`](Self::new) polls a probe that has no pressure figure,
+/// so [`wait`](Self::wait) never returns there.
 #[derive(Debug)]
 pub struct PressureWatch {
     mode: Mode,
@@ -26,6 +33,7 @@ pub struct PressureWatch {
 
 #[derive(Debug)]
 enum Mode {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     Trigger(AsyncFd<File>),
     Poll {
         probe: Box<Probe>,
@@ -46,7 +54,21 @@ impl PressureWatch {
         }
     }
 
-    /// The PSI trigger only: an error where the kernel refuses it.
+    /// The PSI trigger only: an error where the kernel refuses it (and off Linux).
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub fn trigger(stall: Duration, window: Duration) -> Result<Self> {
+        Err(Error::Trigger {
+            path: PathBuf::from("/proc/pressure/memory"),
+            spec: format!("some {} {}", stall.as_micros(), window.as_micros()),
+            source: std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "PSI triggers exist on Linux only",
+            ),
+        })
+    }
+
+    /// The PSI trigger only: an error where the kernel refuses it (and off Linux).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     pub fn trigger(stall: Duration, window: Duration) -> Result<Self> {
         let path = PathBuf::from("/proc/pressure/memory");
         let spec = format!("some {} {}", stall.as_micros(), window.as_micros());
@@ -85,12 +107,17 @@ impl PressureWatch {
 
     /// `true` when the kernel will wake us (a PSI trigger), `false` when polling.
     pub fn is_trigger(&self) -> bool {
-        matches!(self.mode, Mode::Trigger(_))
+        match self.mode {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Mode::Trigger(_) => true,
+            Mode::Poll { .. } => false,
+        }
     }
 
     /// Waits for the next pressure event.
     pub async fn wait(&mut self) -> Result<()> {
         match &mut self.mode {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
             Mode::Trigger(fd) => {
                 let mut guard =
                     fd.ready(Interest::PRIORITY)

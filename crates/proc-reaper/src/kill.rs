@@ -222,17 +222,17 @@ impl Tree {
             }
             // With a cgroup, where it runs (or died) tells, environment or not: a zombie
             // killed by `cgroup.kill` before any scan saw it is known this way too.
-            if let Some(cgroup) = &self.cgroup {
-                if !self.is_leader(kid) {
-                    if cgroup.holds(kid) {
-                        roots.push(kid);
-                        continue;
-                    }
-                    if stat.state == 'Z' && cgroup.owner().holds(kid) {
-                        // Checked again against the leaders once no spawn is in flight.
-                        strays.push(kid);
-                        continue;
-                    }
+            if let Some(cgroup) = &self.cgroup
+                && !self.is_leader(kid)
+            {
+                if cgroup.holds(kid) {
+                    roots.push(kid);
+                    continue;
+                }
+                if stat.state == 'Z' && cgroup.owner().holds(kid) {
+                    // Checked again against the leaders once no spawn is in flight.
+                    strays.push(kid);
+                    continue;
                 }
             }
             match procfs::marker(kid, &self.marker) {
@@ -278,15 +278,15 @@ impl Tree {
         }
         // A leader that exited before its spawn recorded it looks like a stray: decide
         // only when no spawn is in flight, else leave it to a later tree's end.
-        if !strays.is_empty() {
-            if let Ok(_no_spawn) = SPAWNING.try_write() {
-                strays.retain(|pid| !self.is_leader(*pid));
-                for pid in strays {
-                    if let Some(fd) = Pid::from_raw(pid as i32)
-                        .and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
-                    {
-                        self.strays.insert(pid, fd);
-                    }
+        if !strays.is_empty()
+            && let Ok(_no_spawn) = SPAWNING.try_write()
+        {
+            strays.retain(|pid| !self.is_leader(*pid));
+            for pid in strays {
+                if let Some(fd) =
+                    Pid::from_raw(pid as i32).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
+                {
+                    self.strays.insert(pid, fd);
                 }
             }
         }

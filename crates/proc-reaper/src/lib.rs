@@ -75,7 +75,9 @@
 //! # Platforms
 //!
 //! Linux only (pidfds: 5.3+; subreapers: 3.4+; the cgroup path: 5.14+ with a writable
-//! cgroup v2 hierarchy, else the reaper works without it). Elsewhere the crate is empty.
+//! cgroup v2 hierarchy, else the reaper works without it). On any other platform the
+//! crate does not build: a `compile_error!` says so (depend on it under
+//! `[target.'cfg(target_os = "linux")'.dependencies]`, as `leakproof` does).
 //! On the cgroup path a child is spawned with `fork` and `exec` rather than
 //! `posix_spawn` (it joins its cgroup in between), which costs more per spawn the larger
 //! this process is; [`Join::AfterSpawn`] trades that for a short window (see [`Join`]
@@ -139,21 +141,42 @@
 //! - **Peak RSS precision.** `peak_rss` is `wait4`'s `ru_maxrss`: the largest of the
 //!   leader and the children it waited for, not the tree's sum.
 
-#![cfg(target_os = "linux")]
+// Off Linux there is nothing to build on (no pidfd, no subreaper, no cgroup v2, no
+// /proc): fail with one clear message rather than a pile of unresolved names.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "proc-reaper builds on Linux only (it needs pidfds, PR_SET_CHILD_SUBREAPER, /proc and \
+     cgroup v2); depend on it under [target.'cfg(target_os = \"linux\")'.dependencies]"
+);
 
+#[cfg(target_os = "linux")]
 mod cgroup;
+#[cfg(target_os = "linux")]
 mod error;
+#[cfg(target_os = "linux")]
 mod kill;
+#[cfg(target_os = "linux")]
 mod orphans;
+#[cfg(target_os = "linux")]
 mod output;
+#[cfg(target_os = "linux")]
 mod procfs;
+#[cfg(target_os = "linux")]
 mod reaper;
+#[cfg(target_os = "linux")]
 mod spawn;
+#[cfg(target_os = "linux")]
 mod supervise;
 
+#[cfg(target_os = "linux")]
 pub use error::{Error, Result};
+#[cfg(target_os = "linux")]
 pub use kill::TreeReport;
+#[cfg(target_os = "linux")]
 pub use orphans::{OrphanReport, sweep_dead_owners};
+#[cfg(target_os = "linux")]
 pub use output::{Captured, LineSink, Stream};
+#[cfg(target_os = "linux")]
 pub use reaper::{Child, ChildInfo, DEFAULT_GRACE, Join, MARKER_VAR, Outcome, Reaper, Spawn};
+#[cfg(target_os = "linux")]
 pub use supervise::{SUPERVISOR_VAR, SuperviseOptions, Supervisor, supervise, supervise_with};

@@ -16,6 +16,7 @@ pub enum Clock {
     /// **ignores tokio's paused clock**: a gate on it, in a test that pauses time, waits
     /// for real time to pass.
     #[cfg(feature = "quanta")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "quanta")))]
     Tsc,
 }
 

@@ -47,6 +47,7 @@ impl Feedback {
     /// or 429 with rate-limit headers, or 429 alone, count as a refusal). Unparsable
     /// values are ignored.
     #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     pub fn from_headers(status: http::StatusCode, headers: &http::HeaderMap) -> Self {
         let text = |name: &str| {
             headers

@@ -125,6 +125,7 @@ pub struct Stats {
     pub paused_for: Option<Duration>,
     /// The Redis backend's figures, for a gate built with one.
     #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub redis: Option<crate::RedisStats>,
 }
 
@@ -210,6 +211,7 @@ impl GateBuilder {
     /// gate's API is unchanged; concurrency stays per process. Needs a
     /// [`quota`](Self::quota); without one the gate stays local.
     #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(mut self, shared: crate::RedisQuota) -> Self {
         self.redis = Some(shared);
         self
@@ -284,10 +286,10 @@ impl Permit<'_> {
 impl Drop for Permit<'_> {
     #[inline]
     fn drop(&mut self) {
-        if self.holds_slot {
-            if let Some((semaphore, _)) = &self.gate.inner.concurrency {
-                semaphore.add_permits(1);
-            }
+        if self.holds_slot
+            && let Some((semaphore, _)) = &self.gate.inner.concurrency
+        {
+            semaphore.add_permits(1);
         }
     }
 }
@@ -438,10 +440,10 @@ impl Gate {
     /// Takes `n` at `now`: lock-free unless the server imposed something.
     #[inline]
     pub(crate) fn take(&self, n: u32, now: u64) -> Take {
-        if !self.inner.restricted.load(Ordering::Acquire) {
-            if let Some(rates) = self.inner.rates.read() {
-                return self.take_quota(n, now, rates);
-            }
+        if !self.inner.restricted.load(Ordering::Acquire)
+            && let Some(rates) = self.inner.rates.read()
+        {
+            return self.take_quota(n, now, rates);
         }
         self.take_restricted(n, now)
     }

@@ -57,12 +57,18 @@
 //! as `governor` does. `BENCHMARKS.md` has the figures against governor. On targets
 //! without a 128-bit compare-and-swap, `portable-atomic` falls back to a lock.
 //!
+//! # Platforms
+//!
+//! Pure Rust on tokio: every platform tokio supports (checked for Linux, macOS and
+//! FreeBSD). `Clock::Tsc` (feature `quanta`) reads the time-stamp counter where the CPU
+//! has a usable one and falls back to the OS clock elsewhere.
+//!
 //! # What this does not protect against
 //!
 //! - **Requests made around the gate.** Only requests that hold a [`Permit`] count.
 //! - **Other processes and machines, without Redis.** One gate is one process's view;
 //!   twenty workers on one token need the Redis backend (feature `redis`,
-//!   [`GateBuilder::redis`]) or a quota split among them. With Redis, concurrency is
+//!   `GateBuilder::redis`) or a quota split among them. With Redis, concurrency is
 //!   still per process, and a pause learned elsewhere reaches batched permits within
 //!   their lease.
 //! - **A response body still streaming.** [`GateLayer`] holds the concurrency slot
@@ -71,6 +77,8 @@
 //!   machine's clock; a skewed clock shifts the pause.
 //! - **Server windows it was never told about.** Until a response reports the server's
 //!   budget, only the configured quota applies.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod batch;
 mod bounded;
@@ -94,8 +102,11 @@ pub use gate::{DEFAULT_REFUSAL_PAUSE, Gate, GateBuilder, Permit, Stats};
 pub use keyed::KeyedGate;
 pub use quota::Quota;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use shared::{OnRedisError, RedisQuota, RedisStats};
 #[cfg(all(feature = "tower", feature = "http"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "tower", feature = "http"))))]
 pub use tower::HttpHeaders;
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use tower::{BoxError, GateLayer, GateService, NoFeedback, ObserveResponse, ResponseFuture};

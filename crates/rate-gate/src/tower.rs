@@ -29,6 +29,7 @@ impl<R> ObserveResponse<R> for NoFeedback {
 /// Reads `X-RateLimit-*`, `Retry-After` and the status of an `http::Response`
 /// ([`Feedback::from_headers`]).
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpHeaders;
 
@@ -212,12 +213,11 @@ where
             return Poll::Ready(Err(crate::Error::NotReady.into()));
         };
         let outcome = ready!(inner.poll(cx)).map_err(Into::into);
-        if let Some(permit) = this.permit.take() {
-            if let Ok(response) = &outcome {
-                if let Some(feedback) = this.observe.feedback(response) {
-                    permit.observe(feedback);
-                }
-            }
+        if let Some(permit) = this.permit.take()
+            && let Ok(response) = &outcome
+            && let Some(feedback) = this.observe.feedback(response)
+        {
+            permit.observe(feedback);
         }
         Poll::Ready(outcome)
     }

@@ -186,13 +186,12 @@ impl AtomicFile {
             }
             None => create_pending(dir, &prefix, mode).map_err(create_err)?,
         };
-        if options.mode.is_none() {
-            if let Ok(meta) = fs::metadata(target) {
-                if let Err(source) = file.set_permissions(meta.permissions()) {
-                    let _ = fs::remove_file(&temp);
-                    return Err(create_err(source));
-                }
-            }
+        if options.mode.is_none()
+            && let Ok(meta) = fs::metadata(target)
+            && let Err(source) = file.set_permissions(meta.permissions())
+        {
+            let _ = fs::remove_file(&temp);
+            return Err(create_err(source));
         }
         let guard = registry::register(temp, EntryKind::AtomicTemp);
         Ok(AtomicFile {
@@ -409,10 +408,10 @@ fn commit_locked(files: &mut [AtomicFile], can_exchange: bool) -> Result<()> {
             };
             return Err(fail(index, &f.target, error, Vec::new()));
         }
-        if let Some(backup) = &f.options.backup {
-            if let Err(error) = make_backup(&f.target, backup) {
-                return Err(fail(index, &f.target, error, Vec::new()));
-            }
+        if let Some(backup) = &f.options.backup
+            && let Err(error) = make_backup(&f.target, backup)
+        {
+            return Err(fail(index, &f.target, error, Vec::new()));
         }
     }
 

@@ -481,10 +481,10 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            if let Err(error) = release(id, &self.path, self.kind) {
-                tracing::warn!(%error, "scoped-temp: cleanup on drop failed");
-            }
+        if let Some(id) = self.id.take()
+            && let Err(error) = release(id, &self.path, self.kind)
+        {
+            tracing::warn!(%error, "scoped-temp: cleanup on drop failed");
         }
     }
 }

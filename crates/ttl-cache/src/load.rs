@@ -169,10 +169,8 @@ where
         Fut: Future<Output = Result<(V, Option<Duration>), E>>,
         E: Send + Sync + 'static,
     {
-        if look_first {
-            if let Some(value) = self.get(&key) {
-                return Ok(value);
-            }
+        if look_first && let Some(value) = self.get(&key) {
+            return Ok(value);
         }
         let flights = &self.inner.flights;
         let flight = flights.join(&key);

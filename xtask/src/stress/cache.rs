@@ -60,7 +60,11 @@ async fn github_reads(profile: Profile) -> Result<Scenario> {
                 let x = rng.unit() * cdf[cdf.len() - 1];
                 let endpoint = cdf.partition_point(|c| *c < x) as u64;
                 // Every 10th endpoint is a repository's labels: kept 30 minutes.
-                let ttl = if endpoint % 10 == 0 { 1800 } else { 300 };
+                let ttl = if endpoint.is_multiple_of(10) {
+                    1800
+                } else {
+                    300
+                };
                 let calls = calls.clone();
                 let body = cache
                     .get_or_try_insert_with_ttl(endpoint, || async move {

@@ -80,10 +80,10 @@ async fn short_spawns(reaper: &Reaper, profile: Profile) -> Result<Scenario> {
         let child = reaper.spawn(Command::new("true"))?;
         tasks.spawn(async move { child.wait().await.map(|o| o.success()) });
         peak_live = peak_live.max(reaper.live_count());
-        if tasks.len() >= concurrent {
-            if let Some(done) = tasks.join_next().await {
-                failed += usize::from(!matches!(done, Ok(Ok(true))));
-            }
+        if tasks.len() >= concurrent
+            && let Some(done) = tasks.join_next().await
+        {
+            failed += usize::from(!matches!(done, Ok(Ok(true))));
         }
     }
     while let Some(done) = tasks.join_next().await {

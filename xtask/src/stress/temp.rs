@@ -117,10 +117,10 @@ async fn cycles(profile: Profile) -> Result<Scenario> {
             Err(e) => unexpected.push(e.to_string()),
         };
     for i in 0..total {
-        if tasks.len() >= in_flight {
-            if let Some(joined) = tasks.join_next().await {
-                account(joined);
-            }
+        if tasks.len() >= in_flight
+            && let Some(joined) = tasks.join_next().await
+        {
+            account(joined);
         }
         let fault = fault_for(i);
         let root = root.clone();

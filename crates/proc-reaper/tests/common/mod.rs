@@ -72,13 +72,12 @@ pub fn reporting_cmd(
         .command(cmd)
         .grace(Duration::from_millis(300))
         .on_line(128, move |stream, line| {
-            if stream == Stream::Stdout {
-                if let Some(pid) = std::str::from_utf8(line)
+            if stream == Stream::Stdout
+                && let Some(pid) = std::str::from_utf8(line)
                     .ok()
                     .and_then(|l| l.trim().parse().ok())
-                {
-                    let _ = tx.send(pid);
-                }
+            {
+                let _ = tx.send(pid);
             }
         })
         .spawn()

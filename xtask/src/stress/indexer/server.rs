@@ -114,7 +114,7 @@ fn source(seed: usize, lines: usize) -> Vec<u8> {
 fn log_text(seed: usize) -> Vec<u8> {
     let mut out = Vec::new();
     for l in 0..200 {
-        let level = if (seed + l) % 53 == 0 {
+        let level = if (seed + l).is_multiple_of(53) {
             "error"
         } else {
             "info"
@@ -344,7 +344,7 @@ fn api_response(
         .header("x-ratelimit-remaining", remaining)
         .header("x-ratelimit-reset", reset)
         .header("content-type", "application/json");
-    if n % SECONDARY_EVERY == 0 {
+    if n.is_multiple_of(SECONDARY_EVERY) {
         seen.secondary_limits.fetch_add(1, Ordering::Relaxed);
         return builder
             .status(403)

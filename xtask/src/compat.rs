@@ -1,0 +1,172 @@
+//! `cargo xtask compat`: what our users build with, beyond this machine's toolchain:
+//!
+//! - **MSRV**: every published crate, all features, on the `rust-version` the root
+//!   manifest declares (`cargo +<msrv> check --lib --all-features`);
+//! - **other platforms**: the portable crates for macOS and FreeBSD (`cargo check
+//!   --target`, pure-Rust features: zstd's C library needs a cross compiler), and
+//!   proc-reaper refusing them with its `compile_error!`;
+//! - **publishable**: `cargo package` of every published crate (built from the packaged
+//!   sources), and their docs with warnings denied (broken links included).
+//!
+//! It installs what a fresh toolchain lacks through rustup (the MSRV toolchain, minimal
+//! profile, and the two targets' standard libraries).
+
+use std::process::Command;
+
+use crate::{Result, workspace_root};
+
+/// The crates we publish.
+const PUBLISHED: &[&str] = &[
+    "scoped-temp",
+    "bounded-stream",
+    "rate-gate",
+    "proc-reaper",
+    "mem-watch",
+    "ttl-cache",
+    "leakproof",
+];
+
+/// Targets the portable crates must build for.
+const TARGETS: &[&str] = &["x86_64-apple-darwin", "x86_64-unknown-freebsd"];
+
+/// Each portable crate with its pure-Rust features (every feature but C-backed codecs).
+const PORTABLE: &[(&str, &str)] = &[
+    ("scoped-temp", ""),
+    (
+        "bounded-stream",
+        "http-body,client,gzip,deflate,brotli,regex,spill",
+    ),
+    ("rate-gate", "http,tower,redis,quanta"),
+    ("ttl-cache", ""),
+    ("mem-watch", ""),
+    // The umbrella's defaults: proc-reaper is a Linux-only dependency.
+    (
+        "leakproof",
+        "default,deflate,brotli,regex,spill,redis,quanta",
+    ),
+];
+
+/// What proc-reaper's `compile_error!` says off Linux.
+const PROC_REAPER_REFUSAL: &str = "proc-reaper builds on Linux only";
+
+pub fn main() -> Result<bool> {
+    let msrv = msrv()?;
+    let mut ok = true;
+
+    println!("==> MSRV {msrv}: every published crate, all features");
+    ok &= run(rustup(&[
+        "toolchain",
+        "install",
+        &msrv,
+        "--profile",
+        "minimal",
+    ]))?;
+    for krate in PUBLISHED {
+        let mut check = toolchain_cargo(&msrv);
+        check.args(["check", "--lib", "--all-features", "-p", krate]);
+        ok &= run(check)?;
+    }
+
+    println!("==> other platforms: {}", TARGETS.join(", "));
+    let mut add = rustup(&["target", "add"]);
+    add.args(TARGETS);
+    ok &= run(add)?;
+    for target in TARGETS {
+        for (krate, features) in PORTABLE {
+            let mut check = cargo();
+            check.args(["check", "--lib", "-p", krate, "--target", target]);
+            if !features.is_empty() {
+                check.args(["--no-default-features", "--features", features]);
+            }
+            ok &= run(check)?;
+        }
+        ok &= proc_reaper_refuses(target)?;
+    }
+
+    println!("==> publishable: cargo package, docs with warnings denied");
+    let mut package = cargo();
+    package.args(["package", "--allow-dirty"]);
+    for krate in PUBLISHED {
+        package.args(["-p", krate]);
+    }
+    ok &= run(package)?;
+    let mut doc = cargo();
+    doc.args(["doc", "--no-deps", "--all-features"])
+        .env("RUSTDOCFLAGS", "-D warnings");
+    for krate in PUBLISHED {
+        doc.args(["-p", krate]);
+    }
+    ok &= run(doc)?;
+    Ok(ok)
+}
+
+/// The workspace's `rust-version`.
+fn msrv() -> Result<String> {
+    let manifest = std::fs::read_to_string(workspace_root().join("Cargo.toml"))?;
+    manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .ok_or_else(|| "no rust-version in the root Cargo.toml".into())
+}
+
+/// `cargo` for this toolchain, in the workspace root.
+fn cargo() -> Command {
+    let mut command = Command::new("cargo");
+    command.current_dir(workspace_root());
+    command
+}
+
+/// `cargo +<toolchain>`: rustup's proxy picks the toolchain; the variables that would
+/// pin this run's toolchain instead are removed.
+fn toolchain_cargo(toolchain: &str) -> Command {
+    let mut command = cargo();
+    command
+        .arg(format!("+{toolchain}"))
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC")
+        .env_remove("RUSTDOC");
+    command
+}
+
+fn rustup(args: &[&str]) -> Command {
+    let mut command = Command::new("rustup");
+    command.args(args);
+    command
+}
+
+/// Runs `command`, echoing it; `false` when it fails.
+fn run(mut command: Command) -> Result<bool> {
+    println!("--> {}", describe(&command));
+    let status = command.status()?;
+    if !status.success() {
+        println!("--> failed ({status}): {}", describe(&command));
+    }
+    Ok(status.success())
+}
+
+/// proc-reaper must not build for `target`, and must say why.
+fn proc_reaper_refuses(target: &str) -> Result<bool> {
+    let mut check = cargo();
+    check.args(["check", "--lib", "-p", "proc-reaper", "--target", target]);
+    println!("--> {} (must fail, naming the platform)", describe(&check));
+    let output = check.output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let refused = !output.status.success() && stderr.contains(PROC_REAPER_REFUSAL);
+    if !refused {
+        println!("--> proc-reaper did not refuse {target} with its compile_error!:\n{stderr}");
+    }
+    Ok(refused)
+}
+
+fn describe(command: &Command) -> String {
+    let args: Vec<String> = command
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    format!(
+        "{} {}",
+        command.get_program().to_string_lossy(),
+        args.join(" ")
+    )
+}
