@@ -3,8 +3,11 @@
 //! - **MSRV**: every published crate, all features, on the `rust-version` the root
 //!   manifest declares (`cargo +<msrv> check --lib --all-features`);
 //! - **other platforms**: the portable crates for macOS and FreeBSD (`cargo check
-//!   --target`, pure-Rust features: zstd's C library needs a cross compiler), and
+//!   --target`, pure-Rust features: zstd's C library and ring's C and assembly need a
+//!   cross compiler), and
 //!   proc-reaper refusing them with its `compile_error!`;
+//! - **a build without TLS**: leakproof's client without `rustls` refuses an `https`
+//!   base when built (its test, in that build);
 //! - **publishable**: `cargo package` of every published crate (built from the packaged
 //!   sources), and their docs with warnings denied (broken links included).
 //!
@@ -82,6 +85,20 @@ pub fn main() -> Result<bool> {
         }
         ok &= proc_reaper_refuses(target)?;
     }
+
+    println!("==> leakproof without TLS: an https base refused when built");
+    let mut no_tls = cargo();
+    no_tls.args([
+        "test",
+        "-p",
+        "leakproof",
+        "--no-default-features",
+        "--features",
+        "client",
+        "--test",
+        "api_client_tls",
+    ]);
+    ok &= run(no_tls)?;
 
     println!("==> publishable: cargo package, docs with warnings denied");
     let mut package = cargo();

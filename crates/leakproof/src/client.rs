@@ -160,15 +160,18 @@ struct Inner<C> {
 /// [`get_stream`](ApiClient::get_stream) hands the body over as a stream, under caps
 /// and timeouts of its own, holding the gate's permit until it is dropped.
 ///
-/// `ApiClient::builder(base).build()` speaks plain HTTP/1.1; for HTTPS build a
-/// hyper-util client with a TLS connector (hyper-rustls, hyper-tls) and pass it to
-/// [`ApiClientBuilder::build_with`].
+/// `ApiClient::builder(base).build()` speaks HTTPS (feature `rustls`, on by default:
+/// rustls with the ring provider, Mozilla's roots or the system's, HTTP/2 by ALPN with
+/// HTTP/1.1 as the fallback) and plain HTTP/1.1. A base with any other scheme, or
+/// `https` in a build without `rustls`, is refused by `build()` with
+/// [`Error::UnsupportedScheme`]: never sent, never retried. Another connector can be
+/// brought with [`ApiClientBuilder::build_with`].
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), leakproof::Error> {
 /// use leakproof::{ApiClient, Source};
 ///
-/// let github = ApiClient::builder("http://127.0.0.1:8080")
+/// let github = ApiClient::builder("https://api.github.com")
 ///     .header("authorization", "Bearer ghp_...")
 ///     .build()?;
 /// let first = github.get("/repos/rust-lang/rust").await?;
@@ -177,7 +180,7 @@ struct Inner<C> {
 /// assert_eq!(again.source, Source::Cache);
 /// # Ok(()) }
 /// ```
-pub struct ApiClient<C = HttpConnector> {
+pub struct ApiClient<C = DefaultConnector> {
     inner: Arc<Inner<C>>,
 }
 
@@ -198,6 +201,31 @@ impl<C> std::fmt::Debug for ApiClient<C> {
     }
 }
 
+/// The connector [`ApiClientBuilder::build`] uses: hyper-rustls over hyper-util's
+/// `HttpConnector` with feature `rustls` (HTTPS and HTTP), the `HttpConnector` alone
+/// without it.
+#[cfg(feature = "rustls")]
+pub type DefaultConnector = hyper_rustls::HttpsConnector<HttpConnector>;
+/// The connector [`ApiClientBuilder::build`] uses: hyper-rustls over hyper-util's
+/// `HttpConnector` with feature `rustls` (HTTPS and HTTP), the `HttpConnector` alone
+/// without it.
+#[cfg(not(feature = "rustls"))]
+pub type DefaultConnector = HttpConnector;
+
+/// Where an HTTPS [`ApiClient`] finds the certificate authorities it trusts.
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsRoots {
+    /// Mozilla's roots, compiled in (feature `webpki-roots`, on by default): the same
+    /// on every host, updated with the crate.
+    Webpki,
+    /// The operating system's store, read when the client is built (feature
+    /// `native-roots`): what the host trusts, a corporate CA included.
+    Native,
+}
+
 /// Options for an [`ApiClient`].
 #[derive(Debug)]
 pub struct ApiClientBuilder {
@@ -210,6 +238,28 @@ pub struct ApiClientBuilder {
     attempts: u32,
     backoff: (Duration, Duration),
     shutdown: Option<Shutdown>,
+    #[cfg(feature = "rustls")]
+    tls: Tls,
+    http1_only: bool,
+}
+
+/// The TLS settings of a builder.
+#[cfg(feature = "rustls")]
+#[derive(Debug)]
+enum Tls {
+    Roots(TlsRoots),
+    Config(Box<rustls::ClientConfig>),
+}
+
+#[cfg(feature = "rustls")]
+impl Default for Tls {
+    fn default() -> Self {
+        if cfg!(feature = "webpki-roots") || !cfg!(feature = "native-roots") {
+            Tls::Roots(TlsRoots::Webpki)
+        } else {
+            Tls::Roots(TlsRoots::Native)
+        }
+    }
 }
 
 impl ApiClientBuilder {
@@ -259,14 +309,120 @@ impl ApiClientBuilder {
         self
     }
 
-    /// A plain-HTTP client (idle connections kept 90 s, at most 32 per host).
+    /// The certificate authorities an HTTPS client trusts (default
+    /// [`TlsRoots::Webpki`] where compiled in, else [`TlsRoots::Native`]).
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn tls_roots(mut self, roots: TlsRoots) -> Self {
+        self.tls = Tls::Roots(roots);
+        self
+    }
+
+    /// A TLS configuration of your own (private roots, client certificates, another
+    /// crypto provider). Its ALPN protocols are replaced by the ones this client speaks
+    /// (`h2` and `http/1.1`, or only `http/1.1` after [`http1_only`](Self::http1_only)).
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
+        self.tls = Tls::Config(Box::new(config));
+        self
+    }
+
+    /// Speak HTTP/1.1 only, even where the server offers HTTP/2.
+    pub fn http1_only(mut self) -> Self {
+        self.http1_only = true;
+        self
+    }
+
+    /// The client: HTTPS (feature `rustls`) and plain HTTP, HTTP/2 where the server
+    /// offers it by ALPN, idle connections kept 90 s, at most 32 per host. A base whose
+    /// scheme this build cannot speak is refused here with [`Error::UnsupportedScheme`].
     pub fn build(self) -> Result<ApiClient> {
-        let client = Client::builder(TokioExecutor::new())
+        let scheme = base_scheme(&self.base)?;
+        let http = HttpConnector::new();
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(32)
-            .build_http();
-        self.build_with(client)
+            .pool_max_idle_per_host(32);
+        #[cfg(feature = "rustls")]
+        {
+            let _ = scheme;
+            let mut http = http;
+            http.enforce_http(false);
+            let config = self.tls_client_config()?;
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(config)
+                .https_or_http()
+                .enable_http1();
+            let https = if self.http1_only {
+                https.wrap_connector(http)
+            } else {
+                https.enable_http2().wrap_connector(http)
+            };
+            let client = builder.build(https);
+            self.build_with(client)
+        }
+        #[cfg(not(feature = "rustls"))]
+        {
+            if scheme == "https" {
+                return Err(Error::UnsupportedScheme {
+                    uri: self.base.clone(),
+                    scheme: scheme.to_string(),
+                    reason: "this build has no TLS: enable leakproof's `rustls` feature, \
+                             or bring a connector through `build_with`",
+                });
+            }
+            let client = builder.build(http);
+            self.build_with(client)
+        }
+    }
+
+    /// The rustls configuration `build` uses, from the roots chosen or the config given.
+    #[cfg(feature = "rustls")]
+    fn tls_client_config(&self) -> Result<rustls::ClientConfig> {
+        let tls_error = |reason: String| Error::Tls {
+            uri: self.base.clone(),
+            reason,
+        };
+        match &self.tls {
+            Tls::Config(config) => Ok((**config).clone()),
+            Tls::Roots(roots) => {
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let builder = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| tls_error(e.to_string()))?;
+                let mut store = rustls::RootCertStore::empty();
+                match roots {
+                    #[cfg(feature = "webpki-roots")]
+                    TlsRoots::Webpki => {
+                        store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                    }
+                    #[cfg(feature = "native-roots")]
+                    TlsRoots::Native => {
+                        let found = rustls_native_certs::load_native_certs();
+                        for error in &found.errors {
+                            tracing::warn!(%error, "leakproof: a system root could not be read");
+                        }
+                        let (added, ignored) = store.add_parsable_certificates(found.certs);
+                        tracing::debug!(added, ignored, "leakproof: system roots loaded");
+                    }
+                    #[allow(unreachable_patterns)]
+                    other => {
+                        return Err(tls_error(format!(
+                            "{other:?} roots are not compiled in: enable leakproof's \
+                             `webpki-roots` or `native-roots` feature, or give a \
+                             `tls_config`"
+                        )));
+                    }
+                }
+                if store.is_empty() {
+                    return Err(tls_error(format!("no trusted root in {roots:?}")));
+                }
+                Ok(builder.with_root_certificates(store).with_no_client_auth())
+            }
+        }
     }
 
     /// A client on a hyper-util client built elsewhere (a TLS connector, other pool
@@ -327,6 +483,25 @@ impl ApiClientBuilder {
     }
 }
 
+/// The base's scheme, if this client can speak it (`http`, or `https` with a TLS
+/// connector); anything else is refused before a request is made.
+fn base_scheme(base: &str) -> Result<&'static str> {
+    let scheme = base.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("http") => Ok("http"),
+        Some("https") => Ok("https"),
+        Some(other) => Err(Error::UnsupportedScheme {
+            uri: base.to_string(),
+            scheme: other.to_string(),
+            reason: "an API client speaks `http` and `https` only",
+        }),
+        None => Err(Error::BadUri {
+            uri: base.to_string(),
+            reason: "the base needs a scheme and a host (`https://api.github.com`)".into(),
+        }),
+    }
+}
+
 fn seed() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -351,6 +526,9 @@ impl ApiClient {
             attempts: 3,
             backoff: (Duration::from_millis(500), Duration::from_secs(30)),
             shutdown: None,
+            #[cfg(feature = "rustls")]
+            tls: Tls::default(),
+            http1_only: false,
         }
     }
 }

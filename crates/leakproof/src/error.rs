@@ -58,6 +58,30 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// The base's scheme is one this client cannot speak (`ftp://`, or `https://` in a
+    /// build without TLS): refused when the client is built, nothing sent.
+    #[cfg(feature = "client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+    #[error("cannot speak `{scheme}` to `{uri}`: {reason}")]
+    UnsupportedScheme {
+        /// The base given to the builder.
+        uri: String,
+        /// Its scheme.
+        scheme: String,
+        /// What would make it work.
+        reason: &'static str,
+    },
+    /// The TLS configuration could not be made (no root compiled in, none found in the
+    /// system's store).
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    #[error("TLS for `{uri}`: {reason}")]
+    Tls {
+        /// The base given to the builder.
+        uri: String,
+        /// Why.
+        reason: String,
+    },
     /// Sending a request failed (connection refused or reset, header timeout) after
     /// `attempts` tries.
     #[cfg(feature = "client")]

@@ -77,8 +77,10 @@
 //!   what the server's headers say. With no quota of its own, the first requests of each
 //!   window go out before any header is seen: keep its concurrency under the quota, or
 //!   give it the quota. Across processes, see `rate-gate`'s docs.
-//! - **TLS.** `ApiClient::builder(..).build()` speaks plain HTTP; bring a TLS connector
-//!   through [`ApiClientBuilder::build_with`].
+//! - **TLS beyond rustls' defaults.** `ApiClient`'s HTTPS (feature `rustls`) checks
+//!   certificates against Mozilla's roots or the system's; certificate pinning,
+//!   revocation checks and client certificates need a `rustls::ClientConfig` of your
+//!   own ([`ApiClientBuilder::tls_config`]).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -89,9 +91,14 @@ mod health;
 mod scope;
 mod shutdown;
 
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+pub use client::TlsRoots;
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
-pub use client::{ApiClient, ApiClientBuilder, ApiResponse, ApiStats, ApiStream, Source};
+pub use client::{
+    ApiClient, ApiClientBuilder, ApiResponse, ApiStats, ApiStream, DefaultConnector, Source,
+};
 pub use error::{Error, Result};
 pub use health::{
     CacheHealth, FdHealth, GateHealth, Health, HealthBuilder, HealthReport, MemoryHealth, Status,
