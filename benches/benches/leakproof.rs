@@ -126,11 +126,15 @@ fn api(c: &mut Criterion) {
             response.into_body().collect().await.unwrap().to_bytes()
         }
     };
-    rt.block_on(api.get("/repos/rust-lang/rust")).unwrap();
+    rt.block_on(api.get("/repos/rust-lang/rust").send())
+        .unwrap();
 
     let mut g = c.benchmark_group("leakproof/api_cached_get");
     g.bench_function("ours", |b| {
-        b.iter(|| rt.block_on(api.get("/repos/rust-lang/rust")).unwrap())
+        b.iter(|| {
+            rt.block_on(api.get("/repos/rust-lang/rust").send())
+                .unwrap()
+        })
     });
     g.bench_function("hyper_util", |b| {
         b.iter(|| rt.block_on(bare_get("/repos/rust-lang/rust")))
@@ -139,7 +143,10 @@ fn api(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("leakproof/api_uncached_get");
     g.bench_function("ours", |b| {
-        b.iter(|| rt.block_on(api.get("/nostore/rust-lang/rust")).unwrap())
+        b.iter(|| {
+            rt.block_on(api.get("/nostore/rust-lang/rust").send())
+                .unwrap()
+        })
     });
     g.bench_function("hyper_util", |b| {
         b.iter(|| rt.block_on(bare_get("/nostore/rust-lang/rust")))

@@ -127,6 +127,11 @@ fn decoder(codec: Codec, wire: Wire, budget: &DecodeLimits) -> Pin<Box<dyn Async
         }
         #[cfg(feature = "deflate")]
         Codec::Deflate => boxed(async_compression::tokio::bufread::DeflateDecoder::new(wire)),
+        #[cfg(feature = "deflate")]
+        Codec::Zlib => boxed(SniffZlib {
+            wire: Some(wire),
+            inner: None,
+        }),
         #[cfg(feature = "zstd")]
         Codec::Zstd => {
             let window =
@@ -140,6 +145,55 @@ fn decoder(codec: Codec, wire: Wire, budget: &DecodeLimits) -> Pin<Box<dyn Async
         Codec::Brotli => boxed(async_compression::tokio::bufread::BrotliDecoder::new(wire)),
         #[allow(unreachable_patterns)]
         other => boxed(Unsupported(other)),
+    }
+}
+
+/// HTTP's `deflate`: zlib-wrapped (RFC 1950) or raw, told apart by the zlib header
+/// (CM 8, a window of at most 32 KiB, a header checksum divisible by 31) in the first
+/// bytes, which are looked at without being consumed.
+#[cfg(feature = "deflate")]
+struct SniffZlib {
+    wire: Option<Wire>,
+    inner: Option<Pin<Box<dyn AsyncRead + Send>>>,
+}
+
+/// `true` when `head` starts like a zlib stream rather than raw deflate.
+#[cfg(feature = "deflate")]
+fn is_zlib(head: &[u8]) -> bool {
+    match head {
+        [cmf, flg, ..] => {
+            cmf & 0x0f == 8 && cmf >> 4 <= 7 && ((u16::from(*cmf) << 8) | u16::from(*flg)) % 31 == 0
+        }
+        [cmf] => cmf & 0x0f == 8 && cmf >> 4 <= 7,
+        [] => false,
+    }
+}
+
+#[cfg(feature = "deflate")]
+impl AsyncRead for SniffZlib {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        use tokio::io::AsyncBufRead;
+        if self.inner.is_none() {
+            let Some(wire) = self.wire.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            let zlib = is_zlib(ready!(Pin::new(wire).poll_fill_buf(cx))?);
+            if let Some(wire) = self.wire.take() {
+                self.inner = Some(if zlib {
+                    Box::pin(async_compression::tokio::bufread::ZlibDecoder::new(wire))
+                } else {
+                    Box::pin(async_compression::tokio::bufread::DeflateDecoder::new(wire))
+                });
+            }
+        }
+        match self.inner.as_mut() {
+            Some(inner) => inner.as_mut().poll_read(cx, buf),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 

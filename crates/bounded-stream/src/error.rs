@@ -34,6 +34,10 @@ pub enum Codec {
     Gzip,
     /// Raw deflate (RFC 1951).
     Deflate,
+    /// HTTP's `deflate` content coding: zlib-wrapped deflate (RFC 1950, as RFC 9110 says),
+    /// or raw deflate, which some servers send under that name; the first bytes tell
+    /// which (feature `deflate`).
+    Zlib,
     /// Zstandard.
     Zstd,
     /// Brotli.
@@ -45,8 +49,57 @@ impl fmt::Display for Codec {
         f.write_str(match self {
             Codec::Gzip => "gzip",
             Codec::Deflate => "deflate",
+            Codec::Zlib => "zlib",
             Codec::Zstd => "zstd",
             Codec::Brotli => "brotli",
+        })
+    }
+}
+
+impl Codec {
+    /// The codec for an HTTP `Content-Encoding` value (`gzip`, `x-gzip`, `deflate`,
+    /// `br`, `zstd`; any case). `None` for `identity`, for a list of several codings and
+    /// for anything unknown.
+    pub fn from_content_encoding(value: &str) -> Option<Codec> {
+        let value = value.trim();
+        [
+            ("gzip", Codec::Gzip),
+            ("x-gzip", Codec::Gzip),
+            ("deflate", Codec::Zlib),
+            ("br", Codec::Brotli),
+            ("zstd", Codec::Zstd),
+        ]
+        .into_iter()
+        .find(|(name, _)| value.eq_ignore_ascii_case(name))
+        .map(|(_, codec)| codec)
+    }
+
+    /// `true` when this build can decode it (its feature is on).
+    pub fn is_available(self) -> bool {
+        match self {
+            Codec::Gzip => cfg!(feature = "gzip"),
+            Codec::Deflate | Codec::Zlib => cfg!(feature = "deflate"),
+            Codec::Zstd => cfg!(feature = "zstd"),
+            Codec::Brotli => cfg!(feature = "brotli"),
+        }
+    }
+
+    /// The `Accept-Encoding` value naming the HTTP codings this build decodes (`gzip,
+    /// deflate, br, zstd` with every codec feature on), empty with none.
+    pub fn accept_encoding() -> &'static str {
+        static VALUE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        VALUE.get_or_init(|| {
+            [
+                (Codec::Gzip, "gzip"),
+                (Codec::Zlib, "deflate"),
+                (Codec::Brotli, "br"),
+                (Codec::Zstd, "zstd"),
+            ]
+            .into_iter()
+            .filter(|(codec, _)| codec.is_available())
+            .map(|(_, name)| name)
+            .collect::<Vec<_>>()
+            .join(", ")
         })
     }
 }

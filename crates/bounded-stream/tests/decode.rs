@@ -13,7 +13,13 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, BufReader};
 use tokio_util::io::ReaderStream;
 
-const CODECS: [Codec; 4] = [Codec::Gzip, Codec::Deflate, Codec::Zstd, Codec::Brotli];
+const CODECS: [Codec; 5] = [
+    Codec::Gzip,
+    Codec::Deflate,
+    Codec::Zlib,
+    Codec::Zstd,
+    Codec::Brotli,
+];
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
 
@@ -24,6 +30,7 @@ fn encoder(
     match codec {
         Codec::Gzip => Box::pin(enc::GzipEncoder::with_quality(input, Level::Fastest)),
         Codec::Deflate => Box::pin(enc::DeflateEncoder::with_quality(input, Level::Fastest)),
+        Codec::Zlib => Box::pin(enc::ZlibEncoder::with_quality(input, Level::Fastest)),
         Codec::Zstd => Box::pin(enc::ZstdEncoder::with_quality(input, Level::Fastest)),
         Codec::Brotli => Box::pin(enc::BrotliEncoder::with_quality(input, Level::Fastest)),
         _ => unreachable!(),
@@ -293,4 +300,36 @@ async fn a_failing_source_under_the_decoder_keeps_its_error() {
         }) => assert_eq!(source.kind(), io::ErrorKind::ConnectionReset),
         other => panic!("expected the source's error, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn http_deflate_takes_zlib_and_the_raw_deflate_some_servers_send() {
+    let text = log_text(2_000);
+    for wrapped in [Codec::Zlib, Codec::Deflate] {
+        let wire = compress(wrapped, &text).await;
+        // Both arrive labelled `Content-Encoding: deflate`, one byte per chunk at first.
+        let (head, rest) = wire.split_at(1);
+        let chunks = futures_util::stream::iter([
+            Ok::<_, io::Error>(Bytes::copy_from_slice(head)),
+            Ok(Bytes::copy_from_slice(rest)),
+        ]);
+        let codec = Codec::from_content_encoding("Deflate").unwrap();
+        let budget = DecodeLimits::new(Limits::new(MIB));
+        let decoded = collect_decoded(chunks, codec, &budget).await.unwrap();
+        assert_eq!(decoded.to_bytes(), text, "{wrapped:?} as HTTP deflate");
+    }
+}
+
+#[test]
+fn content_encodings_map_to_codecs_and_accept_encoding_names_only_what_decodes() {
+    assert_eq!(Codec::from_content_encoding("gzip"), Some(Codec::Gzip));
+    assert_eq!(Codec::from_content_encoding(" X-GZIP "), Some(Codec::Gzip));
+    assert_eq!(Codec::from_content_encoding("br"), Some(Codec::Brotli));
+    assert_eq!(Codec::from_content_encoding("zstd"), Some(Codec::Zstd));
+    assert_eq!(Codec::from_content_encoding("deflate"), Some(Codec::Zlib));
+    for none in ["identity", "gzip, br", "compress", ""] {
+        assert_eq!(Codec::from_content_encoding(none), None, "{none}");
+    }
+    // The tests build every codec.
+    assert_eq!(Codec::accept_encoding(), "gzip, deflate, br, zstd");
 }

@@ -82,6 +82,36 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The server answered with an error status (4xx or 5xx), from
+    /// [`ApiResponse::error_for_status`](crate::ApiResponse::error_for_status).
+    #[cfg(feature = "client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+    #[error("{method} {uri}: {status}: {message}")]
+    Status {
+        /// The status.
+        status: http::StatusCode,
+        /// The method.
+        method: http::Method,
+        /// The URI.
+        uri: String,
+        /// The start of the server's explanation: GitHub's `{"message": ...}`, or the
+        /// body's first 200 characters.
+        message: String,
+    },
+    /// A body was not the JSON expected, or a value could not be serialised as one
+    /// (feature `json`).
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    #[error("{method} {uri}: JSON")]
+    Json {
+        /// The method.
+        method: http::Method,
+        /// The URI (the path, for a request body that could not be serialised).
+        uri: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Sending a request failed (connection refused or reset, header timeout) after
     /// `attempts` tries.
     #[cfg(feature = "client")]

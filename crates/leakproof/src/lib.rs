@@ -25,7 +25,11 @@
 //! [`ApiClient`] (feature `client`) is one pooled hyper-util client behind a `rate-gate`
 //! gate fed by the response headers, with `ttl-cache` for GETs (ETag revalidation: a 304
 //! costs no quota), `bounded-stream` caps on every body, retries with backoff and jitter
-//! on 5xx and secondary limits, and every request inside a scope.
+//! on 5xx and secondary limits, and every request inside a scope. It speaks HTTPS and
+//! HTTP/2 (feature `rustls`), takes options per request ([`RequestBuilder`]: query,
+//! headers, a bearer token per call, JSON bodies with feature `json`), decodes
+//! compressed bodies under the same caps, and turns error statuses into
+//! [`Error::Status`] on request.
 //!
 //! Each focused crate is re-exported as a module behind a default feature:
 //! [`temp`] (scoped-temp), [`stream`] (bounded-stream), [`gate`] (rate-gate),
@@ -97,7 +101,8 @@ pub use client::TlsRoots;
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use client::{
-    ApiClient, ApiClientBuilder, ApiResponse, ApiStats, ApiStream, DefaultConnector, Source,
+    ApiClient, ApiClientBuilder, ApiResponse, ApiStats, ApiStream, DefaultConnector,
+    RequestBuilder, Source,
 };
 pub use error::{Error, Result};
 pub use health::{

@@ -137,15 +137,28 @@ fn worker() {
         .build()
         .unwrap();
     runtime.block_on(async {
+        // These tests are about sharing a quota, not about a slow Redis: a cold, busy CI
+        // machine once took over the default 200 ms for a first round trip (connect and
+        // script load), and fail-closed then refused the worker's only acquire.
         let shared = RedisQuota::new(&url, "shared")
             .unwrap()
+            .timeout(Duration::from_secs(5))
             .batch(batch.parse().unwrap());
         let gate = Gate::builder().quota(quota()).redis(shared).build();
         let until = tokio::time::Instant::now() + Duration::from_millis(millis.parse().unwrap());
         let mut out = std::io::stdout().lock();
-        while let Ok(Ok(permit)) = tokio::time::timeout_at(until, gate.acquire()).await {
-            writeln!(out, "@@grant {}", epoch_us()).unwrap();
-            drop(permit);
+        loop {
+            match tokio::time::timeout_at(until, gate.acquire()).await {
+                Ok(Ok(permit)) => {
+                    writeln!(out, "@@grant {}", epoch_us()).unwrap();
+                    drop(permit);
+                }
+                Ok(Err(error)) => {
+                    writeln!(out, "@@error {error}").unwrap();
+                    break;
+                }
+                Err(_) => break,
+            }
         }
         writeln!(out, "@@done").unwrap();
     });
@@ -174,6 +187,9 @@ fn run_workers(server: &RedisServer, workers: usize, millis: u64, batch: u32) ->
                 let line = line.unwrap();
                 if let Some(at) = line.find("@@grant ") {
                     grants.push(line[at + 8..].trim().parse().unwrap());
+                }
+                if let Some(at) = line.find("@@error ") {
+                    panic!("a worker's acquire failed: {}", &line[at + 8..]);
                 }
                 done |= line.contains("@@done");
             }

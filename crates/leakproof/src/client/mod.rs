@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bounded_stream::{BoundedBody, CappedClient, Limits};
+use bounded_stream::{BoundedBody, CappedClient, Codec, DecodeLimits, Limits};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{
-    CACHE_CONTROL, ETAG, HeaderMap, HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    LAST_MODIFIED, RETRY_AFTER,
+    CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, ETAG, HeaderMap, HeaderName, HeaderValue,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RETRY_AFTER,
 };
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
@@ -22,6 +22,13 @@ use rate_gate::{Feedback, Gate};
 use ttl_cache::{Cache, Validators};
 
 use crate::{Error, Result, Shutdown};
+
+mod request;
+mod response;
+
+use request::Call;
+pub use request::RequestBuilder;
+pub use response::ApiResponse;
 
 /// Where a response came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,20 +44,6 @@ pub enum Source {
     Network,
 }
 
-/// A response with its body read (at most the client's cap).
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ApiResponse {
-    /// The status (of the cached response when it came from the cache).
-    pub status: StatusCode,
-    /// The headers (likewise).
-    pub headers: HeaderMap,
-    /// The body.
-    pub body: Bytes,
-    /// Where it came from.
-    pub source: Source,
-}
-
 /// A response whose body is still to be read, from [`ApiClient::get_stream`]: capped and
 /// timed by the limits given, holding the gate's permit until it is dropped.
 #[non_exhaustive]
@@ -59,15 +52,19 @@ pub struct ApiStream {
     pub status: StatusCode,
     /// The headers.
     pub headers: HeaderMap,
-    body: BoundedBody<Incoming>,
+    body: BodyStream,
     permit: rate_gate::Permit<'static>,
 }
+
+/// A response body as chunks, decoded when it came compressed.
+type BodyStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = std::result::Result<Bytes, bounded_stream::Error>> + Send>,
+>;
 
 impl std::fmt::Debug for ApiStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiStream")
             .field("status", &self.status)
-            .field("received", &self.body.received())
             .finish_non_exhaustive()
     }
 }
@@ -80,7 +77,7 @@ impl ApiStream {
     ) -> impl futures_util::Stream<Item = Result<Bytes, bounded_stream::Error>> + Send + 'static
     {
         let permit = self.permit;
-        self.body.into_data_stream().map(move |chunk| {
+        self.body.map(move |chunk| {
             let _held = &permit;
             chunk
         })
@@ -147,7 +144,10 @@ struct Inner<C> {
 ///   (`X-RateLimit-Remaining`/`-Reset`, `Retry-After`), so it never sends what the
 ///   server would refuse, in this process;
 /// - has its response body capped and timed by [`Limits`] (default 10 MiB, 30 s
-///   without a byte, 60 s in all);
+///   without a byte, 60 s in all) and, when it comes compressed (`Accept-Encoding` names
+///   the codecs compiled in: gzip always, `deflate`, `br` and `zstd` with their
+///   features), decoded under the same cap as the decoded bytes arrive, so a bomb is a
+///   typed [`Error::Body`] at the cap, through `get` and `get_stream` alike;
 /// - is retried (default 3 attempts in all) on 500, 502, 503, 504, on 429 and on a 403
 ///   with `Retry-After` (GitHub's secondary limits), and on connection failures, after
 ///   an exponential backoff with full jitter (default 500 ms doubling to 30 s) or, for
@@ -155,6 +155,12 @@ struct Inner<C> {
 /// - for a GET answered 200, is cached (default 10,000 entries, for the response's
 ///   `max-age` or 60 s) and, once stale, revalidated with `If-None-Match` or
 ///   `If-Modified-Since`: a `304` refreshes the entry and costs no GitHub quota.
+///
+/// Each request can carry options of its own ([`RequestBuilder`]: a query, headers, a
+/// bearer token, a JSON body, its own limits, no cache); [`ApiResponse`] gives the body
+/// as bytes, text or JSON, and [`ApiResponse::error_for_status`] turns a 4xx or 5xx into
+/// [`Error::Status`] with the server's message. `api.get(path)` is awaited as it is; pass
+/// `api.get(path).send()` where a `Future` is required (`block_on`, `join!`).
 ///
 /// For what should not be held in memory (logs to scan, archives to unpack),
 /// [`get_stream`](ApiClient::get_stream) hands the body over as a stream, under caps
@@ -389,37 +395,11 @@ impl ApiClientBuilder {
         match &self.tls {
             Tls::Config(config) => Ok((**config).clone()),
             Tls::Roots(roots) => {
+                let store = root_store(*roots).map_err(tls_error)?;
                 let provider = Arc::new(rustls::crypto::ring::default_provider());
                 let builder = rustls::ClientConfig::builder_with_provider(provider)
                     .with_safe_default_protocol_versions()
                     .map_err(|e| tls_error(e.to_string()))?;
-                let mut store = rustls::RootCertStore::empty();
-                match roots {
-                    #[cfg(feature = "webpki-roots")]
-                    TlsRoots::Webpki => {
-                        store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-                    }
-                    #[cfg(feature = "native-roots")]
-                    TlsRoots::Native => {
-                        let found = rustls_native_certs::load_native_certs();
-                        for error in &found.errors {
-                            tracing::warn!(%error, "leakproof: a system root could not be read");
-                        }
-                        let (added, ignored) = store.add_parsable_certificates(found.certs);
-                        tracing::debug!(added, ignored, "leakproof: system roots loaded");
-                    }
-                    #[allow(unreachable_patterns)]
-                    other => {
-                        return Err(tls_error(format!(
-                            "{other:?} roots are not compiled in: enable leakproof's \
-                             `webpki-roots` or `native-roots` feature, or give a \
-                             `tls_config`"
-                        )));
-                    }
-                }
-                if store.is_empty() {
-                    return Err(tls_error(format!("no trusted root in {roots:?}")));
-                }
                 Ok(builder.with_root_certificates(store).with_no_client_auth())
             }
         }
@@ -481,6 +461,38 @@ impl ApiClientBuilder {
             }),
         })
     }
+}
+
+/// The trusted roots `roots` names, if compiled in and not empty.
+#[cfg(feature = "rustls")]
+// With neither roots feature on, only the refusal is left.
+#[allow(unreachable_code, unused_mut, unused_variables)]
+fn root_store(roots: TlsRoots) -> std::result::Result<rustls::RootCertStore, String> {
+    let mut store = rustls::RootCertStore::empty();
+    match roots {
+        #[cfg(feature = "webpki-roots")]
+        TlsRoots::Webpki => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        #[cfg(feature = "native-roots")]
+        TlsRoots::Native => {
+            let found = rustls_native_certs::load_native_certs();
+            for error in &found.errors {
+                tracing::warn!(%error, "leakproof: a system root could not be read");
+            }
+            let (added, ignored) = store.add_parsable_certificates(found.certs);
+            tracing::debug!(added, ignored, "leakproof: system roots loaded");
+        }
+        #[allow(unreachable_patterns)]
+        other => {
+            return Err(format!(
+                "{other:?} roots are not compiled in: enable leakproof's `webpki-roots` or \
+                 `native-roots` feature, or give a `tls_config`"
+            ));
+        }
+    }
+    if store.is_empty() {
+        return Err(format!("no trusted root in {roots:?}"));
+    }
+    Ok(store)
 }
 
 /// The base's scheme, if this client can speak it (`http`, or `https` with a TLS
@@ -548,12 +560,35 @@ enum Retryable {
     Failed(bounded_stream::Error),
 }
 
-fn from_cache(cached: &Cached, source: Source) -> ApiResponse {
+fn from_cache(cached: &Cached, source: Source, call: &Call) -> ApiResponse {
     ApiResponse {
         status: cached.status,
         headers: cached.headers.clone(),
         body: cached.body.clone(),
         source,
+        method: call.method.clone(),
+        uri: call.key_uri(),
+    }
+}
+
+/// The codec a response's `Content-Encoding` names, when this build decodes it; `None`
+/// for none (the body is passed on as it came, header included).
+fn content_codec(headers: &HeaderMap) -> Option<Codec> {
+    let value = headers.get(CONTENT_ENCODING)?.to_str().ok()?;
+    Codec::from_content_encoding(value).filter(|c| c.is_available())
+}
+
+/// The body as chunks: decoded under `limits` (the decoded bytes' cap and timeouts) when
+/// `codec` says it is compressed, the wire bytes themselves having been capped by the
+/// same limits already.
+fn body_stream(body: BoundedBody<Incoming>, codec: Option<Codec>, limits: &Limits) -> BodyStream {
+    match codec {
+        None => Box::pin(body.into_data_stream()),
+        Some(codec) => Box::pin(bounded_stream::decode(
+            body.into_data_stream(),
+            codec,
+            &DecodeLimits::new(limits.clone()),
+        )),
     }
 }
 
@@ -617,35 +652,57 @@ where
     }
 
     /// A GET of `path` (appended to the base): from the cache while fresh, revalidated
-    /// once stale, else from the server.
-    pub async fn get(&self, path: &str) -> Result<ApiResponse> {
-        self.inner.counters.calls.fetch_add(1, Ordering::Relaxed);
-        let uri = self.uri(path)?;
-        let key = uri.to_string();
-        if let Some(hit) = self.inner.cache.get(&key) {
-            self.inner
-                .counters
-                .cache_hits
-                .fetch_add(1, Ordering::Relaxed);
-            return Ok(from_cache(&hit, Source::Cache));
-        }
-        self.call(Method::GET, uri, Bytes::new()).await
+    /// once stale, else from the server. Await it as it is (`api.get(path).await`), or
+    /// set options first: `api.get(path).query(&[("per_page", "100")]).bearer(token)
+    /// .send().await` (see [`RequestBuilder`]).
+    pub fn get(&self, path: &str) -> RequestBuilder<'_, C> {
+        self.request(Method::GET, path)
+    }
+
+    /// A POST of `path`; give it a body with [`RequestBuilder::body`] or `json`.
+    pub fn post(&self, path: &str) -> RequestBuilder<'_, C> {
+        self.request(Method::POST, path)
+    }
+
+    /// A PUT of `path`.
+    pub fn put(&self, path: &str) -> RequestBuilder<'_, C> {
+        self.request(Method::PUT, path)
+    }
+
+    /// A PATCH of `path`.
+    pub fn patch(&self, path: &str) -> RequestBuilder<'_, C> {
+        self.request(Method::PATCH, path)
+    }
+
+    /// A DELETE of `path`.
+    pub fn delete(&self, path: &str) -> RequestBuilder<'_, C> {
+        self.request(Method::DELETE, path)
+    }
+
+    /// A request with any method. Only GETs are cached; a successful request with
+    /// another method drops the cached GET of the same URI.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder<'_, C> {
+        RequestBuilder::new(self, method, path)
     }
 
     /// Sends `body` with `method` to `path`; never cached. A successful request with
-    /// another method than GET drops the cached GET of the same path.
+    /// another method than GET drops the cached GET of the same path. The short form of
+    /// `request(method, path).body(body).send()`.
     pub async fn send(&self, method: Method, path: &str, body: Bytes) -> Result<ApiResponse> {
-        self.inner.counters.calls.fetch_add(1, Ordering::Relaxed);
-        let uri = self.uri(path)?;
-        self.call(method, uri, body).await
+        self.request(method, path).body(body).send().await
     }
 
-    fn uri(&self, path: &str) -> Result<Uri> {
-        let text = if path.starts_with('/') {
+    /// `path` appended to the base, with `query` (already encoded) if any.
+    fn uri(&self, path: &str, query: &str) -> Result<Uri> {
+        let mut text = if path.starts_with('/') {
             format!("{}{path}", self.inner.base)
         } else {
             format!("{}/{path}", self.inner.base)
         };
+        if !query.is_empty() {
+            text.push(if text.contains('?') { '&' } else { '?' });
+            text.push_str(query);
+        }
         text.parse()
             .map_err(|e: http::uri::InvalidUri| Error::BadUri {
                 uri: text.clone(),
@@ -653,54 +710,56 @@ where
             })
     }
 
-    async fn call(&self, method: Method, uri: Uri, body: Bytes) -> Result<ApiResponse> {
-        let name = format!("{method} {}", uri.path());
-        let op = |scope: crate::Scope| self.exchange(scope, method, uri, body);
-        let outcome = match &self.inner.shutdown {
+    /// Runs a built request: from the cache if it may, else through the retry loop, in a
+    /// scope (or the shutdown's).
+    async fn run(&self, call: Call) -> Result<ApiResponse> {
+        let inner = &*self.inner;
+        inner.counters.calls.fetch_add(1, Ordering::Relaxed);
+        if call.method == Method::GET
+            && call.cache
+            && let Some(hit) = inner.cache.get(&call.key)
+        {
+            inner.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(from_cache(&hit, Source::Cache, &call));
+        }
+        let name = format!("{} {}", call.method, call.uri.path());
+        let op = |scope: crate::Scope| self.exchange(scope, call);
+        let outcome = match &inner.shutdown {
             Some(shutdown) => shutdown.run(&name, op).await.and_then(|(r, _)| r),
             None => crate::scope(&name, op).await.0,
         };
         if outcome.is_err() {
-            self.inner.counters.failures.fetch_add(1, Ordering::Relaxed);
+            inner.counters.failures.fetch_add(1, Ordering::Relaxed);
         }
         outcome
     }
 
-    async fn exchange(
-        &self,
-        scope: crate::Scope,
-        method: Method,
-        uri: Uri,
-        body: Bytes,
-    ) -> Result<ApiResponse> {
+    async fn exchange(&self, scope: crate::Scope, call: Call) -> Result<ApiResponse> {
         let inner = &*self.inner;
-        let key = uri.to_string();
         let mut attempt = 0;
         loop {
             attempt += 1;
             // Looked up at each attempt: another call may have refreshed it meanwhile.
-            let held = if method == Method::GET {
-                inner.cache.revalidation(&key)
+            let held = if call.method == Method::GET && call.cache {
+                inner.cache.revalidation(&call.key)
             } else {
                 None
             };
             let permit = inner.gate.acquire_owned().await?;
-            let outcome = self
-                .attempt(&method, &uri, &key, body.clone(), held, &permit)
-                .await?;
+            let outcome = self.attempt(&call, held, &permit).await?;
             let (after, why) = match outcome {
                 Attempt::Done(response) => {
                     // The permit's slot is released with the scope.
                     scope.hold("gate permit", permit);
-                    if method != Method::GET && response.status.is_success() {
-                        inner.cache.remove(&key);
+                    if call.method != Method::GET && response.status.is_success() {
+                        inner.cache.remove(&call.key);
                     }
                     return Ok(response);
                 }
                 Attempt::Retry { after, why } => (after, why),
             };
             drop(permit);
-            let wait = self.retry_after(&method, &key, attempt, why, after)?;
+            let wait = self.retry_after(&call.method, &call.key_uri(), attempt, why, after)?;
             tokio::time::sleep(wait).await;
         }
     }
@@ -766,7 +825,7 @@ where
 
     async fn stream_exchange(&self, path: &str, limits: &Limits) -> Result<ApiStream> {
         let inner = &*self.inner;
-        let uri = self.uri(path)?;
+        let uri = self.uri(path, "")?;
         let key = uri.to_string();
         let mut attempt = 0;
         loop {
@@ -782,6 +841,7 @@ where
             let mut request = Request::new(Full::new(Bytes::new()));
             *request.uri_mut() = uri.clone();
             *request.headers_mut() = inner.headers.clone();
+            request::accept_encodings(request.headers_mut());
             inner.counters.requests.fetch_add(1, Ordering::Relaxed);
             let (after, why) = match inner.http.send(request, limits).await {
                 Err(source @ bounded_stream::Error::ContentLengthTooLarge { .. }) => {
@@ -798,11 +858,16 @@ where
                     let server_paused = feedback.limited || feedback.retry_after.is_some();
                     permit.observe(feedback);
                     if !retryable(status, response.headers()) {
-                        let (parts, body) = response.into_parts();
+                        let (mut parts, body) = response.into_parts();
+                        let codec = content_codec(&parts.headers);
+                        if codec.is_some() {
+                            parts.headers.remove(CONTENT_ENCODING);
+                            parts.headers.remove(CONTENT_LENGTH);
+                        }
                         return Ok(ApiStream {
                             status,
                             headers: parts.headers,
-                            body,
+                            body: body_stream(body, codec, limits),
                             permit,
                         });
                     }
@@ -834,18 +899,16 @@ where
 
     async fn attempt(
         &self,
-        method: &Method,
-        uri: &Uri,
-        key: &String,
-        body: Bytes,
+        call: &Call,
         held: Option<(Arc<Cached>, Validators)>,
         permit: &rate_gate::Permit<'static>,
     ) -> Result<Attempt> {
         let inner = &*self.inner;
-        let mut request = Request::new(Full::new(body));
+        let (method, key) = (&call.method, &call.key);
+        let mut request = Request::new(Full::new(call.body.clone()));
         *request.method_mut() = method.clone();
-        *request.uri_mut() = uri.clone();
-        *request.headers_mut() = inner.headers.clone();
+        *request.uri_mut() = call.uri.clone();
+        *request.headers_mut() = call.headers.clone();
         if let Some((_, validators)) = &held {
             let conditional = match (&validators.etag, &validators.last_modified) {
                 (Some(etag), _) => Some((IF_NONE_MATCH, etag)),
@@ -859,12 +922,12 @@ where
             }
         }
         inner.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let response = match inner.http.send(request, &inner.limits).await {
+        let response = match inner.http.send(request, &call.limits).await {
             Ok(response) => response,
             Err(source @ bounded_stream::Error::ContentLengthTooLarge { .. }) => {
                 return Err(Error::Body {
                     method: method.clone(),
-                    uri: key.clone(),
+                    uri: call.key_uri(),
                     source,
                 });
             }
@@ -884,7 +947,11 @@ where
         {
             inner.cache.refresh(key, max_age(response.headers()));
             inner.counters.revalidated.fetch_add(1, Ordering::Relaxed);
-            return Ok(Attempt::Done(from_cache(&cached, Source::Revalidated)));
+            return Ok(Attempt::Done(from_cache(
+                &cached,
+                Source::Revalidated,
+                call,
+            )));
         }
         if retryable(status, response.headers()) {
             return Ok(Attempt::Retry {
@@ -893,17 +960,21 @@ where
                 why: Retryable::Status(status),
             });
         }
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
+        let (mut parts, body) = response.into_parts();
+        let codec = content_codec(&parts.headers);
+        let body = crate::client::response::gather(body_stream(body, codec, &call.limits))
             .await
             .map_err(|source| Error::Body {
                 method: method.clone(),
-                uri: key.clone(),
+                uri: call.key_uri(),
                 source,
-            })?
-            .to_bytes();
-        if *method == Method::GET && status == StatusCode::OK {
+            })?;
+        if codec.is_some() {
+            // What is kept (and cached) is the decoded body.
+            parts.headers.remove(CONTENT_ENCODING);
+            parts.headers.remove(CONTENT_LENGTH);
+        }
+        if *method == Method::GET && call.cache && status == StatusCode::OK {
             let ttl = max_age(&parts.headers);
             if ttl != Some(Duration::ZERO) {
                 let validators = Validators::new(
@@ -925,6 +996,8 @@ where
             headers: parts.headers,
             body,
             source: Source::Network,
+            method: method.clone(),
+            uri: call.key_uri(),
         }))
     }
 }

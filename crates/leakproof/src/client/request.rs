@@ -1,0 +1,279 @@
+//! One request's options: [`RequestBuilder`], and the [`Call`] it becomes.
+
+use std::future::{Future, IntoFuture};
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+
+use bounded_stream::{Codec, Limits};
+use bytes::Bytes;
+#[cfg(feature = "json")]
+use http::header::CONTENT_TYPE;
+use http::header::{ACCEPT_ENCODING, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Uri};
+use hyper_util::client::legacy::connect::Connect;
+
+use super::{ApiClient, ApiResponse};
+use crate::{Error, Result};
+
+/// A request being set up: from [`ApiClient::get`], [`post`](ApiClient::post),
+/// [`put`](ApiClient::put), [`patch`](ApiClient::patch), [`delete`](ApiClient::delete)
+/// or [`request`](ApiClient::request). Send it with [`send`](Self::send), or await it
+/// directly.
+///
+/// Everything set here applies to this request only, over the client's own defaults:
+/// a header given here replaces the client's header of that name. A GET with headers of
+/// its own (a token, a media type) is cached apart from the same GET without them, so
+/// one installation's response is never served to another.
+///
+/// ```no_run
+/// # async fn example(api: leakproof::ApiClient) -> Result<(), leakproof::Error> {
+/// let issues = api
+///     .get("/repos/rust-lang/rust/issues")
+///     .query(&[("state", "open"), ("per_page", "100")])
+///     .bearer("ghp_...")
+///     .header("accept", "application/vnd.github+json")
+///     .send()
+///     .await?
+///     .error_for_status()?;
+/// # let _ = issues; Ok(()) }
+/// ```
+#[must_use = "a request does nothing until it is sent or awaited"]
+pub struct RequestBuilder<'a, C> {
+    client: &'a ApiClient<C>,
+    method: Method,
+    path: String,
+    query: String,
+    headers: HeaderMap,
+    body: Bytes,
+    limits: Option<Limits>,
+    cache: bool,
+    /// The first invalid option, reported by `send`.
+    error: Option<Error>,
+}
+
+impl<C> std::fmt::Debug for RequestBuilder<'_, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestBuilder")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("body", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, C> RequestBuilder<'a, C>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    pub(super) fn new(client: &'a ApiClient<C>, method: Method, path: &str) -> Self {
+        RequestBuilder {
+            client,
+            method,
+            path: path.to_string(),
+            query: String::new(),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            limits: None,
+            cache: true,
+            error: None,
+        }
+    }
+
+    /// Appends `pairs` to the query string, percent-encoded.
+    pub fn query<K: AsRef<str>, V: AsRef<str>>(mut self, pairs: &[(K, V)]) -> Self {
+        for (key, value) in pairs {
+            if !self.query.is_empty() {
+                self.query.push('&');
+            }
+            encode_into(&mut self.query, key.as_ref());
+            self.query.push('=');
+            encode_into(&mut self.query, value.as_ref());
+        }
+        self
+    }
+
+    /// A header for this request, replacing the client's header of that name (an
+    /// invalid name or value fails [`send`](Self::send) with [`Error::BadUri`]).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        let parsed = HeaderName::try_from(name)
+            .map_err(|e| format!("header name `{name}`: {e}"))
+            .and_then(|n| {
+                HeaderValue::try_from(value)
+                    .map(|v| (n, v))
+                    .map_err(|e| format!("header `{name}` value: {e}"))
+            });
+        match parsed {
+            Ok((name, value)) => {
+                self.headers.insert(name, value);
+            }
+            Err(reason) => self.fail(reason),
+        }
+        self
+    }
+
+    /// `Authorization: Bearer <token>` for this request: one client, many tokens (each
+    /// token's GETs cached apart).
+    pub fn bearer(self, token: &str) -> Self {
+        self.header(AUTHORIZATION.as_str(), &format!("Bearer {token}"))
+    }
+
+    /// The caps and timeouts for this response's body, instead of the client's.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// `false`: this GET neither reads nor fills the cache (default `true`).
+    pub fn cache(mut self, use_cache: bool) -> Self {
+        self.cache = use_cache;
+        self
+    }
+
+    /// The request body.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// `value` as a JSON body, with `Content-Type: application/json` (feature `json`).
+    /// A value that cannot be serialised fails [`send`](Self::send) with
+    /// [`Error::Json`].
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    pub fn json<T: serde::Serialize + ?Sized>(mut self, value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(body) => {
+                self.body = body.into();
+                self.headers
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
+            Err(source) => {
+                if self.error.is_none() {
+                    self.error = Some(Error::Json {
+                        method: self.method.clone(),
+                        uri: self.path.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        self
+    }
+
+    fn fail(&mut self, reason: String) {
+        if self.error.is_none() {
+            self.error = Some(Error::BadUri {
+                uri: self.path.clone(),
+                reason,
+            });
+        }
+    }
+
+    /// Sends it (through the gate, the cache for a GET, the retries) and reads the body
+    /// under the caps.
+    pub async fn send(self) -> Result<ApiResponse> {
+        let client = self.client;
+        let call = self.into_call()?;
+        client.run(call).await
+    }
+
+    /// What the client runs: the URI, the merged headers, the cache key.
+    fn into_call(self) -> Result<Call> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let inner = &*self.client.inner;
+        let uri = self.client.uri(&self.path, &self.query)?;
+        let mut key = uri.to_string();
+        if !self.headers.is_empty() {
+            // Responses may differ by any header set per request (a token, a media type).
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            for (name, value) in &self.headers {
+                name.as_str().hash(&mut hasher);
+                value.as_bytes().hash(&mut hasher);
+            }
+            key.push_str(&format!("#headers={:016x}", hasher.finish()));
+        }
+        let mut headers = inner.headers.clone();
+        for (name, value) in self.headers {
+            if let Some(name) = name {
+                headers.insert(name, value);
+            }
+        }
+        accept_encodings(&mut headers);
+        Ok(Call {
+            method: self.method,
+            uri,
+            key,
+            headers,
+            body: self.body,
+            limits: self.limits.unwrap_or_else(|| inner.limits.clone()),
+            cache: self.cache,
+        })
+    }
+}
+
+impl<'a, C> IntoFuture for RequestBuilder<'a, C>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    type Output = Result<ApiResponse>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<ApiResponse>> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
+}
+
+/// One request, as the retry loop sends it.
+pub(crate) struct Call {
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    /// The cache key: the URI, plus a hash of the request's own headers if it has any.
+    pub(crate) key: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) limits: Limits,
+    /// A GET that may read and fill the cache.
+    pub(crate) cache: bool,
+}
+
+impl Call {
+    /// The URI, for errors and responses.
+    pub(crate) fn key_uri(&self) -> String {
+        self.uri.to_string()
+    }
+}
+
+/// Adds `Accept-Encoding` for the codecs this build decodes, unless the caller set one.
+pub(crate) fn accept_encodings(headers: &mut HeaderMap) {
+    let accepted = Codec::accept_encoding();
+    if !accepted.is_empty() && !headers.contains_key(ACCEPT_ENCODING) {
+        headers.insert(ACCEPT_ENCODING, HeaderValue::from_static(accepted));
+    }
+}
+
+/// Percent-encodes `text` into `out` as a query component: unreserved characters as they
+/// are, everything else (spaces included) as `%XX`.
+fn encode_into(out: &mut String, text: &str) {
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode_into;
+
+    #[test]
+    fn query_components_are_percent_encoded() {
+        let mut out = String::new();
+        encode_into(&mut out, "a b&c=d/é~");
+        assert_eq!(out, "a%20b%26c%3Dd%2F%C3%A9~");
+    }
+}
