@@ -18,6 +18,24 @@ use crate::{Result, workspace_root};
 /// "at least 0.98x the throughput" is "at most 1/0.98 of the time".
 const TARGETS: &[(&str, &str, f64, &str)] = &[
     (
+        "leakproof/api_get_h1",
+        "reqwest",
+        1.10,
+        "time <= 1.10x reqwest",
+    ),
+    (
+        "leakproof/api_get_tls",
+        "reqwest",
+        1.10,
+        "time <= 1.10x reqwest",
+    ),
+    (
+        "leakproof/api_get_gzip_10mib",
+        "reqwest",
+        1.0 / 0.95,
+        "throughput >= 0.95x reqwest",
+    ),
+    (
         "leakproof/scope_temp_dir",
         "bare",
         1.05,

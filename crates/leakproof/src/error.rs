@@ -82,6 +82,17 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A GET or HEAD was redirected more times than the client follows (a loop, most
+    /// likely).
+    #[cfg(feature = "client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+    #[error("{uri}: redirected again after {followed} redirect(s)")]
+    Redirects {
+        /// Where the last redirect led.
+        uri: String,
+        /// How many were followed.
+        followed: u32,
+    },
     /// The server answered with an error status (4xx or 5xx), from
     /// [`ApiResponse::error_for_status`](crate::ApiResponse::error_for_status).
     #[cfg(feature = "client")]
@@ -97,6 +108,20 @@ pub enum Error {
         /// The start of the server's explanation: GitHub's `{"message": ...}`, or the
         /// body's first 200 characters.
         message: String,
+    },
+    /// A paginated listing went past its bound on pages or bytes (feature `json`).
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    #[error("{uri}: pagination stopped at {pages} page(s), {bytes} bytes: too many {what}")]
+    PageLimit {
+        /// The page that would have gone past the bound.
+        uri: String,
+        /// Pages read.
+        pages: u32,
+        /// Body bytes read.
+        bytes: u64,
+        /// Which bound: `"pages"` or `"bytes"`.
+        what: &'static str,
     },
     /// A body was not the JSON expected, or a value could not be serialised as one
     /// (feature `json`).

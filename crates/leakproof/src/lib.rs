@@ -81,6 +81,11 @@
 //!   what the server's headers say. With no quota of its own, the first requests of each
 //!   window go out before any header is seen: keep its concurrency under the quota, or
 //!   give it the quota. Across processes, see `rate-gate`'s docs.
+//! - **Proxies other than HTTP `CONNECT`.** `ApiClient` tunnels through an `http://`
+//!   proxy (plain-HTTP destinations too, which a proxy that allows `CONNECT` only to 443
+//!   refuses); SOCKS and HTTPS proxies fail the connection, saying so.
+//! - **Tokens without end.** Each token given per request gets a gate, kept for the
+//!   client's life: a client that sees a new token per request grows by one gate each.
 //! - **TLS beyond rustls' defaults.** `ApiClient`'s HTTPS (feature `rustls`) checks
 //!   certificates against Mozilla's roots or the system's; certificate pinning,
 //!   revocation checks and client certificates need a `rustls::ClientConfig` of your
@@ -95,6 +100,9 @@ mod health;
 mod scope;
 mod shutdown;
 
+#[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+pub use client::Paginate;
 #[cfg(feature = "rustls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
 pub use client::TlsRoots;
@@ -102,7 +110,7 @@ pub use client::TlsRoots;
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use client::{
     ApiClient, ApiClientBuilder, ApiResponse, ApiStats, ApiStream, DefaultConnector,
-    RequestBuilder, Source,
+    ProxyConnector, RequestBuilder, Source,
 };
 pub use error::{Error, Result};
 pub use health::{

@@ -266,6 +266,74 @@ mod tls {
             "no TLS session"
         );
     }
+
+    /// A `CONNECT` proxy on loopback: records each tunnel's destination.
+    async fn connect_proxy() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut client, _) = listener.accept().await.unwrap();
+                let record = record.clone();
+                tokio::spawn(async move {
+                    // The request head, byte by byte (nothing follows it until we answer).
+                    let mut head = Vec::new();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        head.push(client.read_u8().await.unwrap());
+                    }
+                    let head = String::from_utf8(head).unwrap();
+                    let target = head
+                        .strip_prefix("CONNECT ")
+                        .and_then(|rest| rest.split_whitespace().next())
+                        .unwrap()
+                        .to_string();
+                    record.lock().unwrap().push(target.clone());
+                    let mut upstream = tokio::net::TcpStream::connect(&target).await.unwrap();
+                    client
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .await
+                        .unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn https_goes_through_a_connect_proxy_when_told_and_not_otherwise() {
+        let server = serve(&[b"h2", b"http/1.1"]).await;
+        let (proxy, seen) = connect_proxy().await;
+        let api = ApiClient::builder(&format!("https://{}", server.addr))
+            .tls_config(trusting(&server))
+            .proxy(&format!("http://{proxy}"))
+            .build()
+            .unwrap();
+        // TLS end to end through the tunnel: HTTP/2 still chosen by ALPN.
+        assert_eq!(version(&api).await, "HTTP/2.0");
+        assert_eq!(*seen.lock().unwrap(), [server.addr.to_string()]);
+        let direct = ApiClient::builder(&format!("https://{}", server.addr))
+            .tls_config(trusting(&server))
+            .no_proxy()
+            .build()
+            .unwrap();
+        assert_eq!(version(&direct).await, "HTTP/2.0");
+        assert_eq!(seen.lock().unwrap().len(), 1, "no tunnel without a proxy");
+        // A proxy that is not there: a connection error, not a hang.
+        let nowhere = ApiClient::builder(&format!("https://{}", server.addr))
+            .tls_config(trusting(&server))
+            .proxy("http://127.0.0.1:1")
+            .attempts(1)
+            .build()
+            .unwrap();
+        assert!(matches!(
+            nowhere.get("/version").await,
+            Err(Error::Request { attempts: 1, .. })
+        ));
+    }
 }
 
 #[test]

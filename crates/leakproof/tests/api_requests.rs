@@ -21,6 +21,9 @@ use leakproof::stream::{Limits, Stage};
 use leakproof::{ApiClient, Error, Source};
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 
+/// Whether token `a` had its first `/per-token` call (one test uses it).
+static FIRST_A_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The text every compressed route serves.
 const TEXT: &str = "the quick brown fox jumps over the lazy dog\n";
 
@@ -81,7 +84,79 @@ async fn respond(request: Request<Incoming>) -> Response<Full<Bytes>> {
         let compressed = compress(coding, vec![0; 16 << 20]).await;
         return reply(200, &[("content-encoding", coding)], compressed);
     }
+    let query = parts.uri.query().unwrap_or("");
+    let page: u32 = query
+        .strip_prefix("page=")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1);
+    let base = format!("http://{}", header("host").unwrap());
+    let link = |path: &str, page: u32| format!("<{base}{path}?page={page}>; rel=\"next\"");
     match path.as_str() {
+        // Three pages of a list, for a caller with a token only; each page cacheable.
+        "/items" => {
+            if header("authorization").is_none() {
+                return reply(
+                    401,
+                    &[],
+                    br#"{"message":"Requires authentication"}"#.to_vec(),
+                );
+            }
+            let items: Vec<u32> = (0..3).map(|i| page * 10 + i).collect();
+            let next = link("/items", page + 1);
+            let mut headers = vec![("cache-control", "max-age=60")];
+            if page < 3 {
+                headers.push(("link", next.as_str()));
+            }
+            reply(200, &headers, serde_json::to_vec(&items).unwrap())
+        }
+        // GitHub's search shape, two pages.
+        "/search" => {
+            let body = serde_json::json!({"total_count": 4, "items": [page * 2, page * 2 + 1]});
+            let next = link("/search", page + 1);
+            let headers: Vec<(&str, &str)> = if page < 2 {
+                vec![("link", next.as_str())]
+            } else {
+                vec![]
+            };
+            reply(200, &headers, serde_json::to_vec(&body).unwrap())
+        }
+        // A list that never ends, 20 KB a page.
+        "/forever" => {
+            let next = link("/forever", page + 1);
+            let items = vec![page; 10_000];
+            reply(
+                200,
+                &[("link", next.as_str())],
+                serde_json::to_vec(&items).unwrap(),
+            )
+        }
+        // A renamed repository (same host), a move to another origin (where the test
+        // says), and a loop.
+        "/old-name" => reply(301, &[("location", "/echo")], Vec::new()),
+        "/relative/old" => reply(302, &[("location", "new")], Vec::new()),
+        "/relative/new" => reply(200, &[], b"relative".to_vec()),
+        "/away" => {
+            let to = header("x-redirect-to").unwrap();
+            reply(307, &[("location", to.as_str())], Vec::new())
+        }
+        "/loop" => reply(302, &[("location", "/loop")], Vec::new()),
+        // Token `a` is told to wait a minute on its first call; `b` never is.
+        "/per-token" => {
+            let token = header("authorization").unwrap_or_default();
+            let first_for_a = token == "Bearer a"
+                && !FIRST_A_SEEN.swap(true, std::sync::atomic::Ordering::SeqCst);
+            if first_for_a {
+                reply(429, &[("retry-after", "60")], b"slow down".to_vec())
+            } else {
+                reply(200, &[], token.into_bytes())
+            }
+        }
+        // A next page elsewhere: not followed, the token stays here.
+        "/elsewhere" => reply(
+            200,
+            &[("link", r#"<https://evil.example/steal?page=2>; rel="next""#)],
+            b"[1]".to_vec(),
+        ),
         "/echo" => {
             let echo = serde_json::json!({
                 "method": parts.method.as_str(),
@@ -318,4 +393,174 @@ async fn a_bomb_stops_at_the_cap_through_get_and_get_stream() {
     }
     assert_eq!(api.cached(), 0);
     assert_eq!(api.gate().stats().in_flight, 0, "permits back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn pagination_follows_next_links_with_the_token_and_through_the_cache() {
+    let server = serve().await;
+    let api = client(&server);
+    let list = || async {
+        let items: Vec<u32> = api
+            .get("/items")
+            .bearer("t")
+            .paginate::<u32>()
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        items
+    };
+    assert_eq!(list().await, [10, 11, 12, 20, 21, 22, 30, 31, 32]);
+    let one_a_page = server.requests.load(Ordering::SeqCst);
+    assert_eq!(one_a_page, 3, "one request a page");
+    // The pages were cached (per token): the second listing costs nothing.
+    assert_eq!(list().await.len(), 9);
+    assert_eq!(server.requests.load(Ordering::SeqCst), 3);
+    // Without the token the first page is refused, and the stream says so.
+    let mut refused = std::pin::pin!(api.paginate::<u32>("/items"));
+    match refused.next().await {
+        Some(Err(Error::Status {
+            status, message, ..
+        })) => {
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            assert_eq!(message, "Requires authentication");
+        }
+        other => panic!("expected a status error, got {other:?}"),
+    }
+    assert!(
+        refused.next().await.is_none(),
+        "the stream ends after an error"
+    );
+    // Search results: the items of each page.
+    let found: Vec<u32> = api
+        .paginate::<u32>("/search")
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(found, [2, 3, 4, 5]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pagination_is_bounded_in_pages_and_bytes_and_stays_on_its_host() {
+    let server = serve().await;
+    let api = client(&server);
+    let results: Vec<_> = api.paginate::<u32>("/forever").max_pages(4).collect().await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 4 * 10_000);
+    match results.last() {
+        Some(Err(Error::PageLimit {
+            pages: 4,
+            what: "pages",
+            ..
+        })) => {}
+        other => panic!("expected the page bound, got {other:?}"),
+    }
+    let results: Vec<_> = api
+        .paginate::<u32>("/forever")
+        .max_bytes(120_000)
+        .collect()
+        .await;
+    let delivered = results.iter().filter(|r| r.is_ok()).count() as u32;
+    match results.last() {
+        Some(Err(Error::PageLimit {
+            what: "bytes",
+            pages,
+            bytes,
+            ..
+        })) => {
+            // The page that crossed the bound is not delivered; those before it are.
+            assert!(
+                *bytes > 120_000 && *bytes < 120_000 + 20_010,
+                "{bytes} bytes"
+            );
+            assert_eq!(delivered, (pages - 1) * 10_000, "{pages} pages");
+        }
+        other => panic!("expected the byte bound, got {other:?}"),
+    }
+    let before = server.requests.load(Ordering::SeqCst);
+    let results: Vec<_> = api.paginate::<u32>("/elsewhere").collect().await;
+    assert!(matches!(results[0], Ok(1)), "{:?}", results[0]);
+    assert!(
+        matches!(&results[1], Err(Error::BadUri { uri, .. }) if uri.starts_with("https://evil.example")),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(results.len(), 2);
+    assert_eq!(server.requests.load(Ordering::SeqCst), before + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_token_waits_only_for_its_own_limits() {
+    let server = serve().await;
+    let api = client(&server);
+    let started = tokio::time::Instant::now();
+    // `a` is refused and told to wait 60 s (one attempt: the refusal comes back).
+    assert!(matches!(
+        api.get("/per-token").bearer("a").cache(false).await,
+        Err(Error::GaveUp { status, .. }) if status == StatusCode::TOO_MANY_REQUESTS
+    ));
+    let by_token = |token: &'static str| {
+        let api = api.clone();
+        async move {
+            let response = api.get("/per-token").bearer(token).cache(false).await;
+            (response.unwrap().text(), started.elapsed())
+        }
+    };
+    // `b` goes out at once: `a`'s pause is not its.
+    let (text, at) = by_token("b").await;
+    assert_eq!(text, "Bearer b");
+    assert!(at < Duration::from_secs(1), "{at:?}");
+    // `a` waits out its minute, then goes through.
+    let (text, at) = by_token("a").await;
+    assert_eq!(text, "Bearer a");
+    assert!(at >= Duration::from_secs(60), "{at:?}");
+    // Three gates: the client's (unused here) and one per token.
+    assert_eq!(api.gate().stats().granted, 0);
+    assert_eq!(api.gate_for_token("a").stats().granted, 2);
+    assert_eq!(api.gate_for_token("b").stats().granted, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn redirects_are_followed_a_bounded_number_of_times_keeping_the_token_at_home() {
+    let server = serve().await;
+    let elsewhere = serve().await;
+    let api = client(&server);
+    // GitHub's answer to a renamed repository: followed, the token kept (same origin).
+    let moved = api.get("/old-name").bearer("t").await.unwrap();
+    let echo: serde_json::Value = moved.json().unwrap();
+    assert_eq!(echo["uri"], "/echo");
+    assert_eq!(echo["authorization"], "Bearer t");
+    assert_eq!(
+        api.get("/relative/old").await.unwrap().text(),
+        "relative",
+        "a relative Location"
+    );
+    // To another origin: followed without the token.
+    let away: serde_json::Value = api
+        .get("/away")
+        .bearer("t")
+        .header("x-redirect-to", &format!("http://{}/echo", elsewhere.addr))
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(away["method"], "GET");
+    assert_eq!(away["authorization"], serde_json::Value::Null);
+    assert_eq!(elsewhere.requests.load(Ordering::SeqCst), 1);
+    // A loop ends after ten.
+    let before = server.requests.load(Ordering::SeqCst);
+    match api.get("/loop").await {
+        Err(Error::Redirects { followed: 10, uri }) => assert!(uri.ends_with("/loop")),
+        other => panic!("expected the redirect bound, got {other:?}"),
+    }
+    assert_eq!(server.requests.load(Ordering::SeqCst), before + 11);
+    // Not for a POST, nor with redirects(0): the 3xx is the response.
+    let post = api.post("/old-name").await.unwrap();
+    assert_eq!(post.status(), StatusCode::MOVED_PERMANENTLY);
+    let unfollowed = ApiClient::builder(&format!("http://{}", server.addr))
+        .redirects(0)
+        .build()
+        .unwrap();
+    assert_eq!(
+        unfollowed.get("/old-name").await.unwrap().status(),
+        StatusCode::MOVED_PERMANENTLY
+    );
 }

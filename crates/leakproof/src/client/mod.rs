@@ -10,22 +10,29 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{
     CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, ETAG, HeaderMap, HeaderName, HeaderValue,
-    IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RETRY_AFTER,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION, RETRY_AFTER,
 };
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rate_gate::{Feedback, Gate};
 use ttl_cache::{Cache, Validators};
 
 use crate::{Error, Result, Shutdown};
 
+#[cfg(feature = "json")]
+mod pages;
+mod proxy;
 mod request;
 mod response;
 
+#[cfg(feature = "json")]
+pub use pages::Paginate;
+pub use proxy::ProxyConnector;
 use request::Call;
 pub use request::RequestBuilder;
 pub use response::ApiResponse;
@@ -125,11 +132,17 @@ struct Inner<C> {
     base: String,
     headers: HeaderMap,
     gate: Gate,
+    /// A gate per token given with [`RequestBuilder::bearer`] (or any per-request
+    /// `Authorization`), made by `token_gate` on first use.
+    token_gates: std::sync::Mutex<std::collections::HashMap<HeaderValue, Gate>>,
+    token_gate: TokenGate,
     cache: Cache<String, Arc<Cached>>,
     limits: Limits,
     attempts: u32,
     backoff: (Duration, Duration),
     shutdown: Option<Shutdown>,
+    /// Redirects a GET or HEAD follows at most.
+    redirects: u32,
     counters: Counters,
     jitter: AtomicU64,
 }
@@ -156,8 +169,14 @@ struct Inner<C> {
 ///   `max-age` or 60 s) and, once stale, revalidated with `If-None-Match` or
 ///   `If-Modified-Since`: a `304` refreshes the entry and costs no GitHub quota.
 ///
+/// A GET or HEAD follows redirects (301, 302, 303, 307, 308; at most 10, and never
+/// carrying `Authorization` to another origin); connections go through the proxy the
+/// environment names (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`) unless told otherwise.
+/// [`paginate`](ApiClient::paginate) lists every page of a list by its `Link: rel="next"`
+/// headers, bounded in pages and bytes.
+///
 /// Each request can carry options of its own ([`RequestBuilder`]: a query, headers, a
-/// bearer token, a JSON body, its own limits, no cache); [`ApiResponse`] gives the body
+/// bearer token with its own gate, a JSON body, its own limits, no cache); [`ApiResponse`] gives the body
 /// as bytes, text or JSON, and [`ApiResponse::error_for_status`] turns a 4xx or 5xx into
 /// [`Error::Status`] with the server's message. `api.get(path)` is awaited as it is; pass
 /// `api.get(path).send()` where a `Future` is required (`block_on`, `join!`).
@@ -207,16 +226,16 @@ impl<C> std::fmt::Debug for ApiClient<C> {
     }
 }
 
-/// The connector [`ApiClientBuilder::build`] uses: hyper-rustls over hyper-util's
-/// `HttpConnector` with feature `rustls` (HTTPS and HTTP), the `HttpConnector` alone
-/// without it.
+/// The connector [`ApiClientBuilder::build`] uses: hyper-rustls (feature `rustls`) over
+/// a [`ProxyConnector`] (hyper-util's `HttpConnector`, through a proxy where the rules
+/// say).
 #[cfg(feature = "rustls")]
-pub type DefaultConnector = hyper_rustls::HttpsConnector<HttpConnector>;
-/// The connector [`ApiClientBuilder::build`] uses: hyper-rustls over hyper-util's
-/// `HttpConnector` with feature `rustls` (HTTPS and HTTP), the `HttpConnector` alone
-/// without it.
+pub type DefaultConnector = hyper_rustls::HttpsConnector<ProxyConnector>;
+/// The connector [`ApiClientBuilder::build`] uses: hyper-rustls (feature `rustls`) over
+/// a [`ProxyConnector`] (hyper-util's `HttpConnector`, through a proxy where the rules
+/// say).
 #[cfg(not(feature = "rustls"))]
-pub type DefaultConnector = HttpConnector;
+pub type DefaultConnector = ProxyConnector;
 
 /// Where an HTTPS [`ApiClient`] finds the certificate authorities it trusts.
 #[cfg(feature = "rustls")]
@@ -232,21 +251,51 @@ pub enum TlsRoots {
     Native,
 }
 
+/// Makes the gate of one token.
+#[derive(Clone)]
+struct TokenGate(Arc<dyn Fn() -> Gate + Send + Sync>);
+
+impl std::fmt::Debug for TokenGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenGate(..)")
+    }
+}
+
+/// The gate a client makes when none is given: no quota of its own, at most 32 requests
+/// in flight, the server's rate headers.
+fn default_gate() -> Gate {
+    Gate::builder().concurrency(32).build()
+}
+
 /// Options for an [`ApiClient`].
 #[derive(Debug)]
 pub struct ApiClientBuilder {
     base: String,
     headers: Vec<(String, String)>,
     gate: Option<Gate>,
+    token_gate: Option<TokenGate>,
     max_entries: u64,
     ttl: Duration,
     limits: Limits,
     attempts: u32,
     backoff: (Duration, Duration),
     shutdown: Option<Shutdown>,
+    redirects: u32,
+    proxy: Proxy,
     #[cfg(feature = "rustls")]
     tls: Tls,
     http1_only: bool,
+}
+
+/// Where a builder's proxy rules come from.
+#[derive(Debug, Clone)]
+enum Proxy {
+    /// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`.
+    Env,
+    /// Every request through this proxy.
+    All(String),
+    /// No proxy.
+    Off,
 }
 
 /// The TLS settings of a builder.
@@ -283,6 +332,15 @@ impl ApiClientBuilder {
         self
     }
 
+    /// How the gate of each token given per request ([`RequestBuilder::bearer`]) is made
+    /// (default: like the client's default gate, 32 in flight and the server's rate
+    /// headers). Each token's quota and pauses are its own: one installation at its
+    /// limit does not hold up another.
+    pub fn gate_per_token(mut self, make: impl Fn() -> Gate + Send + Sync + 'static) -> Self {
+        self.token_gate = Some(TokenGate(Arc::new(make)));
+        self
+    }
+
     /// At most `max_entries` GET responses cached, each for its `max-age` or `ttl`.
     pub fn cache(mut self, max_entries: u64, ttl: Duration) -> Self {
         self.max_entries = max_entries;
@@ -299,6 +357,29 @@ impl ApiClientBuilder {
     /// How many times a request may be sent in all (default 3; at least 1).
     pub fn attempts(mut self, attempts: u32) -> Self {
         self.attempts = attempts.max(1);
+        self
+    }
+
+    /// Every request through the HTTP proxy at `url` (`http://user:pass@proxy:3128`),
+    /// instead of the environment's rules.
+    pub fn proxy(mut self, url: &str) -> Self {
+        self.proxy = Proxy::All(url.to_string());
+        self
+    }
+
+    /// No proxy, whatever the environment says (by default `HTTPS_PROXY`, `HTTP_PROXY`,
+    /// `ALL_PROXY` and `NO_PROXY` are honoured, read when the client is built).
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = Proxy::Off;
+        self
+    }
+
+    /// How many redirects a GET or HEAD follows (301, 302, 303, 307, 308; default 10; 0:
+    /// none, the redirect is the response). `Authorization` is not sent on past a
+    /// redirect to another origin (scheme, host or port); one redirect too many is
+    /// [`Error::Redirects`].
+    pub fn redirects(mut self, most: u32) -> Self {
+        self.redirects = most;
         self
     }
 
@@ -345,7 +426,14 @@ impl ApiClientBuilder {
     /// scheme this build cannot speak is refused here with [`Error::UnsupportedScheme`].
     pub fn build(self) -> Result<ApiClient> {
         let scheme = base_scheme(&self.base)?;
-        let http = HttpConnector::new();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let rules = match &self.proxy {
+            Proxy::Env => Some(Matcher::from_env()),
+            Proxy::All(url) => Some(Matcher::builder().all(url.clone()).build()),
+            Proxy::Off => None,
+        };
+        let http = ProxyConnector::new(http, rules);
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_timer(TokioTimer::new())
@@ -355,8 +443,6 @@ impl ApiClientBuilder {
         #[cfg(feature = "rustls")]
         {
             let _ = scheme;
-            let mut http = http;
-            http.enforce_http(false);
             let config = self.tls_client_config()?;
             let https = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(config)
@@ -436,9 +522,10 @@ impl ApiClientBuilder {
                 .map_err(|e| bad(format!("header `{name}` value: {e}")))?;
             headers.append(name, value);
         }
-        let gate = self
-            .gate
-            .unwrap_or_else(|| Gate::builder().concurrency(32).build());
+        let gate = self.gate.unwrap_or_else(default_gate);
+        let token_gate = self
+            .token_gate
+            .unwrap_or_else(|| TokenGate(Arc::new(default_gate)));
         let cache = Cache::builder()
             .max_entries(self.max_entries)
             .ttl(self.ttl)
@@ -451,11 +538,14 @@ impl ApiClientBuilder {
                 base,
                 headers,
                 gate,
+                token_gates: Default::default(),
+                token_gate,
                 cache,
                 limits: self.limits,
                 attempts: self.attempts,
                 backoff: self.backoff,
                 shutdown: self.shutdown,
+                redirects: self.redirects,
                 counters: Counters::default(),
                 jitter: AtomicU64::new(seed()),
             }),
@@ -530,6 +620,7 @@ impl ApiClient {
             base: base.to_string(),
             headers: Vec::new(),
             gate: None,
+            token_gate: None,
             max_entries: 10_000,
             ttl: Duration::from_secs(60),
             limits: Limits::new(10 << 20)
@@ -538,6 +629,8 @@ impl ApiClient {
             attempts: 3,
             backoff: (Duration::from_millis(500), Duration::from_secs(30)),
             shutdown: None,
+            redirects: 10,
+            proxy: Proxy::Env,
             #[cfg(feature = "rustls")]
             tls: Tls::default(),
             http1_only: false,
@@ -548,6 +641,8 @@ impl ApiClient {
 /// The outcome of one attempt that did not fail outright.
 enum Attempt {
     Done(ApiResponse),
+    /// Follow the redirect to this `Location`.
+    Redirect(String),
     /// Send it again, after `after` (or the backoff when `None`).
     Retry {
         after: Option<Duration>,
@@ -627,6 +722,32 @@ where
         &self.inner.gate
     }
 
+    /// The gate of requests made with [`bearer(token)`](RequestBuilder::bearer) (made
+    /// now if none was used yet).
+    pub fn gate_for_token(&self, token: &str) -> Gate {
+        match HeaderValue::try_from(format!("Bearer {token}")) {
+            Ok(value) => self.gate_for(Some(&value)),
+            Err(_) => self.inner.gate.clone(),
+        }
+    }
+
+    /// The gate for a request whose own `Authorization` is `authorization`: the client's
+    /// when it has none of its own, else that token's.
+    fn gate_for(&self, authorization: Option<&HeaderValue>) -> Gate {
+        let inner = &*self.inner;
+        let Some(value) = authorization else {
+            return inner.gate.clone();
+        };
+        let mut gates = inner
+            .token_gates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        gates
+            .entry(value.clone())
+            .or_insert_with(|| (inner.token_gate.0)())
+            .clone()
+    }
+
     /// What the client has done so far.
     pub fn stats(&self) -> ApiStats {
         let c = &self.inner.counters;
@@ -685,6 +806,25 @@ where
         RequestBuilder::new(self, method, path)
     }
 
+    /// The items of every page of the list at `path`, following `rel="next"` links: the
+    /// short form of `get(path).paginate()` (see [`Paginate`]).
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    pub fn paginate<'a, T>(&'a self, path: &str) -> Paginate<'a, C, T>
+    where
+        T: serde::de::DeserializeOwned + Send + 'a,
+    {
+        self.get(path).paginate()
+    }
+
+    /// `url` as a path (and query) below the base, if it is below the base.
+    #[cfg(feature = "json")]
+    fn relative(&self, url: &str) -> Option<String> {
+        let rest = url.strip_prefix(self.inner.base.as_str())?;
+        (rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
+            .then(|| rest.to_string())
+    }
+
     /// Sends `body` with `method` to `path`; never cached. A successful request with
     /// another method than GET drops the cached GET of the same path. The short form of
     /// `request(method, path).body(body).send()`.
@@ -734,7 +874,7 @@ where
         outcome
     }
 
-    async fn exchange(&self, scope: crate::Scope, call: Call) -> Result<ApiResponse> {
+    async fn exchange(&self, scope: crate::Scope, mut call: Call) -> Result<ApiResponse> {
         let inner = &*self.inner;
         let mut attempt = 0;
         loop {
@@ -745,7 +885,7 @@ where
             } else {
                 None
             };
-            let permit = inner.gate.acquire_owned().await?;
+            let permit = call.gate.acquire_owned().await?;
             let outcome = self.attempt(&call, held, &permit).await?;
             let (after, why) = match outcome {
                 Attempt::Done(response) => {
@@ -755,6 +895,12 @@ where
                         inner.cache.remove(&call.key);
                     }
                     return Ok(response);
+                }
+                Attempt::Redirect(location) => {
+                    call.follow(&location)?;
+                    // A redirect is not a failed attempt.
+                    attempt -= 1;
+                    continue;
                 }
                 Attempt::Retry { after, why } => (after, why),
             };
@@ -952,6 +1098,15 @@ where
                 Source::Revalidated,
                 call,
             )));
+        }
+        // Followed when the client follows any (one too many is an error, not the 3xx).
+        if (call.redirects_left > 0 || call.redirected > 0)
+            && matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
+            && (*method == Method::GET || *method == Method::HEAD)
+            && let Some(location) = response.headers().get(LOCATION)
+            && let Ok(location) = location.to_str()
+        {
+            return Ok(Attempt::Redirect(location.to_string()));
         }
         if retryable(status, response.headers()) {
             return Ok(Attempt::Retry {

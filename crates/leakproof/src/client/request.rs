@@ -12,6 +12,8 @@ use http::header::{ACCEPT_ENCODING, AUTHORIZATION, HeaderMap, HeaderName, Header
 use http::{Method, Uri};
 use hyper_util::client::legacy::connect::Connect;
 
+#[cfg(feature = "json")]
+use super::Paginate;
 use super::{ApiClient, ApiResponse};
 use crate::{Error, Result};
 
@@ -112,8 +114,10 @@ where
         self
     }
 
-    /// `Authorization: Bearer <token>` for this request: one client, many tokens (each
-    /// token's GETs cached apart).
+    /// `Authorization: Bearer <token>` for this request: one client, many tokens. Each
+    /// token's GETs are cached apart, and each token has a gate of its own (see
+    /// [`ApiClientBuilder::gate_per_token`](super::ApiClientBuilder::gate_per_token)), so
+    /// its quota and the server's pauses for it hold up only its own requests.
     pub fn bearer(self, token: &str) -> Self {
         self.header(AUTHORIZATION.as_str(), &format!("Bearer {token}"))
     }
@@ -161,6 +165,52 @@ where
         self
     }
 
+    /// Lists the items of every page this GET starts, following `rel="next"` links (a
+    /// JSON array per page, or an object with an `items` array): see [`Paginate`].
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    pub fn paginate<T>(self) -> Paginate<'a, C, T>
+    where
+        T: serde::de::DeserializeOwned + Send + 'a,
+    {
+        Paginate::new(self)
+    }
+
+    /// The path as given.
+    #[cfg(feature = "json")]
+    pub(super) fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The client it goes through.
+    #[cfg(feature = "json")]
+    pub(super) fn client(&self) -> &'a ApiClient<C> {
+        self.client
+    }
+
+    /// A GET with this request's headers, limits and cache setting, and no path yet.
+    #[cfg(feature = "json")]
+    pub(super) fn sibling(&self) -> Self {
+        RequestBuilder {
+            client: self.client,
+            method: Method::GET,
+            path: String::new(),
+            query: String::new(),
+            headers: self.headers.clone(),
+            body: Bytes::new(),
+            limits: self.limits.clone(),
+            cache: self.cache,
+            error: None,
+        }
+    }
+
+    /// The same request for `path` (which may carry its query).
+    #[cfg(feature = "json")]
+    pub(super) fn at(mut self, path: String) -> Self {
+        self.path = path;
+        self
+    }
+
     fn fail(&mut self, reason: String) {
         if self.error.is_none() {
             self.error = Some(Error::BadUri {
@@ -195,6 +245,7 @@ where
             }
             key.push_str(&format!("#headers={:016x}", hasher.finish()));
         }
+        let gate = self.client.gate_for(self.headers.get(AUTHORIZATION));
         let mut headers = inner.headers.clone();
         for (name, value) in self.headers {
             if let Some(name) = name {
@@ -210,6 +261,9 @@ where
             body: self.body,
             limits: self.limits.unwrap_or_else(|| inner.limits.clone()),
             cache: self.cache,
+            gate,
+            redirects_left: inner.redirects,
+            redirected: 0,
         })
     }
 }
@@ -237,6 +291,12 @@ pub(crate) struct Call {
     pub(crate) limits: Limits,
     /// A GET that may read and fill the cache.
     pub(crate) cache: bool,
+    /// The gate it waits for: the client's, or its token's.
+    pub(crate) gate: rate_gate::Gate,
+    /// Redirects it may still follow.
+    pub(crate) redirects_left: u32,
+    /// Redirects followed so far.
+    pub(crate) redirected: u32,
 }
 
 impl Call {
@@ -244,6 +304,52 @@ impl Call {
     pub(crate) fn key_uri(&self) -> String {
         self.uri.to_string()
     }
+
+    /// Points the call at a redirect's `location` (absolute, or relative to the URI it
+    /// came from). Past a change of origin (scheme, host or port) the `Authorization`
+    /// stays behind; past the last redirect allowed, [`Error::Redirects`].
+    pub(crate) fn follow(&mut self, location: &str) -> Result<()> {
+        if self.redirects_left == 0 {
+            return Err(Error::Redirects {
+                uri: self.key_uri(),
+                followed: self.redirected,
+            });
+        }
+        let next = resolve(&self.uri, location).ok_or_else(|| Error::BadUri {
+            uri: location.to_string(),
+            reason: format!(
+                "a redirect from {} to where this client cannot go",
+                self.uri
+            ),
+        })?;
+        if (next.scheme(), next.authority()) != (self.uri.scheme(), self.uri.authority()) {
+            self.headers.remove(AUTHORIZATION);
+        }
+        tracing::debug!(from = %self.uri, to = %next, "leakproof: following a redirect");
+        self.uri = next;
+        self.redirects_left -= 1;
+        self.redirected += 1;
+        Ok(())
+    }
+}
+
+/// `location` resolved against `base`: an absolute `http`/`https` URL, an absolute path,
+/// or a path relative to `base`'s directory.
+fn resolve(base: &Uri, location: &str) -> Option<Uri> {
+    if let Ok(absolute) = location.parse::<Uri>()
+        && absolute.scheme().is_some()
+        && absolute.authority().is_some()
+    {
+        return matches!(absolute.scheme_str(), Some("http" | "https")).then_some(absolute);
+    }
+    let origin = format!("{}://{}", base.scheme_str()?, base.authority()?);
+    let text = if location.starts_with('/') {
+        format!("{origin}{location}")
+    } else {
+        let dir = base.path().rsplit_once('/').map_or("", |(dir, _)| dir);
+        format!("{origin}{dir}/{location}")
+    };
+    text.parse().ok()
 }
 
 /// Adds `Accept-Encoding` for the codecs this build decodes, unless the caller set one.
