@@ -61,9 +61,17 @@ mod tls {
         StreamBody::new(stream::iter(chunks)).boxed()
     }
 
-    fn respond(request: &Request<Incoming>) -> Response<Body> {
+    fn respond(request: &Request<Incoming>, bomb: &Bytes) -> Response<Body> {
         let path = request.uri().path();
         let body = match path {
+            // 16 MiB of zeros gzipped (made once): a bomb for a 64 KiB cap.
+            "/bomb" => {
+                let mut response = Response::new(Full::new(bomb.clone()).boxed());
+                response
+                    .headers_mut()
+                    .insert("content-encoding", "gzip".parse().unwrap());
+                return response;
+            }
             // Which protocol the request came over.
             "/version" => Full::new(Bytes::from(format!("{:?}", request.version()))).boxed(),
             // Exactly the cap, and one byte over it, with no Content-Length to refuse early.
@@ -78,6 +86,16 @@ mod tls {
             _ => Full::new(Bytes::from_static(b"fine")).boxed(),
         };
         Response::new(body)
+    }
+
+    /// 16 MiB of zeros, gzipped: a few KiB.
+    async fn bomb() -> Bytes {
+        use tokio::io::AsyncReadExt;
+        let zeros = tokio::io::BufReader::new(tokio::io::repeat(0).take(16 << 20));
+        let mut encoder = async_compression::tokio::bufread::GzipEncoder::new(zeros);
+        let mut out = Vec::new();
+        encoder.read_to_end(&mut out).await.unwrap();
+        Bytes::from(out)
     }
 
     /// A TLS server on 127.0.0.1 offering `alpn` (e.g. `h2` and `http/1.1`), with a
@@ -97,19 +115,21 @@ mod tls {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicU32::new(0));
+        let bomb = bomb().await;
         let counted = connections.clone();
         tokio::spawn(async move {
             loop {
                 let (tcp, _) = listener.accept().await.unwrap();
                 let acceptor = acceptor.clone();
                 let counted = counted.clone();
+                let bomb = bomb.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
                     counted.fetch_add(1, Ordering::SeqCst);
-                    let service = service_fn(|request: Request<Incoming>| {
-                        let response = respond(&request);
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let response = respond(&request, &bomb);
                         async move { Ok::<_, Infallible>(response) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -182,6 +202,28 @@ mod tls {
             1,
             "one connection"
         );
+    }
+
+    #[tokio::test]
+    async fn a_decompression_bomb_over_http2_stops_at_the_cap() {
+        let server = serve(&[b"h2", b"http/1.1"]).await;
+        let api = client(&server);
+        assert_eq!(version(&api).await, "HTTP/2.0");
+        match api.get("/bomb").await {
+            Err(Error::Body { source, .. }) => assert!(
+                matches!(
+                    source,
+                    leakproof::stream::Error::TooLarge {
+                        stage: leakproof::stream::Stage::Decoded,
+                        limit,
+                        ..
+                    } if limit == CAP as u64
+                ),
+                "{source:?}"
+            ),
+            other => panic!("expected the cap, got {other:?}"),
+        }
+        assert_eq!(api.cached(), 1, "/version only: a refused body is not cached");
     }
 
     #[tokio::test]
