@@ -4,8 +4,7 @@
 //!   manifest declares (`cargo +<msrv> check --lib --all-features`);
 //! - **other platforms**: the portable crates for macOS and FreeBSD (`cargo check
 //!   --target`, pure-Rust features: zstd's C library and ring's C and assembly need a
-//!   cross compiler), and
-//!   proc-reaper refusing them with its `compile_error!`;
+//!   cross compiler), and proc-reaper refusing them with its `compile_error!`;
 //! - **a build without TLS**: leakproof's client without `rustls` refuses an `https`
 //!   base when built (its test, in that build);
 //! - **publishable**: `cargo package` of every published crate (built from the packaged
@@ -32,7 +31,8 @@ const PUBLISHED: &[&str] = &[
 /// Targets the portable crates must build for.
 const TARGETS: &[&str] = &["x86_64-apple-darwin", "x86_64-unknown-freebsd"];
 
-/// Each portable crate with its pure-Rust features (every feature but C-backed codecs).
+/// Each portable crate with its pure-Rust features (every feature but C-backed codecs),
+/// checked without default features.
 const PORTABLE: &[(&str, &str)] = &[
     ("scoped-temp", ""),
     (
@@ -42,10 +42,12 @@ const PORTABLE: &[(&str, &str)] = &[
     ("rate-gate", "http,tower,redis,quanta"),
     ("ttl-cache", ""),
     ("mem-watch", ""),
-    // The umbrella's defaults: proc-reaper is a Linux-only dependency.
+    // The umbrella's defaults but `rustls` (ring builds C and assembly for its target),
+    // and every pure-Rust extra; proc-reaper is a Linux-only dependency.
     (
         "leakproof",
-        "default,deflate,brotli,regex,spill,redis,quanta",
+        "temp,stream,gate,proc,mem,cache,client,json,serde,gzip,http-body,tower,deflate,\
+         brotli,regex,spill,rate-headers,redis,quanta",
     ),
 ];
 
@@ -56,6 +58,8 @@ pub fn main() -> Result<bool> {
     let msrv = msrv()?;
     let mut ok = true;
 
+    // One cargo run per toolchain or target (each crate named with `-p`): the
+    // dependencies are checked once, not once per crate.
     println!("==> MSRV {msrv}: every published crate, all features");
     ok &= run(rustup(&[
         "toolchain",
@@ -64,25 +68,40 @@ pub fn main() -> Result<bool> {
         "--profile",
         "minimal",
     ]))?;
+    let mut check = toolchain_cargo(&msrv);
+    check.args(["check", "--lib", "--all-features"]);
     for krate in PUBLISHED {
-        let mut check = toolchain_cargo(&msrv);
-        check.args(["check", "--lib", "--all-features", "-p", krate]);
-        ok &= run(check)?;
+        check.args(["-p", krate]);
     }
+    ok &= run(check)?;
 
     println!("==> other platforms: {}", TARGETS.join(", "));
     let mut add = rustup(&["target", "add"]);
     add.args(TARGETS);
     ok &= run(add)?;
+    let features: Vec<String> = PORTABLE
+        .iter()
+        .flat_map(|(krate, features)| {
+            features
+                .split(',')
+                .filter(|f| !f.is_empty())
+                .map(move |f| format!("{krate}/{f}"))
+        })
+        .collect();
     for target in TARGETS {
-        for (krate, features) in PORTABLE {
-            let mut check = cargo();
-            check.args(["check", "--lib", "-p", krate, "--target", target]);
-            if !features.is_empty() {
-                check.args(["--no-default-features", "--features", features]);
-            }
-            ok &= run(check)?;
+        let mut check = cargo();
+        check.args([
+            "check",
+            "--lib",
+            "--target",
+            target,
+            "--no-default-features",
+        ]);
+        for (krate, _) in PORTABLE {
+            check.args(["-p", krate]);
         }
+        check.args(["--features", &features.join(",")]);
+        ok &= run(check)?;
         ok &= proc_reaper_refuses(target)?;
     }
 
@@ -101,8 +120,16 @@ pub fn main() -> Result<bool> {
     ok &= run(no_tls)?;
 
     println!("==> publishable: cargo package, docs with warnings denied");
+    // Verified in a target directory of its own, made afresh: cargo takes a registry
+    // crate's build as final for its version, so a build of an earlier packaging of the
+    // same version would be reused (see `clear_stale_package_sources`).
+    clear_stale_package_sources();
+    let verify_dir = workspace_root().join("target/package-verify");
+    let _ = std::fs::remove_dir_all(&verify_dir);
     let mut package = cargo();
-    package.args(["package", "--allow-dirty"]);
+    package
+        .args(["package", "--allow-dirty"])
+        .env("CARGO_TARGET_DIR", &verify_dir);
     for krate in PUBLISHED {
         package.args(["-p", krate]);
     }
@@ -115,6 +142,44 @@ pub fn main() -> Result<bool> {
     }
     ok &= run(doc)?;
     Ok(ok)
+}
+
+/// Removes cargo's extracted copies of our packaged crates from earlier runs.
+///
+/// `cargo package` verifies a crate that depends on another of ours against the other's
+/// freshly packaged `.crate`, through a local registry whose sources cargo extracts
+/// under `$CARGO_HOME/registry/src/-<hash>/<name>-<version>` and reuses while the
+/// version is unchanged: a later run with new code but the same version would verify
+/// against the old sources (seen here: leakproof failed against a stale
+/// bounded-stream). Only those directories of our crates are removed.
+fn clear_stale_package_sources() {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    let Some(sources) = home.map(|h| h.join("registry/src")) else {
+        return;
+    };
+    let Ok(registries) = std::fs::read_dir(&sources) else {
+        return;
+    };
+    for registry in registries.flatten() {
+        // Local registries are named by their hash alone: `-<hash>`.
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        let Ok(extracted) = std::fs::read_dir(registry.path()) else {
+            continue;
+        };
+        for source in extracted.flatten() {
+            let name = source.file_name().to_string_lossy().into_owned();
+            let ours = PUBLISHED
+                .iter()
+                .any(|krate| name.strip_prefix(krate).is_some_and(|v| v.starts_with('-')));
+            if ours {
+                let _ = std::fs::remove_dir_all(source.path());
+            }
+        }
+    }
 }
 
 /// The workspace's `rust-version`.

@@ -223,7 +223,11 @@ mod tls {
             ),
             other => panic!("expected the cap, got {other:?}"),
         }
-        assert_eq!(api.cached(), 1, "/version only: a refused body is not cached");
+        assert_eq!(
+            api.cached(),
+            1,
+            "/version only: a refused body is not cached"
+        );
     }
 
     #[tokio::test]
