@@ -241,8 +241,11 @@ mod tls {
     #[tokio::test]
     async fn http1_only_keeps_to_http1_even_where_http2_is_offered() {
         let server = serve(&[b"h2", b"http/1.1"]).await;
+        // A configuration that names its own ALPN protocols: replaced, not obeyed.
+        let mut tls = trusting(&server);
+        tls.alpn_protocols = vec![b"h2".to_vec()];
         let api = ApiClient::builder(&format!("https://{}", server.addr))
-            .tls_config(trusting(&server))
+            .tls_config(tls)
             .http1_only()
             .build()
             .unwrap();

@@ -479,7 +479,13 @@ impl ApiClientBuilder {
             reason,
         };
         match &self.tls {
-            Tls::Config(config) => Ok((**config).clone()),
+            Tls::Config(config) => {
+                let mut config = (**config).clone();
+                // hyper-rustls sets ALPN from the versions enabled (and panics on a
+                // config that already has some).
+                config.alpn_protocols.clear();
+                Ok(config)
+            }
             Tls::Roots(roots) => {
                 let store = root_store(*roots).map_err(tls_error)?;
                 let provider = Arc::new(rustls::crypto::ring::default_provider());
