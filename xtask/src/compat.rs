@@ -54,7 +54,13 @@ const PORTABLE: &[(&str, &str)] = &[
 /// What proc-reaper's `compile_error!` says off Linux.
 const PROC_REAPER_REFUSAL: &str = "proc-reaper builds on Linux only";
 
-pub fn main() -> Result<bool> {
+/// `args`: `--no-verify` packages without building the packaged sources.
+pub fn main(args: &[String]) -> Result<bool> {
+    let verify = match args {
+        [] => true,
+        [flag] if flag == "--no-verify" => false,
+        other => return Err(format!("compat: unknown arguments {other:?}").into()),
+    };
     let msrv = msrv()?;
     let mut ok = true;
 
@@ -120,6 +126,8 @@ pub fn main() -> Result<bool> {
     ok &= run(no_tls)?;
 
     println!("==> publishable: cargo package, docs with warnings denied");
+    // Packaged, and built from the packaged sources unless `--no-verify` is given (CI:
+    // that build is a cold debug build of every dependency, minutes it does not have).
     // Verified in a target directory of its own, made afresh: cargo takes a registry
     // crate's build as final for its version, so a build of an earlier packaging of the
     // same version would be reused (see `clear_stale_package_sources`).
@@ -130,6 +138,9 @@ pub fn main() -> Result<bool> {
     package
         .args(["package", "--allow-dirty"])
         .env("CARGO_TARGET_DIR", &verify_dir);
+    if !verify {
+        package.arg("--no-verify");
+    }
     for krate in PUBLISHED {
         package.args(["-p", krate]);
     }

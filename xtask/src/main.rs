@@ -36,6 +36,7 @@ commands:
                      hidden (unshare -m); needs root
   compat             the published crates on their MSRV (all features), the portable
                      ones for macOS and FreeBSD, cargo package, docs -D warnings
+                     (--no-verify: package without building the packaged sources)
   bench              run the benches in benches/ and rewrite BENCHMARKS.md
                      (--collect-only: rewrite it from target/criterion, no run)";
 
@@ -52,7 +53,7 @@ fn main() -> ExitCode {
         Some(stress::CHILD_COMMAND) => stress::child_main(rest),
         Some("ci") => ci::main(),
         Some("hosts") => hosts::main(),
-        Some("compat") => compat::main(),
+        Some("compat") => compat::main(rest),
         Some("bench") => bench::main(rest),
         Some("-h" | "--help" | "help") => {
             println!("{}", usage());

@@ -261,3 +261,25 @@ fn ci_runs_the_readme_test_command() {
         );
     }
 }
+
+#[test]
+fn crates_the_no_cgroup_run_skips_read_no_cgroup() {
+    for krate in crate::hosts::CGROUP_FREE {
+        let dir = workspace_root().join("crates").join(krate);
+        let mut files = Vec::new();
+        for sub in ["src", "tests"] {
+            if dir.join(sub).is_dir() {
+                rust_files(&dir.join(sub), &mut files);
+            }
+        }
+        assert!(!files.is_empty(), "{krate} has no sources");
+        for file in files {
+            let text = fs::read_to_string(&file).unwrap().to_lowercase();
+            assert!(
+                !text.contains("cgroup"),
+                "{} mentions cgroups: take {krate} out of hosts::CGROUP_FREE",
+                file.display()
+            );
+        }
+    }
+}
