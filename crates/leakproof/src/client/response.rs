@@ -1,6 +1,6 @@
 //! A response read whole: [`ApiResponse`], its accessors and its status check.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, Method, StatusCode};
 
@@ -94,19 +94,13 @@ fn message(body: &[u8]) -> String {
 pub(super) async fn gather(
     mut body: BodyStream,
 ) -> std::result::Result<Bytes, bounded_stream::Error> {
-    let mut first: Option<Bytes> = None;
-    let mut joined = BytesMut::new();
+    let mut chunks = Vec::new();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
-        match first.take() {
-            None if joined.is_empty() => first = Some(chunk),
-            taken => {
-                if let Some(taken) = taken {
-                    joined.extend_from_slice(&taken);
-                }
-                joined.extend_from_slice(&chunk);
-            }
-        }
+        chunks.push(chunk?);
     }
-    Ok(first.unwrap_or_else(|| joined.freeze()))
+    // One chunk (the usual small body) is handed on without a copy.
+    Ok(match chunks.len() {
+        1 => chunks.pop().unwrap_or_default(),
+        _ => Bytes::from(chunks.concat()),
+    })
 }
