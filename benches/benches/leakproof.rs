@@ -59,8 +59,22 @@ fn scopes(c: &mut Criterion) {
 /// The decoded size of `/gzip10`.
 const GZIP_BODY: usize = 10 << 20;
 
-/// 10 MiB of log-like text, gzipped.
-async fn gzipped_log() -> Bytes {
+/// 10 MiB of log-like text, gzipped: made once, before any server starts, so that no
+/// compression runs beside a measurement (it once ran on the servers' threads while the
+/// first group was measured, and biased that group by 15-40%).
+fn gzipped_log() -> Bytes {
+    static GZIPPED: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    GZIPPED
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(gzip_log())
+        })
+        .clone()
+}
+
+async fn gzip_log() -> Bytes {
     use tokio::io::AsyncReadExt;
     let text: Vec<u8> = (0..)
         .flat_map(|i: u64| {
@@ -83,6 +97,7 @@ fn server() -> SocketAddr {
 }
 
 fn server_with(tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> SocketAddr {
+    let gzipped = gzipped_log();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -100,7 +115,6 @@ fn server_with(tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> SocketAddr 
                 "{{\"full_name\":\"rust-lang/rust\",\"pad\":\"{}\"}}",
                 "x".repeat(2000)
             ));
-            let gzipped = gzipped_log().await;
             let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
@@ -288,17 +302,23 @@ fn vs_reqwest(c: &mut Criterion) {
         ("leakproof/api_get_h1", &ours_plain, &peer_plain, &plain),
         ("leakproof/api_get_tls", &ours_tls, &peer_tls, &secure),
     ] {
+        let ours_once = || {
+            rt.block_on(ours.get("/nostore/rust-lang/rust").send())
+                .unwrap();
+        };
+        let peer_once = || {
+            rt.block_on(peer_get(peer, format!("{base}/nostore/rust-lang/rust")));
+        };
         let mut g = c.benchmark_group(group);
-        g.bench_function("ours", |b| {
-            b.iter(|| {
-                rt.block_on(ours.get("/nostore/rust-lang/rust").send())
-                    .unwrap()
-            })
-        });
-        g.bench_function("reqwest", |b| {
-            b.iter(|| rt.block_on(peer_get(peer, format!("{base}/nostore/rust-lang/rust"))))
-        });
+        g.bench_function("ours", |b| b.iter(ours_once));
+        g.bench_function("reqwest", |b| b.iter(peer_once));
         g.finish();
+        // The ratio that judges the target: measured in alternating batches, so that
+        // the machine's slow drifts (which moved the two medians above apart by up to
+        // 40% between runs) fall on both sides alike.
+        if selected(group) {
+            paired(group, "reqwest", ours_once, peer_once);
+        }
     }
 
     let mut g = c.benchmark_group("leakproof/api_get_gzip_10mib");
@@ -316,6 +336,65 @@ fn vs_reqwest(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// Whether the bench's command line selects `group` (criterion's filter, a regex, is
+/// approximated by a substring match of each free argument).
+fn selected(group: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty()
+        || filters.iter().any(|f| {
+            f.split('|')
+                .any(|part| group.contains(part.trim_end_matches('$')))
+        })
+}
+
+/// Times `ours` and `peer` in alternating batches (31 rounds of 100 calls each, the
+/// order swapped every round) and writes the per-round ratios' median and range to
+/// `target/criterion/<group>/<peer>/paired.json`, which `cargo xtask bench` prefers to
+/// the ratio of the two separately measured medians.
+fn paired(group: &str, peer: &str, mut ours: impl FnMut(), mut theirs: impl FnMut()) {
+    const ROUNDS: usize = 31;
+    const BATCH: u32 = 100;
+    let time = |f: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        for _ in 0..BATCH {
+            f();
+        }
+        start.elapsed().as_secs_f64()
+    };
+    let mut ratios: Vec<f64> = (0..ROUNDS)
+        .map(|round| {
+            if round % 2 == 0 {
+                let a = time(&mut ours);
+                a / time(&mut theirs)
+            } else {
+                let b = time(&mut theirs);
+                time(&mut ours) / b
+            }
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let (median, min, max) = (ratios[ROUNDS / 2], ratios[0], ratios[ROUNDS - 1]);
+    println!("{group} ours/{peer} paired: median {median:.3}x, range {min:.3}-{max:.3}x");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target
+        .join("criterion")
+        .join(group.replace('/', "_"))
+        .join(peer);
+    let json = format!(
+        "{{\"rounds\":{ROUNDS},\"batch\":{BATCH},\"median\":{median},\"min\":{min},\"max\":{max}}}\n"
+    );
+    if let Err(error) =
+        std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join("paired.json"), json))
+    {
+        eprintln!("{group}: paired.json not written: {error}");
+    }
 }
 
 fn config() -> Criterion {

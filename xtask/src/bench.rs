@@ -137,6 +137,27 @@ struct Row {
     peer_ns: f64,
     /// Bytes per iteration, where the bench declared a throughput.
     bytes: Option<f64>,
+    /// A ratio measured in alternating batches (see `Paired`), which judges the row
+    /// instead of `ours_ns / peer_ns` when the bench wrote one.
+    paired: Option<Paired>,
+}
+
+/// `target/criterion/<group>/<peer>/paired.json`: the median and range of the per-round
+/// ratios ours / peer, for cases whose two medians, measured seconds apart, drift with
+/// the machine more than they differ.
+struct Paired {
+    rounds: f64,
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Row {
+    fn ratio(&self) -> f64 {
+        self.paired
+            .as_ref()
+            .map_or(self.ours_ns / self.peer_ns, |p| p.median)
+    }
 }
 
 /// `cargo xtask bench`: runs every bench, then writes `BENCHMARKS.md`.
@@ -189,7 +210,7 @@ fn target_of(row: &Row) -> Option<(bool, &'static str)> {
     let ratio = TARGETS
         .iter()
         .find(|(group, peer, _, _)| *group == row.group && *peer == row.peer)
-        .map(|(_, _, limit, text)| (row.ours_ns / row.peer_ns <= *limit, *text));
+        .map(|(_, _, limit, text)| (row.ratio() <= *limit, *text));
     let absolute = ABSOLUTE
         .iter()
         .find(|(prefix, _, _)| row.group.starts_with(prefix))
@@ -226,12 +247,23 @@ fn collect(criterion_dir: &Path) -> Result<Vec<Row>> {
                 .to_string_lossy()
                 .into_owned();
             let peer_ns = median_ns(&peer_dir.join("new/estimates.json"))?;
+            let paired = fs::read_to_string(peer_dir.join("paired.json"))
+                .ok()
+                .and_then(|json| {
+                    Some(Paired {
+                        rounds: json_number(&json, "rounds")?,
+                        median: json_number(&json, "median")?,
+                        min: json_number(&json, "min")?,
+                        max: json_number(&json, "max")?,
+                    })
+                });
             rows.push(Row {
                 group: group.clone(),
                 peer,
                 ours_ns,
                 peer_ns,
                 bytes,
+                paired,
             });
         }
     }
@@ -268,17 +300,19 @@ fn median_ns(path: &Path) -> Result<f64> {
     let median = json
         .find("\"median\":")
         .ok_or("estimates.json without a median")?;
-    let rest = &json[median..];
-    let at = rest
-        .find("\"point_estimate\":")
-        .ok_or("median without point_estimate")?
-        + 17;
-    let number: String = rest[at..]
+    json_number(&json[median..], "point_estimate")
+        .ok_or_else(|| "median without point_estimate".into())
+}
+
+/// The first number after `"key":` in `json`.
+fn json_number(json: &str, key: &str) -> Option<f64> {
+    let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let number: String = json[at..]
         .chars()
         .skip_while(|c| c.is_whitespace())
         .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'))
         .collect();
-    Ok(number.parse()?)
+    number.parse().ok()
 }
 
 fn human(ns: f64) -> String {
@@ -342,7 +376,15 @@ fn render(rows: &[Row]) -> Result<String> {
     )?;
     writeln!(
         out,
-        "are shared and noisy: read the ratio, not the absolute times."
+        "are shared and noisy: read the ratio, not the absolute times. A ratio marked"
+    )?;
+    writeln!(
+        out,
+        "\"paired\" is the median of per-round ratios measured in alternating batches (range after"
+    )?;
+    writeln!(
+        out,
+        "it), for cases whose separately measured medians drift with the machine."
     )?;
     writeln!(out)?;
     writeln!(out, "- Machine: {}", machine())?;
@@ -358,7 +400,13 @@ fn render(rows: &[Row]) -> Result<String> {
     )?;
     writeln!(out, "|---|---|---|---|---|---|---|---|")?;
     for r in rows {
-        let ratio = r.ours_ns / r.peer_ns;
+        let ratio = match &r.paired {
+            Some(p) => format!(
+                "{:.3}x (paired, {:.0} rounds: {:.2}-{:.2})",
+                p.median, p.rounds, p.min, p.max
+            ),
+            None => format!("{:.3}x", r.ours_ns / r.peer_ns),
+        };
         let (target, met) = match target_of(r) {
             Some((met, text)) => (text.to_string(), if met { "yes" } else { "no" }),
             None => ("context, no target".to_string(), "-"),
@@ -370,7 +418,7 @@ fn render(rows: &[Row]) -> Result<String> {
         let (ours, peer) = (human(r.ours_ns), human(r.peer_ns));
         writeln!(
             out,
-            "| `{}` | `{}` | {ours} | {peer} | {ratio:.3}x | {throughput} | {target} | {met} |",
+            "| `{}` | `{}` | {ours} | {peer} | {ratio} | {throughput} | {target} | {met} |",
             r.group, r.peer
         )?;
     }
