@@ -165,8 +165,43 @@ pub enum Error {
         #[source]
         source: bounded_stream::Error,
     },
-    /// The server kept answering with a retryable status (5xx, 429, a secondary rate
-    /// limit) until the retries ran out.
+    /// The call's one deadline ([`ApiClientBuilder::deadline`](crate::ApiClientBuilder::deadline),
+    /// default 120 s) passed: attempts, waits for the gate, backoffs, redirects and the
+    /// body all count against it.
+    #[cfg(feature = "client")]
+    #[error("{method} {uri}: no answer within the call's deadline of {deadline:?}")]
+    Deadline {
+        /// The method.
+        method: http::Method,
+        /// The URI.
+        uri: String,
+        /// The deadline.
+        deadline: std::time::Duration,
+    },
+    /// The server refused for its rate limit and asked for a longer wait than the call
+    /// may take: its quota is spent until a reset further away than
+    /// [`ApiClientBuilder::max_rate_limit_wait`](crate::ApiClientBuilder::max_rate_limit_wait)
+    /// or than the call's deadline leaves.
+    #[cfg(feature = "client")]
+    #[error(
+        "{method} {uri}: rate limited ({status}); the server asks to wait {wait:?}, longer than the {longest:?} this call may wait"
+    )]
+    RateLimited {
+        /// The method.
+        method: http::Method,
+        /// The URI.
+        uri: String,
+        /// The refusal's status (403 or 429).
+        status: http::StatusCode,
+        /// How long the server asked to wait (`Retry-After`, or until
+        /// `X-RateLimit-Reset`).
+        wait: std::time::Duration,
+        /// The longest this call could have waited.
+        longest: std::time::Duration,
+    },
+    /// The server kept answering with a retryable status (500, 502, 503, 504) until the
+    /// retries ran out. Rate-limit refusals are waited out instead (see
+    /// [`Error::RateLimited`]).
     #[cfg(feature = "client")]
     #[error("{method} {uri}: still {status} after {attempts} attempt(s)")]
     GaveUp {

@@ -109,8 +109,8 @@ pub use client::TlsRoots;
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use client::{
-    ApiClient, ApiClientBuilder, ApiResponse, ApiStats, ApiStream, DefaultConnector,
-    ProxyConnector, RequestBuilder, Source,
+    ApiClient, ApiClientBuilder, ApiResponse, ApiStats, ApiStream, DEFAULT_CALL_DEADLINE,
+    DEFAULT_MAX_RATE_LIMIT_WAIT, DefaultConnector, ProxyConnector, RequestBuilder, Source,
 };
 pub use error::{Error, Result};
 pub use health::{

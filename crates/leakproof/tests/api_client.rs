@@ -244,6 +244,8 @@ async fn the_gate_keeps_to_the_servers_quota() {
     // quota (the first requests of a window go out before any header is seen).
     let api = ApiClient::builder(&format!("http://{}", server.addr))
         .gate(Gate::builder().concurrency(2).build())
+        // The last calls wait two windows (120 s) in the gate's line.
+        .deadline(Duration::from_secs(300))
         .build()
         .unwrap();
     // Three windows' worth of distinct GETs, all at once.

@@ -490,12 +490,17 @@ async fn pagination_is_bounded_in_pages_and_bytes_and_stays_on_its_host() {
 #[tokio::test(start_paused = true)]
 async fn each_token_waits_only_for_its_own_limits() {
     let server = serve().await;
-    let api = client(&server);
+    // A call waits out a pause of at most 10 s itself: `a`'s refusal comes back.
+    let api = ApiClient::builder(&format!("http://{}", server.addr))
+        .max_rate_limit_wait(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let started = tokio::time::Instant::now();
-    // `a` is refused and told to wait 60 s (one attempt: the refusal comes back).
+    // `a` is refused and told to wait 60 s.
     assert!(matches!(
         api.get("/per-token").bearer("a").cache(false).await,
-        Err(Error::GaveUp { status, .. }) if status == StatusCode::TOO_MANY_REQUESTS
+        Err(Error::RateLimited { status, wait, .. })
+            if status == StatusCode::TOO_MANY_REQUESTS && wait == Duration::from_secs(60)
     ));
     let by_token = |token: &'static str| {
         let api = api.clone();

@@ -150,6 +150,9 @@ struct Inner {
     concurrency: Option<(Semaphore, u32)>,
     counters: Counters,
     clock: Source,
+    /// The quota it was built with: a gate whose quota was changed since is not
+    /// pristine (evicting it would forget the change).
+    built_quota: Option<Quota>,
     /// The shared ledger, for a gate kept in Redis.
     #[cfg(feature = "redis")]
     remote: Option<std::sync::Arc<crate::shared::Remote>>,
@@ -254,6 +257,7 @@ impl GateBuilder {
                 concurrency: self.concurrency.map(|n| (Semaphore::new(n as usize), n)),
                 counters: Counters::default(),
                 clock: Source::new(self.clock),
+                built_quota: self.quota,
                 #[cfg(feature = "redis")]
                 remote,
             }),
@@ -668,15 +672,17 @@ impl Gate {
     }
 
     /// `true` when this gate is indistinguishable from a new one built the same way:
-    /// nobody else holds it (no clone, no permit), its quota has refilled and no server
-    /// pause or budget stands. Evicting such a gate loses nothing.
+    /// nobody else holds it (no clone, no permit), its quota is the one it was built
+    /// with and has refilled, and no server pause or budget stands. Evicting such a gate
+    /// loses nothing.
     pub(crate) fn is_pristine(&self) -> bool {
         if std::sync::Arc::strong_count(&self.inner) != 1 || self.in_flight() != 0 {
             return false;
         }
         let now = self.inner.clock.now();
         let state = self.state();
-        state.paused_until.is_none_or(|u| u <= now)
+        state.quota == self.inner.built_quota
+            && state.paused_until.is_none_or(|u| u <= now)
             && state.server.is_none_or(|(_, reset)| reset <= now)
             && split(self.inner.ledger.load(Ordering::Acquire)).0 <= now
     }

@@ -55,3 +55,25 @@ async fn eviction_never_resets_a_key_with_state() {
         "key 1's pause survived eviction sweeps"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_keys_own_quota_survives_eviction_sweeps() {
+    let keyed = KeyedGate::new(Gate::builder().quota(Quota::per_second(100)));
+    let stricter = Quota::per_hour(1);
+    keyed.gate(&0u32).set_quota(stricter);
+    // Idle long enough for any ledger to refill, then churn through several sweeps.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    for i in 1..20_000u32 {
+        let _ = keyed.gate(&i).try_acquire();
+    }
+    assert_eq!(
+        keyed.gate(&0).quota(),
+        Some(stricter),
+        "key 0's own quota is kept, not the builder's"
+    );
+    assert!(keyed.gate(&0).try_acquire().is_ok());
+    assert!(
+        keyed.gate(&0).try_acquire().is_err(),
+        "one an hour, as set for this key"
+    );
+}

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{
     CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, ETAG, HeaderMap, HeaderName, HeaderValue,
-    IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION, RETRY_AFTER,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION,
 };
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
@@ -111,8 +111,11 @@ pub struct ApiStats {
     pub cache_hits: u64,
     /// GETs answered `304 Not Modified`.
     pub revalidated: u64,
-    /// Requests sent again after a 5xx, a secondary rate limit or a connection failure.
+    /// Requests sent again after a 5xx, a rate-limit refusal or a connection failure.
     pub retries: u64,
+    /// Responses that were rate-limit refusals (429, or 403 over a quota or a secondary
+    /// limit), each waited out and sent again (counted in `retries` too).
+    pub rate_limited: u64,
     /// Calls that ended in an error.
     pub failures: u64,
 }
@@ -124,6 +127,7 @@ struct Counters {
     cache_hits: AtomicU64,
     revalidated: AtomicU64,
     retries: AtomicU64,
+    rate_limited: AtomicU64,
     failures: AtomicU64,
 }
 
@@ -140,6 +144,8 @@ struct Inner<C> {
     limits: Limits,
     attempts: u32,
     backoff: (Duration, Duration),
+    deadline: Duration,
+    max_rate_limit_wait: Duration,
     shutdown: Option<Shutdown>,
     /// Redirects a GET or HEAD follows at most.
     redirects: u32,
@@ -161,10 +167,22 @@ struct Inner<C> {
 ///   the codecs compiled in: gzip always, `deflate`, `br` and `zstd` with their
 ///   features), decoded under the same cap as the decoded bytes arrive, so a bomb is a
 ///   typed [`Error::Body`] at the cap, through `get` and `get_stream` alike;
-/// - is retried (default 3 attempts in all) on 500, 502, 503, 504, on 429 and on a 403
-///   with `Retry-After` (GitHub's secondary limits), and on connection failures, after
-///   an exponential backoff with full jitter (default 500 ms doubling to 30 s) or, for
-///   rate limits, after the pause the gate took from the server;
+/// - ends within one deadline (default 120 s, [`DEFAULT_CALL_DEADLINE`]) that covers
+///   every attempt, wait, backoff and redirect and the body: [`Error::Deadline`];
+/// - waits out rate-limit refusals (a 429, a 403 with `Retry-After` as GitHub's
+///   secondary limits, a 403 or 429 with `X-RateLimit-Remaining: 0` until the reset)
+///   in the gate's line, which holds every caller back for the server's pause, then
+///   sends the request again, whatever its method (a refusal was not acted on). These
+///   waits spend no attempt; a pause longer than 60 s
+///   ([`ApiClientBuilder::max_rate_limit_wait`]) or than the deadline leaves is
+///   [`Error::RateLimited`] at once. Rate limiting never reaches the caller otherwise;
+/// - is retried (default 3 attempts in all) after 500, 502, 503 or 504 and after a
+///   failed exchange, with an exponential backoff with full jitter (default 500 ms
+///   doubling to 30 s), when sending it twice cannot act twice: GET, HEAD, PUT, DELETE,
+///   OPTIONS and TRACE, or a request declared [`idempotent`](RequestBuilder::idempotent)
+///   (or carrying an `Idempotency-Key`). A POST or PATCH is otherwise sent again only
+///   when the connection could not be made (it never reached the server); its 5xx is
+///   returned as the response, its broken exchange as [`Error::Request`];
 /// - for a GET answered 200, is cached (default 10,000 entries, for the response's
 ///   `max-age` or 60 s) and, once stale, revalidated with `If-None-Match` or
 ///   `If-Modified-Since`: a `304` refreshes the entry and costs no GitHub quota.
@@ -261,6 +279,15 @@ impl std::fmt::Debug for TokenGate {
     }
 }
 
+/// A call's deadline unless [`ApiClientBuilder::deadline`] says otherwise: long enough to
+/// wait out a 60 s secondary-limit pause and still try again.
+pub const DEFAULT_CALL_DEADLINE: Duration = Duration::from_secs(120);
+
+/// The longest rate-limit pause a call waits out unless
+/// [`ApiClientBuilder::max_rate_limit_wait`] says otherwise (GitHub asks for at least a
+/// minute after a secondary limit).
+pub const DEFAULT_MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
 /// The gate a client makes when none is given: no quota of its own, at most 32 requests
 /// in flight, the server's rate headers.
 fn default_gate() -> Gate {
@@ -279,6 +306,8 @@ pub struct ApiClientBuilder {
     limits: Limits,
     attempts: u32,
     backoff: (Duration, Duration),
+    deadline: Duration,
+    max_rate_limit_wait: Duration,
     shutdown: Option<Shutdown>,
     redirects: u32,
     proxy: Proxy,
@@ -354,9 +383,29 @@ impl ApiClientBuilder {
         self
     }
 
-    /// How many times a request may be sent in all (default 3; at least 1).
+    /// How many times a request may be sent in all after a server error or a failed
+    /// connection (default 3; at least 1). Rate-limit refusals the client waits out do
+    /// not count: they are bounded by the [`deadline`](Self::deadline) instead.
     pub fn attempts(mut self, attempts: u32) -> Self {
         self.attempts = attempts.max(1);
+        self
+    }
+
+    /// The longest one call may take, from the call to its answer: every attempt, every
+    /// wait for the gate, every backoff, redirect and rate-limit pause, and the body
+    /// (default 120 s). Past it the call ends with [`Error::Deadline`]; the request in
+    /// flight is dropped, its permit released.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The longest pause a call waits out when the server refuses for its rate limit
+    /// (`Retry-After`, or a spent quota until `X-RateLimit-Reset`; default 60 s). A
+    /// longer pause, or one longer than the call's deadline leaves, ends the call at
+    /// once with [`Error::RateLimited`] instead of waiting in vain.
+    pub fn max_rate_limit_wait(mut self, longest: Duration) -> Self {
+        self.max_rate_limit_wait = longest;
         self
     }
 
@@ -550,6 +599,8 @@ impl ApiClientBuilder {
                 limits: self.limits,
                 attempts: self.attempts,
                 backoff: self.backoff,
+                deadline: self.deadline,
+                max_rate_limit_wait: self.max_rate_limit_wait,
                 shutdown: self.shutdown,
                 redirects: self.redirects,
                 counters: Counters::default(),
@@ -634,6 +685,8 @@ impl ApiClient {
                 .deadline(Duration::from_secs(60)),
             attempts: 3,
             backoff: (Duration::from_millis(500), Duration::from_secs(30)),
+            deadline: DEFAULT_CALL_DEADLINE,
+            max_rate_limit_wait: DEFAULT_MAX_RATE_LIMIT_WAIT,
             shutdown: None,
             redirects: 10,
             proxy: Proxy::Env,
@@ -654,6 +707,9 @@ enum Attempt {
         after: Option<Duration>,
         why: Retryable,
     },
+    /// The server refused for its rate limit: wait in the gate's line (which took the
+    /// server's pause) and send it again, without spending an attempt.
+    RateLimited,
 }
 
 enum Retryable {
@@ -712,11 +768,44 @@ fn header_text(headers: &HeaderMap, name: HeaderName) -> Option<String> {
     headers.get(name)?.to_str().ok().map(str::to_string)
 }
 
-/// The statuses worth sending again: server errors that are usually passing, and rate
-/// limits (429, and GitHub's secondary limit: 403 with `Retry-After`).
-fn retryable(status: StatusCode, headers: &HeaderMap) -> bool {
-    matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
-        || (status == StatusCode::FORBIDDEN && headers.contains_key(RETRY_AFTER))
+/// Server errors that are usually passing, worth sending an idempotent request again
+/// for. (Rate-limit refusals are told by [`Feedback::limited`] and waited out.)
+fn server_error(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 500 | 502 | 503 | 504)
+}
+
+/// Whether `method` may be sent twice with the effect of once (RFC 9110, 9.2.2).
+fn idempotent(method: &Method) -> bool {
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::TRACE,
+    ]
+    .contains(method)
+}
+
+/// Whether a failed send surely never reached the server: the connection itself could
+/// not be made (refused, unreachable, TLS handshake), so nothing was written.
+fn never_sent(error: &bounded_stream::Error) -> bool {
+    let bounded_stream::Error::Request { source, .. } = error else {
+        return false;
+    };
+    source
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<hyper_util::client::legacy::Error>())
+        .is_some_and(hyper_util::client::legacy::Error::is_connect)
+}
+
+/// How long a rate-limit refusal asks to wait: its `Retry-After`, else the time to the
+/// reset of a spent quota, else the gate's default pause.
+fn refusal_wait(feedback: &Feedback) -> Duration {
+    feedback
+        .retry_after
+        .or(feedback.reset_in)
+        .unwrap_or(rate_gate::DEFAULT_REFUSAL_PAUSE)
 }
 
 impl<C> ApiClient<C>
@@ -764,6 +853,7 @@ where
             cache_hits: load(&c.cache_hits),
             revalidated: load(&c.revalidated),
             retries: load(&c.retries),
+            rate_limited: load(&c.rate_limited),
             failures: load(&c.failures),
         }
     }
@@ -869,7 +959,16 @@ where
             return Ok(from_cache(&hit, Source::Cache, &call));
         }
         let name = format!("{} {}", call.method, call.uri.path());
-        let op = |scope: crate::Scope| self.exchange(scope, call);
+        let (method, uri, deadline) = (call.method.clone(), call.key_uri(), inner.deadline);
+        let op = |scope: crate::Scope| async move {
+            tokio::time::timeout_at(call.deadline, self.exchange(scope, call))
+                .await
+                .unwrap_or(Err(Error::Deadline {
+                    method,
+                    uri,
+                    deadline,
+                }))
+        };
         let outcome = match &inner.shutdown {
             Some(shutdown) => shutdown.run(&name, op).await.and_then(|(r, _)| r),
             None => crate::scope(&name, op).await.0,
@@ -894,6 +993,26 @@ where
             let permit = call.gate.acquire_owned().await?;
             let outcome = self.attempt(&call, held, &permit).await?;
             let (after, why) = match outcome {
+                Attempt::RateLimited => {
+                    // Not a failed attempt: the gate holds every caller back until the
+                    // server's pause is over, and this one waits in its line.
+                    inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    inner.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    attempt -= 1;
+                    continue;
+                }
+                Attempt::Retry {
+                    why: Retryable::Failed(error),
+                    ..
+                } if !call.may_resend() && !never_sent(&error) => {
+                    // It may have reached the server: sending it again could act twice.
+                    return Err(Error::Request {
+                        method: call.method.clone(),
+                        uri: call.key_uri(),
+                        attempts: attempt,
+                        source: error,
+                    });
+                }
                 Attempt::Done(response) => {
                     // The permit's slot is released with the scope.
                     scope.hold("gate permit", permit);
@@ -975,9 +1094,58 @@ where
         outcome
     }
 
+    /// A rate-limit refusal (`feedback.limited`) to wait out: fine when the pause it
+    /// asks for fits both the longest wait and what is left before `deadline`, else
+    /// [`Error::RateLimited`].
+    fn wait_for_refusal(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        status: StatusCode,
+        feedback: &Feedback,
+        deadline: tokio::time::Instant,
+    ) -> Result<()> {
+        let wait = refusal_wait(feedback);
+        let longest = self
+            .inner
+            .max_rate_limit_wait
+            .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        if wait > longest {
+            return Err(Error::RateLimited {
+                method: method.clone(),
+                uri: uri.to_string(),
+                status,
+                wait,
+                longest,
+            });
+        }
+        tracing::debug!(%method, %uri, %status, wait_ms = wait.as_millis() as u64, "leakproof: rate limited; waiting");
+        Ok(())
+    }
+
     async fn stream_exchange(&self, path: &str, limits: &Limits) -> Result<ApiStream> {
-        let inner = &*self.inner;
         let uri = self.uri(path, "")?;
+        let deadline = tokio::time::Instant::now() + self.inner.deadline;
+        tokio::time::timeout_at(
+            deadline,
+            self.stream_attempts(uri.clone(), limits, deadline),
+        )
+        .await
+        .unwrap_or(Err(Error::Deadline {
+            method: Method::GET,
+            uri: uri.to_string(),
+            deadline: self.inner.deadline,
+        }))
+    }
+
+    /// `get_stream`'s attempts, until a response head that is not retried.
+    async fn stream_attempts(
+        &self,
+        uri: Uri,
+        limits: &Limits,
+        deadline: tokio::time::Instant,
+    ) -> Result<ApiStream> {
+        let inner = &*self.inner;
         let key = uri.to_string();
         let mut attempt = 0;
         loop {
@@ -1007,9 +1175,15 @@ where
                 Ok(response) => {
                     let status = response.status();
                     let feedback = Feedback::from_headers(status, response.headers());
-                    let server_paused = feedback.limited || feedback.retry_after.is_some();
                     permit.observe(feedback);
-                    if !retryable(status, response.headers()) {
+                    if feedback.limited {
+                        self.wait_for_refusal(&Method::GET, &uri, status, &feedback, deadline)?;
+                        inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+                        inner.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                        attempt -= 1;
+                        continue;
+                    }
+                    if !server_error(status) {
                         let (mut parts, body) = response.into_parts();
                         let codec = content_codec(&parts.headers);
                         if codec.is_some() {
@@ -1024,7 +1198,7 @@ where
                         });
                     }
                     (
-                        server_paused.then_some(Duration::ZERO),
+                        feedback.retry_after.map(|_| Duration::ZERO),
                         Retryable::Status(status),
                     )
                 }
@@ -1092,8 +1266,12 @@ where
         };
         let status = response.status();
         let feedback = Feedback::from_headers(status, response.headers());
-        let server_paused = feedback.limited || feedback.retry_after.is_some();
         permit.observe(feedback);
+        if feedback.limited {
+            // The server did not act on a refusal: any method may be sent again.
+            self.wait_for_refusal(method, &call.uri, status, &feedback, call.deadline)?;
+            return Ok(Attempt::RateLimited);
+        }
         if status == StatusCode::NOT_MODIFIED
             && let Some((cached, _)) = held
         {
@@ -1114,10 +1292,10 @@ where
         {
             return Ok(Attempt::Redirect(location.to_string()));
         }
-        if retryable(status, response.headers()) {
+        if server_error(status) && call.may_resend() {
             return Ok(Attempt::Retry {
-                // The gate took the server's pause: wait in its line, not twice.
-                after: server_paused.then_some(Duration::ZERO),
+                // A 503's Retry-After was taken by the gate: wait in its line, not twice.
+                after: feedback.retry_after.map(|_| Duration::ZERO),
                 why: Retryable::Status(status),
             });
         }

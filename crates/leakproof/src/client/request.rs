@@ -49,6 +49,8 @@ pub struct RequestBuilder<'a, C> {
     body: Bytes,
     limits: Option<Limits>,
     cache: bool,
+    /// Declared safe to send twice.
+    idempotent: bool,
     /// The first invalid option, reported by `send`.
     error: Option<Error>,
 }
@@ -78,6 +80,7 @@ where
             body: Bytes::new(),
             limits: None,
             cache: true,
+            idempotent: false,
             error: None,
         }
     }
@@ -120,6 +123,21 @@ where
     /// its quota and the server's pauses for it hold up only its own requests.
     pub fn bearer(self, token: &str) -> Self {
         self.header(AUTHORIZATION.as_str(), &format!("Bearer {token}"))
+    }
+
+    /// Declares this request safe to send twice (a POST or PATCH the server
+    /// deduplicates): it is then retried after a server error or a failed exchange like
+    /// a GET. Without it a POST or PATCH is sent again only when it surely never reached
+    /// the server (the connection could not be made) or was refused for a rate limit.
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+
+    /// Sends `Idempotency-Key: key` (the convention of Stripe and the IETF draft) and
+    /// declares the request [`idempotent`](Self::idempotent).
+    pub fn idempotency_key(self, key: &str) -> Self {
+        self.header("idempotency-key", key).idempotent()
     }
 
     /// The caps and timeouts for this response's body, instead of the client's.
@@ -200,6 +218,7 @@ where
             body: Bytes::new(),
             limits: self.limits.clone(),
             cache: self.cache,
+            idempotent: self.idempotent,
             error: None,
         }
     }
@@ -246,6 +265,7 @@ where
             key.push_str(&format!("#headers={:016x}", hasher.finish()));
         }
         let gate = self.client.gate_for(self.headers.get(AUTHORIZATION));
+        let idempotent = self.idempotent || self.headers.contains_key("idempotency-key");
         let mut headers = inner.headers.clone();
         for (name, value) in self.headers {
             if let Some(name) = name {
@@ -264,6 +284,8 @@ where
             gate,
             redirects_left: inner.redirects,
             redirected: 0,
+            idempotent,
+            deadline: tokio::time::Instant::now() + inner.deadline,
         })
     }
 }
@@ -297,9 +319,19 @@ pub(crate) struct Call {
     pub(crate) redirects_left: u32,
     /// Redirects followed so far.
     pub(crate) redirected: u32,
+    /// Declared safe to send twice (see [`RequestBuilder::idempotent`]).
+    pub(crate) idempotent: bool,
+    /// When the call's deadline passes, fixed once when the call starts.
+    pub(crate) deadline: tokio::time::Instant,
 }
 
 impl Call {
+    /// Whether a failed exchange may be sent again: an idempotent method, or a request
+    /// declared safe to repeat.
+    pub(crate) fn may_resend(&self) -> bool {
+        self.idempotent || super::idempotent(&self.method)
+    }
+
     /// The URI, for errors and responses.
     pub(crate) fn key_uri(&self) -> String {
         self.uri.to_string()

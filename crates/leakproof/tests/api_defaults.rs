@@ -1,0 +1,315 @@
+//! `ApiClient`'s defaults under a server that pushes back, as GitHub does: a limit on
+//! requests in flight (429 with `Retry-After`), a quota another process spent (403 with
+//! `X-RateLimit-Remaining: 0` until the reset), a server that never answers, and writes
+//! that must not be sent twice. On tokio's paused clock over real sockets (HTTP/1.1).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use leakproof::{ApiClient, DEFAULT_CALL_DEADLINE, Error};
+use tokio::time::Instant;
+
+/// Requests the server takes at once on `/limited/`; more get a 429.
+const IN_FLIGHT: u32 = 10;
+/// How long a `/limited/` request takes to serve.
+const SERVICE_TIME: Duration = Duration::from_millis(100);
+/// When the quota another process spent comes back, from the server's start.
+const QUOTA_RESET: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct Seen {
+    /// Requests per method and path.
+    hits: HashMap<String, u32>,
+    /// 429s sent for being over `IN_FLIGHT`.
+    too_many: u32,
+    /// The most requests in flight on `/limited/` that were served.
+    most_in_flight: u32,
+}
+
+struct Server {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Server {
+    fn hits(&self, method: &str, path: &str) -> u32 {
+        let seen = self.seen.lock().unwrap();
+        seen.hits
+            .get(&format!("{method} {path}"))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+fn reply(status: u16, headers: &[(&str, String)], body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::builder().status(status);
+    for (name, value) in headers {
+        response = response.header(*name, value);
+    }
+    response
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+/// `X-RateLimit-Reset` for `at` (epoch seconds, rounded up).
+fn reset_epoch(at: Duration) -> String {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        + at;
+    (at.as_secs() + u64::from(at.subsec_nanos() > 0)).to_string()
+}
+
+async fn respond(
+    seen: Arc<Mutex<Seen>>,
+    in_flight: Arc<AtomicU32>,
+    started: Instant,
+    request: Request<Incoming>,
+) -> Option<Response<Full<Bytes>>> {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let count = {
+        let mut seen = seen.lock().unwrap();
+        let n = seen.hits.entry(format!("{method} {path}")).or_default();
+        *n += 1;
+        *n
+    };
+    let _ = request.into_body().collect().await;
+    match path.as_str() {
+        p if p.starts_with("/limited/") => {
+            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            let response = if now > IN_FLIGHT {
+                seen.lock().unwrap().too_many += 1;
+                reply(
+                    429,
+                    &[("retry-after", "1".into())],
+                    r#"{"message":"too many requests in flight"}"#,
+                )
+            } else {
+                {
+                    let mut seen = seen.lock().unwrap();
+                    seen.most_in_flight = seen.most_in_flight.max(now);
+                }
+                tokio::time::sleep(SERVICE_TIME).await;
+                reply(200, &[], r#"{"ok":true}"#)
+            };
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            Some(response)
+        }
+        "/quota" => {
+            let left = QUOTA_RESET.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                Some(reply(
+                    200,
+                    &[
+                        ("x-ratelimit-remaining", "4999".into()),
+                        ("x-ratelimit-reset", reset_epoch(Duration::from_secs(3600))),
+                    ],
+                    "{}",
+                ))
+            } else {
+                Some(reply(
+                    403,
+                    &[
+                        ("x-ratelimit-remaining", "0".into()),
+                        ("x-ratelimit-reset", reset_epoch(left)),
+                    ],
+                    r#"{"message":"API rate limit exceeded"}"#,
+                ))
+            }
+        }
+        "/silent" => std::future::pending().await,
+        "/issues" if count == 1 => Some(reply(502, &[], "bad gateway")),
+        // Reads the request, then drops the connection without a word.
+        "/hangup" => None,
+        _ => Some(reply(201, &[], "{}")),
+    }
+}
+
+async fn serve() -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let in_flight = Arc::new(AtomicU32::new(0));
+    let started = Instant::now();
+    let shared = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (seen, in_flight) = (shared.clone(), in_flight.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let (seen, in_flight) = (seen.clone(), in_flight.clone());
+                    async move {
+                        match respond(seen, in_flight, started, request).await {
+                            Some(response) => Ok(response),
+                            None => Err("hang up"),
+                        }
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Server { addr, seen }
+}
+
+/// A client with every default but the proxy (the environment's is not ours).
+fn default_client(server: &Server) -> ApiClient {
+    ApiClient::builder(&format!("http://{}", server.addr))
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_default_client_surfaces_no_429_from_a_server_allowing_10_in_flight() {
+    let server = serve().await;
+    let api = default_client(&server);
+    let calls = (0..100).map(|i| {
+        let api = api.clone();
+        async move { api.get(&format!("/limited/{i}")).await }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let errors: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(errors.is_empty(), "{} errors: {errors:?}", errors.len());
+    assert!(results.iter().all(|r| r.as_ref().unwrap().status == 200));
+    let seen = server.seen.lock().unwrap();
+    assert_eq!(seen.most_in_flight, IN_FLIGHT.min(seen.most_in_flight));
+    assert_eq!(api.stats().rate_limited, u64::from(seen.too_many));
+    println!(
+        "100 calls, 0 errors, {} 429s waited out, {} retries",
+        seen.too_many,
+        api.stats().retries
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_quota_is_waited_out_until_its_reset_then_retried() {
+    let server = serve().await;
+    let api = default_client(&server);
+    let started = Instant::now();
+    let response = api.get("/quota").await.unwrap();
+    assert_eq!(response.status, StatusCode::OK);
+    assert!(
+        started.elapsed() >= QUOTA_RESET - Duration::from_secs(1),
+        "waited for the reset: {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() <= QUOTA_RESET + Duration::from_secs(2));
+    assert_eq!(server.hits("GET", "/quota"), 2, "one refusal, one answer");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reset_further_than_the_longest_wait_is_a_typed_error_at_once() {
+    let server = serve().await;
+    let api = ApiClient::builder(&format!("http://{}", server.addr))
+        .no_proxy()
+        .max_rate_limit_wait(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    match api.get("/quota").await {
+        Err(Error::RateLimited {
+            status,
+            wait,
+            longest,
+            ..
+        }) => {
+            assert_eq!(status, StatusCode::FORBIDDEN);
+            assert!(wait > Duration::from_secs(28), "{wait:?}");
+            assert_eq!(longest, Duration::from_secs(10));
+        }
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "did not wait in vain"
+    );
+    assert_eq!(server.hits("GET", "/quota"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_deadline_bounds_a_call_across_attempts_and_backoffs() {
+    let server = serve().await;
+    // Each attempt would wait 30 s for a byte; three attempts and their backoffs would
+    // hold the call about 91 s. The call's own deadline ends it at 45 s.
+    let api = ApiClient::builder(&format!("http://{}", server.addr))
+        .no_proxy()
+        .deadline(Duration::from_secs(45))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    match api.get("/silent").await {
+        Err(Error::Deadline { deadline, .. }) => assert_eq!(deadline, Duration::from_secs(45)),
+        other => panic!("expected Deadline, got {other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(45) && took < Duration::from_millis(45_100),
+        "{took:?}"
+    );
+    assert_eq!(
+        server.hits("GET", "/silent"),
+        2,
+        "the second attempt was cut"
+    );
+    // With every default, no call outlives the default deadline either.
+    let api = default_client(&server);
+    let started = Instant::now();
+    assert!(api.get("/silent").await.is_err());
+    assert!(
+        started.elapsed() <= DEFAULT_CALL_DEADLINE,
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_post_is_sent_again_only_when_that_cannot_act_twice() {
+    let server = serve().await;
+    let api = default_client(&server);
+    // A 502 to a POST: it may have been acted on; the caller gets the 502, sent once.
+    let created = api.post("/issues").body("{}").await.unwrap();
+    assert_eq!(created.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(server.hits("POST", "/issues"), 1);
+    // Declared safe with an idempotency key: retried like a GET.
+    let created = api
+        .post("/issues")
+        .idempotency_key("create-issue-42")
+        .body("{}")
+        .await
+        .unwrap();
+    assert_eq!(created.status, StatusCode::CREATED);
+    // A connection dropped after the request was read: not sent again.
+    match api.patch("/hangup").body("{}").await {
+        Err(Error::Request { attempts, .. }) => assert_eq!(attempts, 1),
+        other => panic!("expected Request, got {other:?}"),
+    }
+    assert_eq!(server.hits("PATCH", "/hangup"), 1);
+    // The same for a PUT (idempotent): sent again, three times in all.
+    assert!(api.put("/hangup").body("{}").await.is_err());
+    assert_eq!(server.hits("PUT", "/hangup"), 3);
+    // A POST to where no server listens never reached one: retried.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let api = ApiClient::builder(&format!("http://{dead_addr}"))
+        .no_proxy()
+        .build()
+        .unwrap();
+    match api.request(Method::POST, "/issues").body("{}").await {
+        Err(Error::Request { attempts, .. }) => assert_eq!(attempts, 3),
+        other => panic!("expected Request, got {other:?}"),
+    }
+}
