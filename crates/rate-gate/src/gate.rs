@@ -14,9 +14,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use portable_atomic::AtomicU128;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 use crate::clock::{Clock, Source};
+use crate::slots::Slots;
 use crate::{Error, Feedback, Quota, Result};
 
 /// How long to pause on a rate-limit refusal that gives no `Retry-After` (GitHub's
@@ -30,6 +31,9 @@ struct Imposed {
     paused_until: Option<u64>,
     /// The server's budget: requests left until the time.
     server: Option<(u64, u64)>,
+    /// The lowest `X-RateLimit-Remaining` seen in the server's current window, and that
+    /// window's reset.
+    server_seen: Option<(u64, u64)>,
     /// The configured quota, for readers (the hot path reads `Rates`).
     quota: Option<Quota>,
 }
@@ -121,6 +125,9 @@ pub struct Stats {
     pub rejected: u64,
     /// Concurrency permits held now.
     pub in_flight: u64,
+    /// The concurrency limit now: the configured one, or below it while an
+    /// [adaptive](GateBuilder::adaptive) gate has backed off. `None` without one.
+    pub concurrency: Option<u32>,
     /// Time left of a pause the server imposed, if any.
     pub paused_for: Option<Duration>,
     /// The Redis backend's figures, for a gate built with one.
@@ -147,7 +154,7 @@ struct Inner {
     /// FIFO); only the head sleeps on the clock.
     line: tokio::sync::Mutex<()>,
     changed: Notify,
-    concurrency: Option<(Semaphore, u32)>,
+    concurrency: Option<Slots>,
     counters: Counters,
     clock: Source,
     /// The quota it was built with: a gate whose quota was changed since is not
@@ -185,6 +192,7 @@ pub struct Gate {
 pub struct GateBuilder {
     quota: Option<Quota>,
     concurrency: Option<u32>,
+    adaptive: bool,
     clock: Clock,
     #[cfg(feature = "redis")]
     redis: Option<crate::RedisQuota>,
@@ -200,6 +208,20 @@ impl GateBuilder {
     /// At most `max` permits held at once (at least 1).
     pub fn concurrency(mut self, max: u32) -> Self {
         self.concurrency = Some(max.max(1));
+        self
+    }
+
+    /// Makes the concurrency limit adaptive (AIMD, as TCP's congestion window): each
+    /// rate-limit refusal ([`Feedback::limited`]: a 429, a secondary limit) halves it,
+    /// at least 1, once per round of requests (a refusal to a request sent before the
+    /// last cut does not cut again); each limit's worth of answers that were not
+    /// refusals raises it by one, back up to the configured `concurrency`. Every
+    /// caller of the gate shares it, so a server that allows fewer requests in flight
+    /// than configured is met at its level instead of refusing a burst after every
+    /// pause. Needs a [`concurrency`](Self::concurrency); [`Stats::concurrency`] shows
+    /// the limit now.
+    pub fn adaptive(mut self) -> Self {
+        self.adaptive = true;
         self
     }
 
@@ -254,7 +276,7 @@ impl GateBuilder {
                 head_slot: AtomicBool::new(false),
                 line: tokio::sync::Mutex::new(()),
                 changed: Notify::new(),
-                concurrency: self.concurrency.map(|n| (Semaphore::new(n as usize), n)),
+                concurrency: self.concurrency.map(|n| Slots::new(n, self.adaptive)),
                 counters: Counters::default(),
                 clock: Source::new(self.clock),
                 built_quota: self.quota,
@@ -272,13 +294,18 @@ impl GateBuilder {
 pub struct Permit<'a> {
     gate: Cow<'a, Gate>,
     holds_slot: bool,
+    /// The adaptive limit's epoch when the slot was taken.
+    epoch: u64,
 }
 
 impl Permit<'_> {
     /// Reports the response's rate-limit feedback; this permit's own request is not
-    /// counted among those still in flight.
+    /// counted among those still in flight. On an [adaptive](GateBuilder::adaptive)
+    /// gate, a refusal cuts the concurrency limit (once for all requests sent before
+    /// the cut) and any other answer counts towards raising it.
     pub fn observe(&self, feedback: Feedback) {
-        self.gate.observe_with(feedback, u64::from(self.holds_slot));
+        self.gate
+            .observe_with(feedback, u64::from(self.holds_slot), self.epoch);
     }
 
     /// The gate this permit came from.
@@ -291,29 +318,34 @@ impl Drop for Permit<'_> {
     #[inline]
     fn drop(&mut self) {
         if self.holds_slot
-            && let Some((semaphore, _)) = &self.gate.inner.concurrency
+            && let Some(slots) = &self.gate.inner.concurrency
         {
-            semaphore.add_permits(1);
+            slots.give_back();
         }
     }
 }
 
 /// A concurrency slot taken but not yet handed to a permit: given back if dropped.
-struct Slot<'a>(Option<&'a Semaphore>);
+struct Slot<'a>(Option<&'a Slots>);
 
 impl Slot<'_> {
     #[inline]
     fn into_permit<'g>(mut self, gate: Cow<'g, Gate>) -> Permit<'g> {
+        let epoch = self.0.map_or(0, Slots::epoch);
         let holds_slot = self.0.take().is_some();
-        Permit { gate, holds_slot }
+        Permit {
+            gate,
+            holds_slot,
+            epoch,
+        }
     }
 }
 
 impl Drop for Slot<'_> {
     #[inline]
     fn drop(&mut self) {
-        if let Some(semaphore) = self.0 {
-            semaphore.add_permits(1);
+        if let Some(slots) = self.0 {
+            slots.give_back();
         }
     }
 }
@@ -512,13 +544,14 @@ impl Gate {
         // 2. At the head: a concurrency slot, so slots held are exactly the permits out
         //    (what `observe` counts as in flight), and nobody holds quota waiting for one.
         let slot = match &self.inner.concurrency {
-            Some((semaphore, _)) => {
-                let permit = semaphore
+            Some(slots) => {
+                let permit = slots
+                    .semaphore()
                     .acquire()
                     .await
                     .expect("the gate never closes its semaphore");
                 permit.forget();
-                Slot(Some(semaphore))
+                Slot(Some(slots))
             }
             None => Slot(None),
         };
@@ -558,10 +591,10 @@ impl Gate {
             return Err(Ok(0));
         }
         let slot = match &self.inner.concurrency {
-            Some((semaphore, _)) => match semaphore.try_acquire() {
+            Some(slots) => match slots.semaphore().try_acquire() {
                 Ok(permit) => {
                     permit.forget();
-                    Slot(Some(semaphore))
+                    Slot(Some(slots))
                 }
                 Err(_) => return Err(Ok(0)),
             },
@@ -629,10 +662,18 @@ impl Gate {
     /// during a `Retry-After` or after a refusal ([`DEFAULT_REFUSAL_PAUSE`] when it
     /// gives no time). Applies to every waiter.
     pub fn observe(&self, feedback: Feedback) {
-        self.observe_with(feedback, 0);
+        let epoch = self.inner.concurrency.as_ref().map_or(0, Slots::epoch);
+        self.observe_with(feedback, 0, epoch);
     }
 
-    fn observe_with(&self, feedback: Feedback, own: u64) {
+    fn observe_with(&self, feedback: Feedback, own: u64, epoch: u64) {
+        if let Some(slots) = &self.inner.concurrency {
+            if feedback.limited {
+                slots.refused(epoch);
+            } else {
+                slots.answered();
+            }
+        }
         let now = self.inner.clock.now();
         let ns = |d: Duration| now.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let in_flight = self.in_flight().saturating_sub(own);
@@ -642,16 +683,21 @@ impl Gate {
             pause = Some(ns(feedback.reset_in.unwrap_or(DEFAULT_REFUSAL_PAUSE)));
         }
         if let (Some(remaining), Some(reset_in)) = (feedback.remaining, feedback.reset_in) {
-            let left = remaining.saturating_sub(in_flight);
             let reset = ns(reset_in);
-            // A late response for the same window (responses arrive out of order) never
-            // raises what is left; a new window replaces the old.
-            state.server = match state.server {
-                Some((old, old_reset)) if old_reset > now && old_reset >= reset && old <= left => {
-                    Some((old, old_reset))
-                }
-                _ => Some((left, reset)),
-            };
+            // What the server said less every request still in flight (it may not have
+            // counted them yet). A figure no higher than the lowest seen in this window
+            // is the freshest, and replaces what is left even upwards: requests that
+            // were in flight when the last one was taken, and counted by the server
+            // since, are then no longer subtracted twice. A higher figure for the same
+            // window is a late answer (responses cross): ignored. A new window
+            // replaces the old.
+            let stale = state.server_seen.is_some_and(|(lowest, old_reset)| {
+                old_reset > now && old_reset >= reset && remaining > lowest
+            });
+            if !stale {
+                state.server = Some((remaining.saturating_sub(in_flight), reset));
+                state.server_seen = Some((remaining, reset));
+            }
         }
         if let Some(until) = pause {
             state.paused_until = Some(state.paused_until.map_or(until, |p| p.max(until)));
@@ -682,6 +728,7 @@ impl Gate {
         let now = self.inner.clock.now();
         let state = self.state();
         state.quota == self.inner.built_quota
+            && self.inner.concurrency.as_ref().is_none_or(Slots::at_max)
             && state.paused_until.is_none_or(|u| u <= now)
             && state.server.is_none_or(|(_, reset)| reset <= now)
             && split(self.inner.ledger.load(Ordering::Acquire)).0 <= now
@@ -690,8 +737,8 @@ impl Gate {
     /// Permits out: slots held, less the one the head holds while it waits for quota.
     fn in_flight(&self) -> u64 {
         match &self.inner.concurrency {
-            Some((semaphore, max)) => u64::from(*max)
-                .saturating_sub(semaphore.available_permits() as u64)
+            Some(slots) => slots
+                .taken()
                 .saturating_sub(u64::from(self.inner.head_slot.load(Ordering::SeqCst))),
             None => 0,
         }
@@ -712,6 +759,7 @@ impl Gate {
             total_wait: Duration::from_nanos(c.wait_ns.load(Ordering::Relaxed)),
             rejected: c.rejected.load(Ordering::Relaxed),
             in_flight: self.in_flight(),
+            concurrency: self.inner.concurrency.as_ref().map(Slots::limit),
             paused_for,
             #[cfg(feature = "redis")]
             redis: self.inner.remote.as_ref().map(|r| r.stats()),
@@ -727,6 +775,7 @@ impl Permit<'_> {
         Permit {
             gate: Cow::Owned(gate),
             holds_slot,
+            epoch: self.epoch,
         }
     }
 }

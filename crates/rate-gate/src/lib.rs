@@ -8,7 +8,13 @@
 //! for `X-RateLimit-Reset`, and after `Retry-After` or a 403/429 refusal it pauses every
 //! waiter. Waiters are served first come, first served; only the first in line sleeps,
 //! on one timer (no polling loop); a cancelled waiter takes no quota and holds up
-//! nobody. The quota can change at runtime.
+//! nobody. The quota can change at runtime. The server's remaining count is taken as
+//! its freshest figure in each window less the requests still in flight, so a window's
+//! quota is used to its end without going over it.
+//!
+//! With [`GateBuilder::adaptive`], the concurrency cap also follows the server: each
+//! round of rate-limit refusals halves it and answers grow it back (AIMD), so a server
+//! that takes fewer requests at once than configured is met at its level.
 //!
 //! The peers: `governor` waits by check-sleep-retry, is not fair, cannot change its
 //! quota at runtime and does not read rate headers; tower's `RateLimit` keeps state per
@@ -35,8 +41,9 @@
 //!
 //! # What is here
 //!
-//! - [`Quota`] and [`Gate`]: rate (GCRA), concurrency, FIFO waiting, server feedback
-//!   from headers or plain values, runtime quota changes, [`Stats`].
+//! - [`Quota`] and [`Gate`]: rate (GCRA), concurrency (fixed or adaptive), FIFO
+//!   waiting, server feedback from headers or plain values, runtime quota changes,
+//!   [`Stats`].
 //! - [`KeyedGate`]: a gate per key (token, host, route group) with safe idle eviction.
 //! - [`map_bounded`] / [`try_map_bounded`]: at most K in flight, results in input order.
 //! - [`Batcher`]: calls within a window (or up to N) coalesced into one batch call.
@@ -90,6 +97,7 @@ mod keyed;
 mod quota;
 #[cfg(feature = "redis")]
 mod shared;
+mod slots;
 #[cfg(feature = "tower")]
 mod tower;
 

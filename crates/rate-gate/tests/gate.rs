@@ -352,3 +352,54 @@ async fn a_waiting_head_is_not_counted_as_a_request_in_flight() {
     assert!(gate.try_acquire().is_err());
     assert_eq!(gate.stats().in_flight, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_adaptive_limit_halves_once_per_round_of_refusals_and_grows_back() {
+    let gate = Gate::builder().concurrency(32).adaptive().build();
+    let refused = Feedback::new()
+        .limited()
+        .retry_after(Duration::from_secs(1));
+    // A burst of 32, all refused: one cut (to 16), not 32 of them.
+    let permits: Vec<_> = (0..32).map(|_| gate.try_acquire().unwrap()).collect();
+    for permit in &permits {
+        permit.observe(refused);
+    }
+    assert_eq!(gate.stats().concurrency, Some(16));
+    assert_eq!(
+        gate.stats().in_flight,
+        32,
+        "cut slots are retired as they come back"
+    );
+    drop(permits);
+    assert_eq!(gate.stats().in_flight, 0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // 16 slots now; a refusal to one sent after the cut cuts again, to 8.
+    let permits: Vec<_> = (0..16).map(|_| gate.try_acquire().unwrap()).collect();
+    assert!(gate.try_acquire().is_err(), "at most 16 in flight");
+    permits[0].observe(refused);
+    assert_eq!(gate.stats().concurrency, Some(8));
+    drop(permits);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let held: Vec<_> = (0..8).map(|_| gate.try_acquire().unwrap()).collect();
+    assert!(gate.try_acquire().is_err(), "at most 8 in flight");
+    // Each limit's worth of answers that are not refusals adds one slot.
+    for permit in &held {
+        permit.observe(Feedback::new());
+    }
+    assert_eq!(gate.stats().concurrency, Some(9));
+    let ninth = gate.try_acquire().expect("a ninth slot");
+    assert!(gate.try_acquire().is_err());
+    drop((held, ninth));
+    // Back up to the configured 32, never above.
+    for _ in 0..2_000 {
+        gate.try_acquire().unwrap().observe(Feedback::new());
+    }
+    assert_eq!(gate.stats().concurrency, Some(32));
+    let all: Vec<_> = (0..32).map(|_| gate.try_acquire().unwrap()).collect();
+    assert!(gate.try_acquire().is_err());
+    drop(all);
+    // A gate that is not adaptive keeps its limit whatever the server says.
+    let fixed = Gate::builder().concurrency(4).build();
+    fixed.try_acquire().unwrap().observe(refused);
+    assert_eq!(fixed.stats().concurrency, Some(4));
+}

@@ -9,7 +9,10 @@
 //!
 //! - Configured gate: `per_hour(5000)` + `concurrency(100)` + header feedback. Quota
 //!   used, refusals, and fairness (p99/p50 of the wait for equal work).
-//! - Header-only gate: no quota configured, only the server's word.
+//! - Header-only gate: no quota configured, only the server's word; each window's
+//!   quota used.
+//! - A default `ApiClient`: 100 callers against the server allowing 10 in flight
+//!   (429 with `Retry-After: 1` beyond): no error reaches a caller.
 //! - Control: the same server without a gate refuses, so the zeros above mean
 //!   something.
 
@@ -44,7 +47,8 @@ pub fn scenarios(profile: Profile) -> Result<Vec<Scenario>> {
         let hours = profile.pick(3, 1) as u32;
         Ok(vec![
             configured(hours).await?,
-            header_only(profile.pick(2, 1) as u32).await?,
+            header_only(2).await?,
+            default_client().await?,
             control().await?,
         ])
     })
@@ -66,6 +70,12 @@ struct Server {
     counts: Counts,
     /// (requests used, the window's reset) on the server's clock.
     window: Mutex<(u64, Instant)>,
+    /// Requests counted in each window so far.
+    per_window: Mutex<Vec<u64>>,
+    /// More than this many at once get a 429 ...
+    max_concurrent: u64,
+    /// ... with this `Retry-After`, in seconds.
+    retry_after: u64,
 }
 
 impl Server {
@@ -77,11 +87,20 @@ impl Server {
 
 /// Starts the imitation GitHub on 127.0.0.1; it lives as long as the runtime.
 async fn start_server() -> Result<(Arc<Server>, String)> {
+    start_server_with(MAX_CONCURRENT, 60).await
+}
+
+/// The imitation GitHub refusing more than `max_concurrent` requests at once with a
+/// 429 and `Retry-After: retry_after`.
+async fn start_server_with(max_concurrent: u64, retry_after: u64) -> Result<(Arc<Server>, String)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let server = Arc::new(Server {
         counts: Counts::default(),
         window: Mutex::new((0, Instant::now())),
+        per_window: Mutex::new(Vec::new()),
+        max_concurrent,
+        retry_after,
     });
     let shared = server.clone();
     tokio::spawn(async move {
@@ -124,18 +143,20 @@ async fn answer(server: &Server, _: Request<hyper::body::Incoming>) -> Response<
             .as_secs_f64()
             .ceil() as u64
     };
-    if in_flight > MAX_CONCURRENT {
+    if in_flight > server.max_concurrent {
         counts.secondary_refusals.fetch_add(1, Ordering::SeqCst);
         return reply(
             StatusCode::TOO_MANY_REQUESTS,
-            &[("retry-after", "60".into())],
+            &[("retry-after", server.retry_after.to_string())],
         );
     }
     let (remaining, reset) = {
         let mut window = server.window.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per_window = server.per_window.lock().unwrap_or_else(|e| e.into_inner());
         if window.1 <= now {
             // A new window starts with the first request after the reset.
             *window = (0, now + WINDOW);
+            per_window.push(0);
         }
         if window.0 >= LIMIT {
             counts.primary_refusals.fetch_add(1, Ordering::SeqCst);
@@ -143,6 +164,9 @@ async fn answer(server: &Server, _: Request<hyper::body::Incoming>) -> Response<
             return reply(StatusCode::FORBIDDEN, &headers);
         }
         window.0 += 1;
+        if let Some(last) = per_window.last_mut() {
+            *last += 1;
+        }
         (LIMIT - window.0, window.1)
     };
     tokio::time::sleep(SERVICE_TIME).await;
@@ -316,10 +340,67 @@ async fn header_only(windows: u32) -> Result<Scenario> {
         used >= 0.99,
         format!("{ok} of {quota} ({:.2}%)", used * 100.0),
     );
+    let per_window = server
+        .per_window
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let full: Vec<_> = per_window.iter().take(windows as usize).collect();
+    s.check(
+        "each window's quota used >= 99%",
+        full.len() == windows as usize && full.iter().all(|n| **n * 100 >= LIMIT * 99),
+        format!("{full:?} of {LIMIT} per window"),
+    );
     s.check(
         "403/429 received: 0",
         server.refusals() == 0,
         server.refusals().to_string(),
+    );
+    Ok(s)
+}
+
+/// 100 callers at once on an `ApiClient` with every default, against the server
+/// allowing 10 in flight: the client waits out the 429s and backs off its concurrency,
+/// and no caller sees a rate limit.
+async fn default_client() -> Result<Scenario> {
+    const CALLERS: usize = 100;
+    const ALLOWED: u64 = 10;
+    let (server, base) = start_server_with(ALLOWED, 1).await?;
+    let api = leakproof::ApiClient::builder(&base).no_proxy().build()?;
+    let started = Instant::now();
+    let calls = (0..CALLERS).map(|i| {
+        let api = api.clone();
+        async move { api.get(&format!("/repos/o/r/issues/{i}")).await }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let errors: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+        .collect();
+    let mut s = Scenario::new(format!(
+        "leakproof: {CALLERS} callers on a default ApiClient, server allowing {ALLOWED} in flight"
+    ));
+    s.note(format!(
+        "{:.1} simulated s; 429s waited out: {}; server peak in flight {}; gate concurrency now {:?}",
+        started.elapsed().as_secs_f64(),
+        server.counts.secondary_refusals.load(Ordering::SeqCst),
+        server.counts.peak_in_flight.load(Ordering::SeqCst),
+        api.gate().stats().concurrency,
+    ));
+    s.check(
+        "errors surfaced to callers: 0",
+        errors.is_empty(),
+        match errors.first() {
+            None => "0".to_string(),
+            Some(first) => format!("{} (first: {first})", errors.len()),
+        },
+    );
+    s.check(
+        "every call answered 200",
+        results
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|r| r.status == StatusCode::OK)),
+        format!("{} of {CALLERS}", server.counts.ok.load(Ordering::SeqCst)),
     );
     Ok(s)
 }

@@ -289,9 +289,10 @@ pub const DEFAULT_CALL_DEADLINE: Duration = Duration::from_secs(120);
 pub const DEFAULT_MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 
 /// The gate a client makes when none is given: no quota of its own, at most 32 requests
-/// in flight, the server's rate headers.
+/// in flight, adaptive (halved on each rate-limit refusal, grown back by one per round
+/// of answers), the server's rate headers.
 fn default_gate() -> Gate {
-    Gate::builder().concurrency(32).build()
+    Gate::builder().concurrency(32).adaptive().build()
 }
 
 /// Options for an [`ApiClient`].
