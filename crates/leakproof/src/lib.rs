@@ -109,8 +109,9 @@ pub use client::TlsRoots;
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use client::{
-    ApiClient, ApiClientBuilder, ApiResponse, ApiStats, ApiStream, DEFAULT_CALL_DEADLINE,
-    DEFAULT_MAX_RATE_LIMIT_WAIT, DefaultConnector, ProxyConnector, RequestBuilder, Source,
+    ApiClient, ApiClientBuilder, ApiResponse, ApiStats, ApiStream, CacheMode,
+    DEFAULT_CALL_DEADLINE, DEFAULT_MAX_RATE_LIMIT_WAIT, DefaultConnector, HEURISTIC_MAX,
+    ProxyConnector, RequestBuilder, Source,
 };
 pub use error::{Error, Result};
 pub use health::{

@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use leakproof::{ApiClient, DEFAULT_CALL_DEADLINE, Error};
+use leakproof::{ApiClient, CacheMode, DEFAULT_CALL_DEADLINE, Error, Source};
 use tokio::time::Instant;
 
 /// Requests the server takes at once on `/limited/`; more get a 429.
@@ -82,6 +82,13 @@ async fn respond(
     request: Request<Incoming>,
 ) -> Option<Response<Full<Bytes>>> {
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let (if_none_match, accept) = (header("if-none-match"), header("accept"));
     let count = {
         let mut seen = seen.lock().unwrap();
         let n = seen.hits.entry(format!("{method} {path}")).or_default();
@@ -167,6 +174,34 @@ async fn respond(
                     r#"{"message":"API rate limit exceeded"}"#,
                 ))
             }
+        }
+        // Cache rules: an ETag on each, and what the path names.
+        p if p.starts_with("/cache/") => {
+            if if_none_match.as_deref() == Some("\"v1\"") {
+                return Some(reply(304, &[("etag", "\"v1\"".into())], ""));
+            }
+            let mut headers = vec![("etag", "\"v1\"".to_string())];
+            match p {
+                "/cache/fresh" => headers.push(("cache-control", "max-age=60".into())),
+                "/cache/no-cache" => headers.push(("cache-control", "no-cache".into())),
+                "/cache/no-store" => {
+                    headers = vec![("cache-control", "no-store, max-age=60".into())]
+                }
+                "/cache/expires" => headers.push((
+                    "expires",
+                    httpdate::fmt_http_date(
+                        std::time::SystemTime::now() + Duration::from_secs(300),
+                    ),
+                )),
+                "/cache/vary" => {
+                    headers.push(("cache-control", "max-age=60".into()));
+                    headers.push(("vary", "Accept".into()));
+                }
+                // Nothing about freshness, not even a validator.
+                "/cache/plain" => headers.clear(),
+                _ => {}
+            }
+            Some(reply(200, &headers, &format!("{accept:?}")))
         }
         "/silent" => std::future::pending().await,
         "/issues" if count == 1 => Some(reply(502, &[], "bad gateway")),
@@ -388,4 +423,145 @@ async fn a_post_is_sent_again_only_when_that_cannot_act_twice() {
         Err(Error::Request { attempts, .. }) => assert_eq!(attempts, 3),
         other => panic!("expected Request, got {other:?}"),
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_cache_follows_rfc_9111_for_a_private_cache() {
+    let server = serve().await;
+    let api = default_client(&server);
+    let twice = |path: &'static str| {
+        let api = api.clone();
+        async move {
+            let first = api.get(path).await.unwrap().source;
+            let second = api.get(path).await.unwrap().source;
+            (first, second)
+        }
+    };
+    // max-age: fresh, from the cache.
+    assert_eq!(
+        twice("/cache/fresh").await,
+        (Source::Network, Source::Cache)
+    );
+    // No Cache-Control, no validator: never served from the cache.
+    assert_eq!(
+        twice("/cache/plain").await,
+        (Source::Network, Source::Network)
+    );
+    assert_eq!(server.hits("GET", "/cache/plain"), 2);
+    // no-cache: stored, but revalidated on every use (a 304 each time).
+    assert_eq!(
+        twice("/cache/no-cache").await,
+        (Source::Network, Source::Revalidated)
+    );
+    assert_eq!(
+        api.get("/cache/no-cache").await.unwrap().source,
+        Source::Revalidated
+    );
+    // no-store: never stored, even with a max-age.
+    assert_eq!(
+        twice("/cache/no-store").await,
+        (Source::Network, Source::Network)
+    );
+    // Expires: fresh until then, revalidated after.
+    assert_eq!(
+        twice("/cache/expires").await,
+        (Source::Network, Source::Cache)
+    );
+    tokio::time::advance(Duration::from_secs(301)).await;
+    assert_eq!(
+        api.get("/cache/expires").await.unwrap().source,
+        Source::Revalidated
+    );
+    // Query parameters in any order are one entry.
+    assert_eq!(
+        api.get("/cache/fresh")
+            .query(&[("a", "1"), ("b", "2")])
+            .await
+            .unwrap()
+            .source,
+        Source::Network
+    );
+    assert_eq!(
+        api.get("/cache/fresh")
+            .query(&[("b", "2"), ("a", "1")])
+            .await
+            .unwrap()
+            .source,
+        Source::Cache
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_response_answers_only_its_vary_and_its_token() {
+    let server = serve().await;
+    let api = default_client(&server);
+    let get = |accept: &'static str, token: &'static str| {
+        let api = api.clone();
+        async move {
+            let response = api
+                .get("/cache/vary")
+                .header("accept", accept)
+                .bearer(token)
+                .await
+                .unwrap();
+            (response.source, response.text())
+        }
+    };
+    let json = "application/json";
+    assert_eq!(get(json, "a").await.0, Source::Network);
+    assert_eq!(get(json, "a").await.0, Source::Cache);
+    // Another Accept, which the response varies on: not the stored one.
+    let (source, text) = get("text/html", "a").await;
+    assert_eq!(source, Source::Network);
+    assert!(text.contains("text/html"), "{text}");
+    // Another token: never another token's response, Vary or not.
+    assert_eq!(get("text/html", "b").await.0, Source::Network);
+    assert_eq!(server.hits("GET", "/cache/vary"), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_can_bypass_revalidate_or_force_the_cache() {
+    let server = serve().await;
+    let api = default_client(&server);
+    assert_eq!(
+        api.get("/cache/fresh").await.unwrap().source,
+        Source::Network
+    );
+    // Bypass: neither read nor written.
+    let bypass = api
+        .get("/cache/fresh")
+        .cache_mode(CacheMode::Bypass)
+        .await
+        .unwrap();
+    assert_eq!(bypass.source, Source::Network);
+    // Revalidate: asked even while fresh; so is a request's own `no-cache`.
+    let asked = api
+        .get("/cache/fresh")
+        .cache_mode(CacheMode::Revalidate)
+        .await
+        .unwrap();
+    assert_eq!(asked.source, Source::Revalidated);
+    let asked = api
+        .get("/cache/fresh")
+        .header("cache-control", "no-cache")
+        .await
+        .unwrap();
+    assert_eq!(asked.source, Source::Revalidated);
+    assert_eq!(server.hits("GET", "/cache/fresh"), 4);
+    // Force: a stale response answers without a request.
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let forced = api
+        .get("/cache/fresh")
+        .cache_mode(CacheMode::Force)
+        .await
+        .unwrap();
+    assert_eq!(forced.source, Source::Cache);
+    assert_eq!(server.hits("GET", "/cache/fresh"), 4);
+    // Nothing stored: Force asks the server.
+    let forced = api
+        .get("/cache/plain")
+        .cache_mode(CacheMode::Force)
+        .await
+        .unwrap();
+    assert_eq!(forced.source, Source::Network);
 }

@@ -77,7 +77,11 @@ async fn respond(request: Request<Incoming>) -> Response<Full<Bytes>> {
         let accepted = header("accept-encoding").unwrap_or_default();
         assert!(accepted.contains(label), "accept-encoding {accepted:?}");
         let compressed = compress(coding, TEXT.repeat(100).into_bytes()).await;
-        return reply(200, &[("content-encoding", label)], compressed);
+        return reply(
+            200,
+            &[("content-encoding", label), ("cache-control", "max-age=60")],
+            compressed,
+        );
     }
     if let Some(coding) = path.strip_prefix("/bomb/") {
         // 16 MiB of zeros, sixteen times the client's cap: a few KiB on the wire.

@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bounded_stream::{BoundedBody, CappedClient, Codec, DecodeLimits, Limits};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{
-    CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, ETAG, HeaderMap, HeaderName, HeaderValue,
-    IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION,
+    AGE, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, DATE, ETAG, EXPIRES, HeaderMap,
+    HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION,
 };
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
@@ -25,12 +25,14 @@ use ttl_cache::{Cache, Validators};
 use crate::{Error, Result, Shutdown};
 
 #[cfg(feature = "json")]
+mod http_cache;
 mod pages;
 mod proxy;
 mod request;
 mod response;
 
 #[cfg(feature = "json")]
+pub use http_cache::{CacheMode, HEURISTIC_MAX};
 pub use pages::Paginate;
 pub use proxy::ProxyConnector;
 use request::Call;
@@ -96,6 +98,8 @@ struct Cached {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
+    /// The request headers its `Vary` names, as they were when it was fetched.
+    vary: http_cache::VarySnapshot,
 }
 
 /// What the client has done so far.
@@ -141,6 +145,11 @@ struct Inner<C> {
     token_gates: std::sync::Mutex<std::collections::HashMap<HeaderValue, Gate>>,
     token_gate: TokenGate,
     cache: Cache<String, Arc<Cached>>,
+    /// The longest a stored response stays fresh, whatever the server allows.
+    max_fresh: Duration,
+    /// Keys the hash of `Authorization` in cache keys (per client, so no two tokens can
+    /// be made to share a key).
+    key_hasher: std::hash::RandomState,
     limits: Limits,
     attempts: u32,
     backoff: (Duration, Duration),
@@ -183,9 +192,16 @@ struct Inner<C> {
 ///   (or carrying an `Idempotency-Key`). A POST or PATCH is otherwise sent again only
 ///   when the connection could not be made (it never reached the server); its 5xx is
 ///   returned as the response, its broken exchange as [`Error::Request`];
-/// - for a GET answered 200, is cached (default 10,000 entries, for the response's
-///   `max-age` or 60 s) and, once stale, revalidated with `If-None-Match` or
-///   `If-Modified-Since`: a `304` refreshes the entry and costs no GitHub quota.
+/// - for a GET, goes through a private HTTP cache (RFC 9111; default 10,000 entries):
+///   a 200 is stored unless it says `no-store` or `Vary: *`, fresh for its `max-age`,
+///   else until its `Expires`, else for a tenth of its age since `Last-Modified`, less
+///   its `Age` (never longer than 60 s by default); one with none of those is stored
+///   only if it has a validator, and `no-cache` ones are stored to be revalidated on
+///   every use. A stale entry is revalidated with `If-None-Match` or
+///   `If-Modified-Since`: a `304` refreshes it and costs no GitHub quota. An entry
+///   answers only a request with the same `Authorization` and the same values of the
+///   headers its `Vary` names; query parameters are keyed in sorted order. A request
+///   can bypass, revalidate or force the cache ([`CacheMode`]).
 ///
 /// A GET or HEAD follows redirects (301, 302, 303, 307, 308; at most 10, and never
 /// carrying `Authorization` to another origin); connections go through the proxy the
@@ -371,10 +387,12 @@ impl ApiClientBuilder {
         self
     }
 
-    /// At most `max_entries` GET responses cached, each for its `max-age` or `ttl`.
-    pub fn cache(mut self, max_entries: u64, ttl: Duration) -> Self {
+    /// At most `max_entries` GET responses stored (default 10,000), none kept fresh
+    /// longer than `max_fresh` (default 60 s) whatever the server allows. What is stored
+    /// and for how long follows RFC 9111 for a private cache (see [`CacheMode`]).
+    pub fn cache(mut self, max_entries: u64, max_fresh: Duration) -> Self {
         self.max_entries = max_entries;
-        self.ttl = ttl;
+        self.ttl = max_fresh;
         self
     }
 
@@ -597,6 +615,8 @@ impl ApiClientBuilder {
                 token_gates: Default::default(),
                 token_gate,
                 cache,
+                max_fresh: self.ttl,
+                key_hasher: std::hash::RandomState::new(),
                 limits: self.limits,
                 attempts: self.attempts,
                 backoff: self.backoff,
@@ -748,21 +768,6 @@ fn body_stream(body: BoundedBody<Incoming>, codec: Option<Codec>, limits: &Limit
             &DecodeLimits::new(limits.clone()),
         )),
     }
-}
-
-/// `Some(max-age)` from `Cache-Control`; `Some(ZERO)` for `no-store`.
-fn max_age(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(CACHE_CONTROL)?.to_str().ok()?;
-    let mut age = None;
-    for directive in value.split(',').map(str::trim) {
-        if directive.eq_ignore_ascii_case("no-store") {
-            return Some(Duration::ZERO);
-        }
-        if let Some(secs) = directive.strip_prefix("max-age=") {
-            age = secs.trim_matches('"').parse().ok().map(Duration::from_secs);
-        }
-    }
-    age
 }
 
 fn header_text(headers: &HeaderMap, name: HeaderName) -> Option<String> {
@@ -952,12 +957,19 @@ where
     async fn run(&self, call: Call) -> Result<ApiResponse> {
         let inner = &*self.inner;
         inner.counters.calls.fetch_add(1, Ordering::Relaxed);
-        if call.method == Method::GET
-            && call.cache
-            && let Some(hit) = inner.cache.get(&call.key)
-        {
-            inner.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(from_cache(&hit, Source::Cache, &call));
+        if call.method == Method::GET {
+            let stored = match call.cache {
+                CacheMode::Default => inner.cache.get(&call.key),
+                // Any stored response, fresh or stale.
+                CacheMode::Force => inner.cache.revalidation(&call.key).map(|(held, _)| held),
+                _ => None,
+            };
+            if let Some(hit) = stored
+                && http_cache::vary_matches(&hit.vary, &call.headers)
+            {
+                inner.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(from_cache(&hit, Source::Cache, &call));
+            }
         }
         let name = format!("{} {}", call.method, call.uri.path());
         let (method, uri, deadline) = (call.method.clone(), call.key_uri(), inner.deadline);
@@ -986,8 +998,11 @@ where
         loop {
             attempt += 1;
             // Looked up at each attempt: another call may have refreshed it meanwhile.
-            let held = if call.method == Method::GET && call.cache {
-                inner.cache.revalidation(&call.key)
+            let held = if call.method == Method::GET && call.cache != CacheMode::Bypass {
+                inner
+                    .cache
+                    .revalidation(&call.key)
+                    .filter(|(held, _)| http_cache::vary_matches(&held.vary, &call.headers))
             } else {
                 None
             };
@@ -1276,7 +1291,22 @@ where
         if status == StatusCode::NOT_MODIFIED
             && let Some((cached, _)) = held
         {
-            inner.cache.refresh(key, max_age(response.headers()));
+            // The 304's own freshness headers, where it has them, update the stored
+            // response's (RFC 9111, 4.3.4).
+            let mut headers = cached.headers.clone();
+            for name in [CACHE_CONTROL, EXPIRES, DATE, AGE, ETAG, LAST_MODIFIED] {
+                if let Some(value) = response.headers().get(&name) {
+                    headers.insert(name, value.clone());
+                }
+            }
+            match http_cache::freshness(StatusCode::OK, &headers, SystemTime::now()) {
+                Some(ttl) => {
+                    inner.cache.refresh(key, Some(ttl.min(inner.max_fresh)));
+                }
+                None => {
+                    inner.cache.remove(key);
+                }
+            }
             inner.counters.revalidated.fetch_add(1, Ordering::Relaxed);
             return Ok(Attempt::Done(from_cache(
                 &cached,
@@ -1314,21 +1344,33 @@ where
             parts.headers.remove(CONTENT_ENCODING);
             parts.headers.remove(CONTENT_LENGTH);
         }
-        if *method == Method::GET && call.cache && status == StatusCode::OK {
-            let ttl = max_age(&parts.headers);
-            if ttl != Some(Duration::ZERO) {
-                let validators = Validators::new(
-                    header_text(&parts.headers, ETAG),
-                    header_text(&parts.headers, LAST_MODIFIED),
-                );
-                let cached = Arc::new(Cached {
-                    status,
-                    headers: parts.headers.clone(),
-                    body: body.clone(),
-                });
-                inner
-                    .cache
-                    .insert_with_validators(key.clone(), cached, ttl, validators);
+        if *method == Method::GET && call.cache != CacheMode::Bypass {
+            match http_cache::freshness(status, &parts.headers, SystemTime::now()) {
+                Some(ttl) => {
+                    // Kept with its validators even when it has none: `CacheMode::Force`
+                    // reads stored responses through `revalidation`.
+                    let validators = Validators::new(
+                        header_text(&parts.headers, ETAG),
+                        header_text(&parts.headers, LAST_MODIFIED),
+                    );
+                    let cached = Arc::new(Cached {
+                        status,
+                        headers: parts.headers.clone(),
+                        body: body.clone(),
+                        vary: http_cache::vary_snapshot(&parts.headers, &call.headers),
+                    });
+                    inner.cache.insert_with_validators(
+                        key.clone(),
+                        cached,
+                        Some(ttl.min(inner.max_fresh)),
+                        validators,
+                    );
+                }
+                // A response that may not be stored replaces nothing stale either.
+                None if status == StatusCode::OK => {
+                    inner.cache.remove(key);
+                }
+                None => {}
             }
         }
         Ok(Attempt::Done(ApiResponse {

@@ -1,7 +1,6 @@
 //! One request's options: [`RequestBuilder`], and the [`Call`] it becomes.
 
 use std::future::{Future, IntoFuture};
-use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 
 use bounded_stream::{Codec, Limits};
@@ -14,6 +13,7 @@ use hyper_util::client::legacy::connect::Connect;
 
 #[cfg(feature = "json")]
 use super::Paginate;
+use super::http_cache::{self, CacheMode};
 use super::{ApiClient, ApiResponse};
 use crate::{Error, Result};
 
@@ -23,9 +23,10 @@ use crate::{Error, Result};
 /// directly.
 ///
 /// Everything set here applies to this request only, over the client's own defaults:
-/// a header given here replaces the client's header of that name. A GET with headers of
-/// its own (a token, a media type) is cached apart from the same GET without them, so
-/// one installation's response is never served to another.
+/// a header given here replaces the client's header of that name. A GET is answered
+/// from the cache only by a response fetched with the same `Authorization` (so one
+/// installation's response is never served to another) and the same values of every
+/// header its `Vary` names (see [`CacheMode`](super::CacheMode) for the rules).
 ///
 /// ```no_run
 /// # async fn example(api: leakproof::ApiClient) -> Result<(), leakproof::Error> {
@@ -48,7 +49,7 @@ pub struct RequestBuilder<'a, C> {
     headers: HeaderMap,
     body: Bytes,
     limits: Option<Limits>,
-    cache: bool,
+    cache: CacheMode,
     /// Declared safe to send twice.
     idempotent: bool,
     /// The first invalid option, reported by `send`.
@@ -79,7 +80,7 @@ where
             headers: HeaderMap::new(),
             body: Bytes::new(),
             limits: None,
-            cache: true,
+            cache: CacheMode::Default,
             idempotent: false,
             error: None,
         }
@@ -146,9 +147,21 @@ where
         self
     }
 
-    /// `false`: this GET neither reads nor fills the cache (default `true`).
+    /// `false`: this GET neither reads nor fills the cache ([`CacheMode::Bypass`]);
+    /// `true`: the HTTP rules ([`CacheMode::Default`], the default).
     pub fn cache(mut self, use_cache: bool) -> Self {
-        self.cache = use_cache;
+        self.cache = if use_cache {
+            CacheMode::Default
+        } else {
+            CacheMode::Bypass
+        };
+        self
+    }
+
+    /// How this GET uses the cache: by the HTTP rules (the default), not at all, always
+    /// revalidated, or from any stored response (see [`CacheMode`]).
+    pub fn cache_mode(mut self, mode: CacheMode) -> Self {
+        self.cache = mode;
         self
     }
 
@@ -254,16 +267,6 @@ where
         }
         let inner = &*self.client.inner;
         let uri = self.client.uri(&self.path, &self.query)?;
-        let mut key = uri.to_string();
-        if !self.headers.is_empty() {
-            // Responses may differ by any header set per request (a token, a media type).
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            for (name, value) in &self.headers {
-                name.as_str().hash(&mut hasher);
-                value.as_bytes().hash(&mut hasher);
-            }
-            key.push_str(&format!("#headers={:016x}", hasher.finish()));
-        }
         let gate = self.client.gate_for(self.headers.get(AUTHORIZATION));
         let idempotent = self.idempotent || self.headers.contains_key("idempotency-key");
         let mut headers = inner.headers.clone();
@@ -273,6 +276,8 @@ where
             }
         }
         accept_encodings(&mut headers);
+        let key = http_cache::key(&uri, &headers, &inner.key_hasher);
+        let cache = http_cache::request_mode(self.cache, &headers);
         Ok(Call {
             method: self.method,
             uri,
@@ -280,7 +285,7 @@ where
             headers,
             body: self.body,
             limits: self.limits.unwrap_or_else(|| inner.limits.clone()),
-            cache: self.cache,
+            cache,
             gate,
             redirects_left: inner.redirects,
             redirected: 0,
@@ -306,13 +311,13 @@ where
 pub(crate) struct Call {
     pub(crate) method: Method,
     pub(crate) uri: Uri,
-    /// The cache key: the URI, plus a hash of the request's own headers if it has any.
+    /// The cache key: the URI (query sorted) and a keyed hash of `Authorization`.
     pub(crate) key: String,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
     pub(crate) limits: Limits,
-    /// A GET that may read and fill the cache.
-    pub(crate) cache: bool,
+    /// How a GET uses the cache.
+    pub(crate) cache: CacheMode,
     /// The gate it waits for: the client's, or its token's.
     pub(crate) gate: rate_gate::Gate,
     /// Redirects it may still follow.
