@@ -199,6 +199,21 @@ pub enum Error {
         /// The longest this call could have waited.
         longest: std::time::Duration,
     },
+    /// This call waited for another call's request for the same cached GET (see
+    /// [`Source::Shared`](crate::Source::Shared)), and that request failed: its status,
+    /// if it had one, and what its error said.
+    #[cfg(feature = "client")]
+    #[error("{method} {uri}: the request this call waited for failed: {message}")]
+    Shared {
+        /// The method.
+        method: http::Method,
+        /// The cache key (the URI, query sorted).
+        uri: String,
+        /// The failed request's last status (`GaveUp`, `RateLimited`), if any.
+        status: Option<http::StatusCode>,
+        /// The failed request's error, as text.
+        message: String,
+    },
     /// The server kept answering with a retryable status (500, 502, 503, 504) until the
     /// retries ran out. Rate-limit refusals are waited out instead (see
     /// [`Error::RateLimited`]).
@@ -222,3 +237,19 @@ pub enum Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The HTTP status an error carries (a status error, retries given up, a rate
+    /// limit, a shared request's failure), if any.
+    #[cfg(feature = "client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+    pub fn status(&self) -> Option<http::StatusCode> {
+        match self {
+            Error::Status { status, .. }
+            | Error::GaveUp { status, .. }
+            | Error::RateLimited { status, .. } => Some(*status),
+            Error::Shared { status, .. } => *status,
+            _ => None,
+        }
+    }
+}

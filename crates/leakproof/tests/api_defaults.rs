@@ -177,6 +177,11 @@ async fn respond(
         }
         // Cache rules: an ETag on each, and what the path names.
         p if p.starts_with("/cache/") => {
+            // Long enough for concurrent calls to meet.
+            tokio::time::sleep(SERVICE_TIME).await;
+            if p == "/cache/fail" {
+                return Some(reply(503, &[], "unavailable"));
+            }
             if if_none_match.as_deref() == Some("\"v1\"") {
                 return Some(reply(304, &[("etag", "\"v1\"".into())], ""));
             }
@@ -564,4 +569,79 @@ async fn a_request_can_bypass_revalidate_or_force_the_cache() {
         .await
         .unwrap();
     assert_eq!(forced.source, Source::Network);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_gets_of_one_key_send_one_request() {
+    let server = serve().await;
+    let api = default_client(&server);
+    let fifty = |path: &'static str| {
+        let calls = (0..50).map(|_| {
+            let api = api.clone();
+            async move { api.get(path).await }
+        });
+        futures_util::future::join_all(calls)
+    };
+    let sources = |results: &[leakproof::Result<leakproof::ApiResponse>]| {
+        let mut by = HashMap::new();
+        for r in results {
+            *by.entry(format!("{:?}", r.as_ref().unwrap().source))
+                .or_insert(0) += 1;
+        }
+        by
+    };
+    // 50 misses of one path: one request, 49 shared answers.
+    let results = fifty("/cache/fresh").await;
+    assert_eq!(server.hits("GET", "/cache/fresh"), 1);
+    assert_eq!(sources(&results)["Shared"], 49);
+    // 50 reads of one stale entry: one conditional request.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let results = fifty("/cache/fresh").await;
+    assert_eq!(server.hits("GET", "/cache/fresh"), 2);
+    assert_eq!(sources(&results)["Revalidated"], 1);
+    // A response the cache may not keep is still shared with those who waited for it.
+    let results = fifty("/cache/no-store").await;
+    assert_eq!(server.hits("GET", "/cache/no-store"), 1);
+    assert_eq!(sources(&results)["Shared"], 49);
+    // A failed request fails its waiters too, without one request each.
+    let results = fifty("/cache/fail").await;
+    assert_eq!(
+        server.hits("GET", "/cache/fail"),
+        3,
+        "three attempts in all"
+    );
+    let shared = results
+        .iter()
+        .filter(|r| {
+            matches!(r, Err(Error::Shared { status: Some(s), .. }) if *s == StatusCode::SERVICE_UNAVAILABLE)
+        })
+        .count();
+    assert_eq!(shared, 49);
+    assert_eq!(api.stats().shared, 4 * 49, "49 in each of the four rounds");
+    assert_eq!(api.in_flight_keys(), 0, "no flight left behind");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_leader_hands_its_request_to_the_next_caller() {
+    let server = serve().await;
+    let api = default_client(&server);
+    let leader = tokio::spawn({
+        let api = api.clone();
+        async move { api.get("/cache/fresh").await }
+    });
+    // The leader's request is in flight (the server holds it 100 ms).
+    while server.hits("GET", "/cache/fresh") == 0 {
+        tokio::task::yield_now().await;
+    }
+    let follower = tokio::spawn({
+        let api = api.clone();
+        async move { api.get("/cache/fresh").await }
+    });
+    tokio::task::yield_now().await;
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    let answer = follower.await.unwrap().unwrap();
+    assert_eq!(answer.source, Source::Network, "the follower sent its own");
+    assert_eq!(server.hits("GET", "/cache/fresh"), 2);
+    assert_eq!(api.in_flight_keys(), 0);
 }

@@ -25,6 +25,7 @@ use ttl_cache::{Cache, Validators};
 use crate::{Error, Result, Shutdown};
 
 #[cfg(feature = "json")]
+mod flight;
 mod http_cache;
 mod pages;
 mod proxy;
@@ -51,6 +52,9 @@ pub enum Source {
     Revalidated,
     /// The server.
     Network,
+    /// Another call's answer: this GET came while a request for the same cached key was
+    /// in flight, and waited for it instead of sending its own (no request, no quota).
+    Shared,
 }
 
 /// A response whose body is still to be read, from [`ApiClient::get_stream`]: capped and
@@ -115,6 +119,9 @@ pub struct ApiStats {
     pub cache_hits: u64,
     /// GETs answered `304 Not Modified`.
     pub revalidated: u64,
+    /// GETs that shared another call's request for the same key instead of sending
+    /// their own ([`Source::Shared`]).
+    pub shared: u64,
     /// Requests sent again after a 5xx, a rate-limit refusal or a connection failure.
     pub retries: u64,
     /// Responses that were rate-limit refusals (429, or 403 over a quota or a secondary
@@ -130,6 +137,7 @@ struct Counters {
     requests: AtomicU64,
     cache_hits: AtomicU64,
     revalidated: AtomicU64,
+    shared: AtomicU64,
     retries: AtomicU64,
     rate_limited: AtomicU64,
     failures: AtomicU64,
@@ -147,6 +155,8 @@ struct Inner<C> {
     cache: Cache<String, Arc<Cached>>,
     /// The longest a stored response stays fresh, whatever the server allows.
     max_fresh: Duration,
+    /// Cache keys with a GET in flight: one request per key at a time.
+    flights: flight::Flights,
     /// Keys the hash of `Authorization` in cache keys (per client, so no two tokens can
     /// be made to share a key).
     key_hasher: std::hash::RandomState,
@@ -201,7 +211,12 @@ struct Inner<C> {
 ///   `If-Modified-Since`: a `304` refreshes it and costs no GitHub quota. An entry
 ///   answers only a request with the same `Authorization` and the same values of the
 ///   headers its `Vary` names; query parameters are keyed in sorted order. A request
-///   can bypass, revalidate or force the cache ([`CacheMode`]).
+///   can bypass, revalidate or force the cache ([`CacheMode`]);
+/// - for a GET that uses the cache, sends no request while another call's request for
+///   the same key is in flight: it waits for that one and shares its answer
+///   ([`Source::Shared`]) or its failure ([`Error::Shared`]), so 50 concurrent misses
+///   (or reads of one stale entry) cost one request (or one conditional request). A
+///   leader that is cancelled hands the request to the next caller.
 ///
 /// A GET or HEAD follows redirects (301, 302, 303, 307, 308; at most 10, and never
 /// carrying `Authorization` to another origin); connections go through the proxy the
@@ -616,6 +631,7 @@ impl ApiClientBuilder {
                 token_gate,
                 cache,
                 max_fresh: self.ttl,
+                flights: Default::default(),
                 key_hasher: std::hash::RandomState::new(),
                 limits: self.limits,
                 attempts: self.attempts,
@@ -858,6 +874,7 @@ where
             requests: load(&c.requests),
             cache_hits: load(&c.cache_hits),
             revalidated: load(&c.revalidated),
+            shared: load(&c.shared),
             retries: load(&c.retries),
             rate_limited: load(&c.rate_limited),
             failures: load(&c.failures),
@@ -974,7 +991,7 @@ where
         let name = format!("{} {}", call.method, call.uri.path());
         let (method, uri, deadline) = (call.method.clone(), call.key_uri(), inner.deadline);
         let op = |scope: crate::Scope| async move {
-            tokio::time::timeout_at(call.deadline, self.exchange(scope, call))
+            tokio::time::timeout_at(call.deadline, self.coalesced(scope, call))
                 .await
                 .unwrap_or(Err(Error::Deadline {
                     method,
@@ -990,6 +1007,31 @@ where
             inner.counters.failures.fetch_add(1, Ordering::Relaxed);
         }
         outcome
+    }
+
+    /// A GET that uses the cache shares the request of any call for the same key in
+    /// flight (one request per key at a time); anything else is sent as it is.
+    async fn coalesced(&self, scope: crate::Scope, call: Call) -> Result<ApiResponse> {
+        if call.method != Method::GET || call.cache == CacheMode::Bypass {
+            return self.exchange(scope, call).await;
+        }
+        let (method, key) = (call.method.clone(), call.key.clone());
+        let outcome = self
+            .inner
+            .flights
+            .run(&method, &key, || self.exchange(scope, call))
+            .await;
+        if matches!(&outcome, Ok(r) if r.source == Source::Shared)
+            || matches!(outcome, Err(Error::Shared { .. }))
+        {
+            self.inner.counters.shared.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    /// GET requests in flight now, one per cache key (coalesced GETs wait on them).
+    pub fn in_flight_keys(&self) -> usize {
+        self.inner.flights.len()
     }
 
     async fn exchange(&self, scope: crate::Scope, mut call: Call) -> Result<ApiResponse> {
