@@ -234,6 +234,38 @@ struct Inner<C> {
 /// [`get_stream`](ApiClient::get_stream) hands the body over as a stream, under caps
 /// and timeouts of its own, holding the gate's permit until it is dropped.
 ///
+/// # What a call returns
+///
+/// - `Ok(response)` for every answer that is not retried: 2xx, 3xx not followed, 4xx
+///   (a 404 or 422 is a response: [`ApiResponse::error_for_status`] makes it an error),
+///   and a 5xx to a request that may not be sent twice.
+/// - [`Error::GaveUp`]: still 500, 502, 503 or 504 after the attempts.
+/// - [`Error::Request`]: the exchange failed (connection refused or reset, no response
+///   head in time) after the attempts, or once for a request that may not be sent twice.
+/// - [`Error::Body`]: the body broke a cap or a timeout (never retried).
+/// - [`Error::RateLimited`]: the server asked for a longer pause than the call may wait.
+/// - [`Error::Deadline`]: the call's deadline passed.
+/// - [`Error::Shared`]: the request this GET waited for failed.
+/// - Before anything is sent: [`Error::BadUri`], [`Error::ShuttingDown`],
+///   [`Error::Redirects`], [`Error::Gate`].
+///
+/// A call takes at most its deadline (120 s by default), whatever the server does.
+///
+/// # Defaults
+///
+/// | what | default | set with |
+/// |---|---|---|
+/// | gate | no quota, 32 in flight, adaptive, the server's rate headers | [`gate`](ApiClientBuilder::gate), [`gate_per_token`](ApiClientBuilder::gate_per_token) |
+/// | attempts after a 5xx or a failed exchange | 3 in all | [`attempts`](ApiClientBuilder::attempts) |
+/// | backoff | full jitter, 500 ms doubling to 30 s | [`backoff`](ApiClientBuilder::backoff) |
+/// | deadline per call | 120 s | [`deadline`](ApiClientBuilder::deadline) |
+/// | longest rate-limit pause waited out | 60 s | [`max_rate_limit_wait`](ApiClientBuilder::max_rate_limit_wait) |
+/// | response body | 10 MiB, 30 s without a byte, 60 s in all | [`limits`](ApiClientBuilder::limits), [`RequestBuilder::limits`] |
+/// | cache | 10,000 responses, none fresh for over 60 s | [`cache`](ApiClientBuilder::cache), [`RequestBuilder::cache_mode`] |
+/// | redirects | 10, GET and HEAD | [`redirects`](ApiClientBuilder::redirects) |
+/// | proxy | `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY` | [`proxy`](ApiClientBuilder::proxy), [`no_proxy`](ApiClientBuilder::no_proxy) |
+/// | TLS roots | Mozilla's (`webpki-roots`) | [`tls_roots`](ApiClientBuilder::tls_roots), [`tls_config`](ApiClientBuilder::tls_config) |
+///
 /// `ApiClient::builder(base).build()` speaks HTTPS (feature `rustls`, on by default:
 /// rustls with the ring provider, Mozilla's roots or the system's, HTTP/2 by ALPN with
 /// HTTP/1.1 as the fallback) and plain HTTP/1.1. A base with any other scheme, or
