@@ -225,6 +225,18 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A file's length is over the cap: refused by [`BoundedRead::open`](crate::BoundedRead::open)
+    /// before a byte was read.
+    #[error("{}: {len} bytes, over the limit {limit}", path.display())]
+    FileTooLarge {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cap, in bytes.
+        limit: u64,
+        /// The file's length when it was opened.
+        len: u64,
+    },
+
     /// Reading or writing a local file failed (spilling, scanning a file).
     #[error("I/O error on {what}: {source}")]
     Io {

@@ -53,6 +53,8 @@
 //!   [`BoundedStreamExt`]), [`collect`].
 //! - An `AsyncRead`: [`BoundedRead`]; its errors are `io::Error`s holding an [`Error`]
 //!   ([`Error::from_io`] gets it back).
+//! - A file: [`BoundedRead::open`] checks its length against the cap before reading
+//!   a byte ([`Error::FileTooLarge`]), and the cap still holds if it grows meanwhile.
 //! - An http-body 1.x `Body` (hyper's `Incoming`): [`BoundedBody`] (feature `http-body`).
 //! - An HTTP GET: [`CappedClient`], one pooled hyper-util client reused for every request
 //!   (feature `client`).

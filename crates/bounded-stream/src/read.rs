@@ -1,6 +1,7 @@
 //! A cap on an `AsyncRead`.
 
 use std::io;
+use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -8,7 +9,7 @@ use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::meter::{Accept, Meter};
-use crate::{Limits, Stage};
+use crate::{Limits, OnLimit, Stage};
 
 pin_project! {
     /// An `AsyncRead` that yields at most `limit` bytes and honours the time limits of
@@ -65,6 +66,44 @@ impl<R> BoundedRead<R> {
     /// The wrapped reader.
     pub fn into_inner(self) -> R {
         self.inner
+    }
+}
+
+impl BoundedRead<tokio::fs::File> {
+    /// Opens the file at `path` for a capped read. Its length is compared with the cap
+    /// first: a file already over it is refused with [`Error::FileTooLarge`](crate::Error::FileTooLarge)
+    /// (both numbers) before a byte is read (in truncate mode it is read up to the cap).
+    /// The cap still holds for a file that grows while it is read: the reader counts
+    /// the bytes it yields, not the length it saw.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use bounded_stream::{BoundedRead, Error, Limits};
+    ///
+    /// let log = std::env::temp_dir().join(format!("bounded-stream-doc-{}.log", std::process::id()));
+    /// std::fs::write(&log, vec![b'x'; 4096])?;
+    /// let refused = BoundedRead::open(&log, &Limits::new(1024)).await.unwrap_err();
+    /// assert!(matches!(refused, Error::FileTooLarge { limit: 1024, len: 4096, .. }));
+    /// std::fs::remove_file(&log)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn open(path: impl AsRef<Path>, limits: &Limits) -> Result<Self, crate::Error> {
+        let path = path.as_ref();
+        let io = |source| crate::Error::Io {
+            what: path.display().to_string(),
+            source,
+        };
+        let file = tokio::fs::File::open(path).await.map_err(io)?;
+        let len = file.metadata().await.map_err(io)?.len();
+        if limits.on_limit() == OnLimit::Reject && len > limits.max_bytes() {
+            return Err(crate::Error::FileTooLarge {
+                path: path.to_path_buf(),
+                limit: limits.max_bytes(),
+                len,
+            });
+        }
+        Ok(Self::new(file, limits))
     }
 }
 

@@ -223,3 +223,74 @@ async fn nothing_is_yielded_after_an_error() {
     assert!(matches!(s.next().await, Some(Err(Error::TooLarge { .. }))));
     assert!(s.next().await.is_none());
 }
+
+/// A file over the cap is refused from its length, before any byte is read; one under
+/// it is read whole; in truncate mode a long one is read up to the cap.
+#[test]
+fn a_file_over_the_cap_is_refused_from_its_length() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.log");
+        std::fs::write(&path, vec![b'x'; 10_000]).unwrap();
+        match BoundedRead::open(&path, &Limits::new(4096)).await {
+            Err(Error::FileTooLarge {
+                path: p,
+                limit,
+                len,
+            }) => {
+                assert_eq!((p, limit, len), (path.clone(), 4096, 10_000));
+            }
+            other => panic!("expected FileTooLarge, got {other:?}"),
+        }
+        let mut whole = Vec::new();
+        BoundedRead::open(&path, &Limits::new(10_000))
+            .await
+            .unwrap()
+            .read_to_end(&mut whole)
+            .await
+            .unwrap();
+        assert_eq!(whole.len(), 10_000);
+        let mut head = Vec::new();
+        BoundedRead::open(&path, &Limits::new(4096).truncate())
+            .await
+            .unwrap()
+            .read_to_end(&mut head)
+            .await
+            .unwrap();
+        assert_eq!(head.len(), 4096);
+        let missing = BoundedRead::open(dir.path().join("none"), &Limits::new(1)).await;
+        assert!(matches!(missing, Err(Error::Io { .. })), "{missing:?}");
+    });
+}
+
+/// A file under the cap when opened that grows past it while it is read still stops at
+/// the cap: the reader counts what it yields, not the length it saw.
+#[test]
+fn a_file_growing_past_the_cap_while_read_stops_at_the_cap() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("growing.log");
+        std::fs::write(&path, vec![b'x'; 1000]).unwrap();
+        let mut reader = BoundedRead::open(&path, &Limits::new(4096)).await.unwrap();
+        let mut first = vec![0; 1000];
+        reader.read_exact(&mut first).await.unwrap();
+        // The writer appends 1 MiB after the open.
+        use std::io::Write;
+        let mut writer = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        writer.write_all(&vec![b'y'; 1 << 20]).unwrap();
+        let mut rest = Vec::new();
+        let error = reader.read_to_end(&mut rest).await.unwrap_err();
+        assert!(matches!(
+            Error::from_io(error),
+            Ok(Error::TooLarge { limit: 4096, .. })
+        ),);
+        assert!(
+            1000 + rest.len() <= 4096,
+            "{} bytes yielded",
+            1000 + rest.len()
+        );
+    });
+}

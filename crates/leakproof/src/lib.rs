@@ -120,7 +120,7 @@ pub use health::{
 #[cfg(all(feature = "proc", target_os = "linux"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "proc", target_os = "linux"))))]
 pub use scope::ScopedChild;
-pub use scope::{BoxError, Ended, Released, Scope, ScopeReport, scope};
+pub use scope::{BoxError, Ended, Released, Scope, ScopeReport, TASK_STOP_WAIT, scope};
 pub use shutdown::{
     Cause, DEFAULT_CHILD_GRACE, DEFAULT_DEADLINE, ForcedBy, ForcedWork, Kind, Shutdown,
     ShutdownBuilder, ShutdownReport,

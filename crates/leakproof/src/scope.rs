@@ -20,12 +20,25 @@ type Cleanup = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 enum Held {
     #[cfg(feature = "temp")]
     TempDir(scoped_temp::TempDir),
-    Task(tokio::task::AbortHandle),
+    Task(Task),
     #[cfg(all(feature = "proc", target_os = "linux"))]
     Child(Arc<Mutex<Option<proc_reaper::Child>>>),
     Defer(Box<dyn FnOnce() -> Cleanup + Send>),
     Value(Box<dyn std::any::Any + Send>),
 }
+
+/// A task a scope spawned: its abort handle, and a receiver that ends when the task's
+/// future is gone (finished, or dropped after an abort), whoever holds the `JoinHandle`.
+struct Task {
+    abort: tokio::task::AbortHandle,
+    gone: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// How long a scope waits for an aborted task to stop before it releases what was
+/// acquired before the task: a task in the middle of a poll on another worker runs on
+/// until its next `.await`. One that never yields (a blocking loop) is reported as a
+/// failed release after this long, and the release goes on.
+pub const TASK_STOP_WAIT: Duration = Duration::from_secs(1);
 
 struct Entry {
     what: String,
@@ -131,14 +144,29 @@ impl Scope {
         Ok(path)
     }
 
-    /// Spawns `future` as a task aborted when the scope ends, if still running.
+    /// Spawns `future` as a task aborted when the scope ends, if still running, and
+    /// waited for (up to [`TASK_STOP_WAIT`]) before anything acquired earlier is
+    /// released: a task aborted in the middle of a poll on another worker thread cannot
+    /// write into a temp dir the scope is removing. (A scope whose future is dropped
+    /// cannot wait: it aborts its tasks and releases the rest at once.)
     pub fn spawn<F>(&self, name: &str, future: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let handle = tokio::spawn(future);
-        self.push(format!("task {name}"), Held::Task(handle.abort_handle()));
+        let (alive, gone) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            // Dropped with the future: when it finishes, or is dropped after an abort.
+            let _alive = alive;
+            future.await
+        });
+        self.push(
+            format!("task {name}"),
+            Held::Task(Task {
+                abort: handle.abort_handle(),
+                gone,
+            }),
+        );
         handle
     }
 
@@ -226,9 +254,14 @@ async fn release_one(held: Held) -> Result<(), String> {
     match held {
         #[cfg(feature = "temp")]
         Held::TempDir(dir) => dir.close().await.map_err(|e| e.to_string()),
-        Held::Task(abort) => {
+        Held::Task(Task { abort, gone }) => {
             abort.abort();
-            Ok(())
+            match tokio::time::timeout(TASK_STOP_WAIT, gone).await {
+                Ok(_) => Ok(()),
+                Err(_) => Err(format!(
+                    "the task was aborted but did not stop within {TASK_STOP_WAIT:?} (it does not yield)"
+                )),
+            }
         }
         #[cfg(all(feature = "proc", target_os = "linux"))]
         Held::Child(slot) => {
@@ -294,7 +327,7 @@ impl Drop for OnDrop {
         let count = held.len();
         for entry in held.into_iter().rev() {
             match entry.held {
-                Held::Task(abort) => abort.abort(),
+                Held::Task(task) => task.abort.abort(),
                 Held::Defer(cleanup) => match tokio::runtime::Handle::try_current() {
                     Ok(runtime) => {
                         let (scope_name, what) = (scope.inner.name.clone(), entry.what);

@@ -204,3 +204,53 @@ async fn a_child_left_running_is_ended_with_its_scope_and_a_waited_one_is_not_to
     assert_eq!(report.released.len(), 2);
     assert_eq!(reaper.live_count(), 0);
 }
+
+/// A task writing into the scope's temp dir in a tight loop, on another worker thread:
+/// the scope stops it (abort, then waits for it) before it removes the dir, so no write
+/// lands in a dir being removed and the dir stays gone. A thousand times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_is_stopped_before_the_dir_it_writes_into_is_removed() {
+    use std::sync::atomic::AtomicUsize;
+    let failed_writes = Arc::new(AtomicUsize::new(0));
+    for round in 0..1000 {
+        let failed = failed_writes.clone();
+        let (outcome, report) = leakproof::scope("writer", |scope| async move {
+            let dir = scope.temp_dir().map_err(|e| e.to_string())?;
+            let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+            let target = dir.clone();
+            scope.spawn("write", async move {
+                let mut started = Some(started_tx);
+                for i in 0u64.. {
+                    // A long poll: many writes between two awaits, so an abort usually
+                    // finds the task in the middle of one.
+                    for j in 0..16 {
+                        if std::fs::write(target.join(format!("f{}-{j}", i % 2)), b"x").is_err() {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    if let Some(tx) = started.take() {
+                        let _ = tx.send(());
+                    }
+                    tokio::task::yield_now().await;
+                }
+            });
+            // The writer is running (on either worker) when the scope ends.
+            started_rx.await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(dir)
+        })
+        .await;
+        let dir = outcome.unwrap();
+        assert!(
+            report.failures().next().is_none(),
+            "round {round}: {report:?}"
+        );
+        assert!(!dir.exists(), "round {round}: the dir is gone");
+        tokio::task::yield_now().await;
+        assert!(!dir.exists(), "round {round}: and stays gone");
+    }
+    assert_eq!(
+        failed_writes.load(Ordering::SeqCst),
+        0,
+        "no write met a removed dir"
+    );
+}
