@@ -1,5 +1,6 @@
 //! `scoped-temp` against `tempfile`, the crate it builds on: the per-entry cost of our
-//! registry and run directory. Target: ours at most 1.10x tempfile's time.
+//! registry and run directory. Target: ours at most 1.10x tempfile's time. And
+//! `FileLock` against `fd-lock` (context, no target).
 //!
 //! Group names are `<crate>/<case>`; the function `ours` is compared with each other
 //! function in the group (the peers) by `cargo xtask bench`.
@@ -70,5 +71,37 @@ fn config() -> Criterion {
         .sample_size(60)
 }
 
-criterion_group! { name = benches; config = config(); targets = create_write_remove }
+/// `FileLock`: open, take an exclusive lock, release, close; against `fd-lock` doing the
+/// same (`RwLock::new(file).try_write()`), on one lock file, uncontended.
+fn file_lock(c: &mut Criterion) {
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("resource.lock");
+    let mut group = c.benchmark_group("scoped-temp/file_lock");
+    group.bench_function("ours", |b| {
+        b.iter(|| {
+            let lock = scoped_temp::FileLock::try_lock(&path, scoped_temp::LockKind::Exclusive)
+                .unwrap()
+                .expect("uncontended");
+            drop(black_box(lock));
+        })
+    });
+    group.bench_function("fd_lock", |b| {
+        b.iter(|| {
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .unwrap();
+            let mut lock = fd_lock::RwLock::new(file);
+            let guard = lock.try_write().expect("uncontended");
+            drop(black_box(guard));
+            drop(lock);
+        })
+    });
+    group.finish();
+}
+
+criterion_group! { name = benches; config = config(); targets = create_write_remove, file_lock }
 criterion_main!(benches);

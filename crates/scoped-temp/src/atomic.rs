@@ -11,8 +11,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::fsops;
+use crate::lock::FileLock;
 use crate::registry::{self, EntryKind, Guard};
 use crate::{Error, Result};
 
@@ -126,6 +128,20 @@ impl AtomicOptions {
     pub fn open(&self, target: impl AsRef<Path>) -> Result<AtomicFile> {
         AtomicFile::open_with(target.as_ref(), self.clone())
     }
+
+    /// Starts an atomic write of `target` once no other locked write of it is under way
+    /// (see [`AtomicFile::open_locked`]).
+    pub async fn open_locked(
+        &self,
+        target: impl AsRef<Path>,
+        timeout: Duration,
+    ) -> Result<AtomicFile> {
+        let target = target.as_ref();
+        let lock = FileLock::own_file(&lock_path(target)?, timeout).await?;
+        let mut file = self.open(target)?;
+        file.lock = Some(lock);
+        Ok(file)
+    }
 }
 
 /// A file written beside its target and renamed over it on [`commit`](Self::commit):
@@ -138,6 +154,9 @@ pub struct AtomicFile {
     target: PathBuf,
     options: AtomicOptions,
     written: u64,
+    /// The target's write lock, for a locked write: released after the commit (or the
+    /// drop), so the next writer reads what this one wrote.
+    lock: Option<FileLock>,
 }
 
 impl std::fmt::Debug for AtomicFile {
@@ -200,7 +219,34 @@ impl AtomicFile {
             target: target.to_path_buf(),
             options,
             written: 0,
+            lock: None,
         })
+    }
+
+    /// Starts an atomic write of `target` holding its write lock: an exclusive
+    /// [`FileLock`] on `.<name>.lock` beside it, taken within `timeout`
+    /// ([`Error::LockTimeout`] otherwise) and released after [`commit`](Self::commit)
+    /// or on drop, when the lock file is removed. Two locked writers of one target
+    /// serialise instead of the last rename winning: a read-modify-write done under the
+    /// lock sees the previous writer's content. A writer killed while holding it
+    /// releases it at once; its lock file is taken over and removed by the next.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), scoped_temp::Error> {
+    /// use std::time::Duration;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let target = dir.path().join("counter");
+    /// let mut write = scoped_temp::AtomicFile::open_locked(&target, Duration::from_secs(5)).await?;
+    /// let n: u32 = std::fs::read_to_string(&target).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    /// write.write_bytes((n + 1).to_string().as_bytes())?;
+    /// write.commit()?;
+    /// assert_eq!(std::fs::read_to_string(&target).unwrap(), "1");
+    /// assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no lock file left");
+    /// # Ok(()) }
+    /// ```
+    pub async fn open_locked(target: impl AsRef<Path>, timeout: Duration) -> Result<AtomicFile> {
+        AtomicOptions::new().open_locked(target, timeout).await
     }
 
     /// The file this write will replace.
@@ -563,6 +609,18 @@ fn make_backup(target: &Path, backup: &Path) -> Result<()> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(err(e)),
         _ => Ok(()),
     }
+}
+
+/// `.<name>.lock` beside `target`.
+fn lock_path(target: &Path) -> Result<PathBuf> {
+    let not_a_file = || Error::NotAFilePath {
+        path: target.to_path_buf(),
+    };
+    let dir = fsops::parent_of(target).ok_or_else(not_a_file)?;
+    let mut name = std::ffi::OsString::from(".");
+    name.push(target.file_name().ok_or_else(not_a_file)?);
+    name.push(".lock");
+    Ok(dir.join(name))
 }
 
 #[cfg(test)]

@@ -124,8 +124,19 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// The owner lock of a run directory or atomic temp file could not be taken or
-    /// tested for a reason other than "it is held".
+    /// A [`FileLock`](crate::FileLock) (or a locked atomic write) was still held by
+    /// another after waiting `waited`.
+    #[error("{path} still locked by another after {waited:?}")]
+    LockTimeout {
+        /// The lock file.
+        path: PathBuf,
+        /// How long it was waited for.
+        waited: std::time::Duration,
+    },
+
+    /// A lock (a [`FileLock`](crate::FileLock), the owner lock of a run directory or
+    /// atomic temp file) could not be taken or tested for a reason other than "it is
+    /// held".
     #[error("cannot lock {path}: {source}")]
     Lock {
         /// The lock file.

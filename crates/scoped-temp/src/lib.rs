@@ -61,6 +61,15 @@
 //! Atomic temp files are created next to their target (a rename across filesystems is
 //! not atomic) as `.<name>.<random>.scoped-temp-atomic`, each `flock`ed by its writer.
 //!
+//! # Locks
+//!
+//! [`FileLock`] is an exclusive or shared advisory lock on a file (`flock`, owned by the
+//! open file description: it excludes within one process as across processes, and the
+//! kernel releases it when its holder dies), taken at once, blocking, or within a
+//! timeout. [`AtomicFile::open_locked`] holds the target's write lock (a lock file
+//! beside it, removed with the lock) until the commit, so two writers of one target
+//! serialise instead of the last rename winning.
+//!
 //! # Registry
 //!
 //! Every entry not yet removed is in a process-wide registry: [`live`] lists them (for
@@ -106,6 +115,8 @@
 //!   entries, and a temp cleaner (`systemd-tmpfiles`) may remove a long-lived run
 //!   directory; entries created afterwards set up a new one, and cleanup reports the
 //!   vanished ones as [`Error::Vanished`].
+//! - **Locks are advisory.** A [`FileLock`] excludes only those who lock too; a writer
+//!   that renames over a target without [`AtomicFile::open_locked`] is not held back.
 //! - **An [`AtomicBatch`] is all-or-nothing against errors, not against crashes.** A
 //!   power loss in the middle of a batch commit can leave some targets new and some old.
 //!   A single [`AtomicFile`] has no such window.
@@ -127,6 +138,7 @@ mod dir;
 mod error;
 mod file;
 mod fsops;
+mod lock;
 mod registry;
 mod sweep;
 
@@ -134,6 +146,7 @@ pub use atomic::{AtomicBatch, AtomicFile, AtomicOptions, write_atomic, write_ato
 pub use dir::{Builder, TempDir, with_temp_dir};
 pub use error::{Error, Result};
 pub use file::NamedTempFile;
+pub use lock::{FileLock, LockKind};
 pub use registry::{
     EntryKind, LiveEntry, RemovalReport, live, live_count, on_first_use, remove_all, run_dir,
 };
