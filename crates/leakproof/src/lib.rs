@@ -122,8 +122,8 @@ pub use health::{
 pub use scope::ScopedChild;
 pub use scope::{BoxError, Ended, Released, Scope, ScopeReport, TASK_STOP_WAIT, scope};
 pub use shutdown::{
-    Cause, DEFAULT_CHILD_GRACE, DEFAULT_DEADLINE, ForcedBy, ForcedWork, Kind, Shutdown,
-    ShutdownBuilder, ShutdownReport,
+    Cause, DEFAULT_CHILD_GRACE, DEFAULT_DEADLINE, ForcedBy, ForcedWork, Kind, PAST_DEADLINE,
+    Shutdown, ShutdownBuilder, ShutdownReport,
 };
 
 /// Runs the rest of the program under a `proc-reaper` supervisor (see

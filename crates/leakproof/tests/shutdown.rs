@@ -79,8 +79,8 @@ async fn after_the_deadline_work_is_forced_and_what_it_held_released() {
     let report = shutdown.wait().await;
     assert_eq!(
         began.elapsed(),
-        Duration::from_secs(5),
-        "no longer than the deadline"
+        Duration::from_millis(4500),
+        "forced at the deadline less its reserve (a tenth), so released by the deadline"
     );
     assert_eq!(report.forced_by, Some(ForcedBy::Deadline));
     assert_eq!(report.exit_code(), 1);
@@ -95,7 +95,7 @@ async fn after_the_deadline_work_is_forced_and_what_it_held_released() {
         report
             .forced
             .iter()
-            .all(|w| w.ran >= Duration::from_secs(5))
+            .all(|w| w.ran >= Duration::from_millis(4500))
     );
     assert!(!dir.exists(), "released when its operation was dropped");
     assert!(!unscoped.path().exists(), "removed by the sweep");
@@ -169,7 +169,11 @@ async fn the_sweep_ends_child_trees_nobody_waited_for() {
     shutdown.trigger();
     let report = shutdown.wait().await;
     assert_eq!(report.children_ended, 1);
-    assert!(!report.is_clean());
+    assert_eq!(report.children_killed, 0, "it ended on SIGTERM");
+    assert!(
+        report.is_clean(),
+        "a child ending on SIGTERM is a normal end"
+    );
     // The handle reaps its leader: at once, since the tree is gone.
     let outcome = child.wait().await.unwrap();
     use std::os::unix::process::ExitStatusExt;
