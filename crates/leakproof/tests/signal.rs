@@ -15,6 +15,10 @@ use tokio::process::{Child, ChildStdout, Command};
 
 const MODE: &str = "LEAKPROOF_SIGNAL_TEST";
 
+/// One helper at a time: each test times its helper from outside, and a neighbour's
+/// helper starting 30 processes and 1,000 temp dirs beside it is noise, not the deadline.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Not a test: the body of the helper. It does nothing unless `LEAKPROOF_SIGNAL_TEST` is
 /// set by `start`.
 #[test]
@@ -204,21 +208,7 @@ async fn run_edges(
     tempfile::TempDir,
 ) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut helper = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "helper",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(MODE, mode)
-        .env("TMPDIR", tmp.path())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(helper.stdout.take().unwrap()).lines();
+    let (mut helper, mut lines) = spawn_helper(mode, tmp.path());
     let ready = next_marker(&mut lines, "@@ready").await;
     let pids: Vec<u32> = ready
         .split_ascii_whitespace()
@@ -273,6 +263,7 @@ fn temp_left(tmp: &Path) -> usize {
 /// and leaves no process and no temp dir.
 #[tokio::test]
 async fn the_deadline_is_kept_with_stubborn_trees_temp_dirs_and_blocking_work() {
+    let _serial = SERIAL.lock().await;
     let mut overshoots = Vec::new();
     for run in 0..20 {
         let (exited, code, report, pids, tmp) = run_edges("edges").await;
@@ -305,6 +296,7 @@ async fn the_deadline_is_kept_with_stubborn_trees_temp_dirs_and_blocking_work() 
 /// the deadline, though three reapers each have trees to end with a 1 s grace.
 #[tokio::test]
 async fn a_shutdown_with_nothing_to_force_exits_0_before_its_deadline() {
+    let _serial = SERIAL.lock().await;
     let (exited, code, report, pids, tmp) = run_edges("edges-clean").await;
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["children_ended"], 30, "{report}");
@@ -345,8 +337,9 @@ async fn start(mode: &str) -> Started {
     start_in(mode, &std::env::temp_dir()).await
 }
 
-/// [`start`] with `tmp` as the helper's temp dir (`TMPDIR`).
-async fn start_in(mode: &str, tmp: &Path) -> Started {
+/// This test binary re-executed as the helper in `mode`, with `tmp` as its temp dir
+/// (`TMPDIR`), and its output's lines.
+fn spawn_helper(mode: &str, tmp: &Path) -> (Child, Lines<BufReader<ChildStdout>>) {
     let mut helper = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -361,7 +354,13 @@ async fn start_in(mode: &str, tmp: &Path) -> Started {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(helper.stdout.take().unwrap()).lines();
+    let lines = BufReader::new(helper.stdout.take().unwrap()).lines();
+    (helper, lines)
+}
+
+/// [`start`] with `tmp` as the helper's temp dir (`TMPDIR`).
+async fn start_in(mode: &str, tmp: &Path) -> Started {
+    let (helper, mut lines) = spawn_helper(mode, tmp);
     let ready = next_marker(&mut lines, "@@ready").await;
     let f: Vec<&str> = ready.split_ascii_whitespace().collect();
     Started {
@@ -418,6 +417,7 @@ fn assert_nothing_left(s: &Started) {
 
 #[tokio::test]
 async fn sigterm_drains_what_it_can_and_forces_the_rest_at_the_deadline() {
+    let _serial = SERIAL.lock().await;
     let mut s = start("deadline").await;
     assert!(s.stubborn_dir.exists() && !gone(s.child));
     signal(s.helper.id().unwrap(), Signal::TERM);
@@ -438,6 +438,7 @@ async fn sigterm_drains_what_it_can_and_forces_the_rest_at_the_deadline() {
 
 #[tokio::test]
 async fn a_second_signal_forces_at_once() {
+    let _serial = SERIAL.lock().await;
     let mut s = start("second").await;
     let pid = s.helper.id().unwrap();
     signal(pid, Signal::TERM);
@@ -457,6 +458,7 @@ async fn a_second_signal_forces_at_once() {
 
 #[tokio::test]
 async fn under_supervise_even_sigkill_leaves_nothing() {
+    let _serial = SERIAL.lock().await;
     // A temp dir of its own: everything below it after the run is this run's.
     let tmp = tempfile::tempdir().unwrap();
     let mut s = start_in("supervised", tmp.path()).await;
