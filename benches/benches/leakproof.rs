@@ -1,6 +1,8 @@
 //! The umbrella's `Scope` against doing the same work bare, in the same run:
 //!
 //! - `scope_noop`: a scope around an operation that does nothing (the fixed cost).
+//! - `scope_task`: a scope whose operation spawns a task that never ends: released by
+//!   abort and a wait for the task to stop, against spawn, abort and await done bare.
 //! - `scope_temp_dir`: a scope that creates and releases one temp dir, against creating
 //!   and closing it directly. Target: at most 1.05x (under 5% overhead).
 //! - `api_cached_get`: `ApiClient::get` answered from its cache, against a bare
@@ -34,6 +36,28 @@ fn scopes(c: &mut Criterion) {
     });
     g.bench_function("bare", |b| {
         b.iter(|| rt.block_on(async { Ok::<_, ()>(()) }))
+    });
+    g.finish();
+
+    // A scope that spawns a task: released by abort, then waiting for the task to stop
+    // (TASK_STOP_WAIT), against spawning, aborting and awaiting it bare.
+    let mut g = c.benchmark_group("leakproof/scope_task");
+    g.bench_function("ours", |b| {
+        b.iter(|| {
+            rt.block_on(leakproof::scope("op", |s| async move {
+                s.spawn("t", std::future::pending::<()>());
+                Ok::<_, ()>(())
+            }))
+        })
+    });
+    g.bench_function("bare", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let task = tokio::spawn(std::future::pending::<()>());
+                task.abort();
+                let _ = task.await;
+            })
+        })
     });
     g.finish();
 
