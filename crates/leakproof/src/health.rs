@@ -86,6 +86,61 @@ pub struct GateHealth {
     pub paused_for_ms: Option<u64>,
 }
 
+/// What a connection pool says about itself: implement it for any pool to have
+/// [`Health`] report it ([`HealthBuilder::pool`]). Feature `deadpool` implements it for
+/// every `deadpool::managed::Pool`.
+pub trait PoolStatus: Send + Sync {
+    /// The pool's figures now.
+    fn pool_state(&self) -> PoolState;
+}
+
+/// A pool's figures, from [`PoolStatus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct PoolState {
+    /// Connections open now, idle or in use.
+    pub size: usize,
+    /// The most it opens.
+    pub max_size: usize,
+    /// Connections open and not in use.
+    pub idle: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
+}
+
+#[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
+impl<M: deadpool::managed::Manager> PoolStatus for deadpool::managed::Pool<M>
+where
+    M::Type: Send,
+    M::Error: Send,
+{
+    fn pool_state(&self) -> PoolState {
+        let status = self.status();
+        PoolState {
+            size: status.size,
+            max_size: status.max_size,
+            idle: status.available,
+            waiting: status.waiting,
+        }
+    }
+}
+
+/// One pool's figures.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct PoolHealth {
+    /// The name it was registered under.
+    pub name: String,
+    /// What it said.
+    pub state: PoolState,
+    /// How long callers have been waiting without a break, as far as the checks saw:
+    /// from the first check that found someone waiting, through every later check that
+    /// did too. `None` when the last check found nobody waiting.
+    pub waiting_for_ms: Option<u64>,
+}
+
 /// The report, graded with its reasons. Serialises to JSON (or anything serde speaks)
 /// for a health endpoint; [`http_status`](Self::http_status) gives its status code.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +163,8 @@ pub struct HealthReport {
     pub caches: Vec<CacheHealth>,
     /// Registered gates.
     pub gates: Vec<GateHealth>,
+    /// Registered connection pools.
+    pub pools: Vec<PoolHealth>,
     /// Work in flight in the registered shutdown.
     pub in_flight: Option<usize>,
     /// `true` once the registered shutdown has begun.
@@ -159,7 +216,45 @@ struct Inner {
     caches: Vec<CacheProbe>,
     #[cfg(feature = "gate")]
     gates: Vec<(String, rate_gate::Gate)>,
+    pools: Vec<PoolProbe>,
     shutdown: Option<crate::Shutdown>,
+}
+
+impl PoolProbe {
+    fn check(&self, status: &mut Status, reasons: &mut Vec<String>) -> PoolHealth {
+        let state = self.pool.pool_state();
+        // tokio's clock: it is std's outside a paused runtime.
+        let now = tokio::time::Instant::now();
+        let waited = {
+            let mut since = self
+                .waiting_since
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if state.waiting == 0 {
+                *since = None;
+                None
+            } else {
+                Some(now - *since.get_or_insert(now))
+            }
+        };
+        if let Some(waited) = waited.filter(|w| *w > self.wait_threshold) {
+            *status = (*status).max(Status::Degraded);
+            reasons.push(format!(
+                "pool `{}`: {} caller(s) waiting for a connection for {} ms (over {} ms); {} of {} in use",
+                self.name,
+                state.waiting,
+                waited.as_millis(),
+                self.wait_threshold.as_millis(),
+                state.size - state.idle.min(state.size),
+                state.max_size
+            ));
+        }
+        PoolHealth {
+            name: self.name.clone(),
+            state,
+            waiting_for_ms: waited.map(|w| w.as_millis() as u64),
+        }
+    }
 }
 
 /// One health check over everything registered with its builder; clones share it.
@@ -204,7 +299,16 @@ pub struct HealthBuilder {
     caches: Vec<CacheProbe>,
     #[cfg(feature = "gate")]
     gates: Vec<(String, rate_gate::Gate)>,
+    pools: Vec<PoolProbe>,
     shutdown: Option<crate::Shutdown>,
+}
+
+/// A registered pool, and since when the checks have seen callers waiting on it.
+struct PoolProbe {
+    name: String,
+    pool: Box<dyn PoolStatus>,
+    wait_threshold: std::time::Duration,
+    waiting_since: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for HealthBuilder {
@@ -239,6 +343,7 @@ impl Health {
             caches: Vec::new(),
             #[cfg(feature = "gate")]
             gates: Vec::new(),
+            pools: Vec::new(),
             shutdown: None,
         }
     }
@@ -255,9 +360,15 @@ impl Health {
             fds: None,
             caches: inner.caches.iter().map(|probe| probe()).collect(),
             gates: Vec::new(),
+            pools: Vec::new(),
             in_flight: None,
             shutting_down: false,
         };
+        for probe in &inner.pools {
+            report
+                .pools
+                .push(probe.check(&mut report.status, &mut report.reasons));
+        }
         if let Some(shutdown) = &inner.shutdown {
             report.in_flight = Some(shutdown.in_flight_count());
             report.shutting_down = shutdown.is_shutting_down();
@@ -494,6 +605,26 @@ impl HealthBuilder {
         self
     }
 
+    /// Reports a connection pool under `name`: its size, idle connections and waiting
+    /// callers; Degraded when callers have been waiting longer than `wait_threshold`
+    /// (every check since the first that saw someone waiting saw someone waiting: the
+    /// pool knows how many wait, not for how long, so checks made more often measure
+    /// it more closely).
+    pub fn pool(
+        mut self,
+        name: &str,
+        pool: impl PoolStatus + 'static,
+        wait_threshold: std::time::Duration,
+    ) -> Self {
+        self.pools.push(PoolProbe {
+            name: name.to_string(),
+            pool: Box::new(pool),
+            wait_threshold,
+            waiting_since: Mutex::new(None),
+        });
+        self
+    }
+
     /// Reports the work in flight; Unhealthy once the shutdown has begun (so a load
     /// balancer stops sending traffic).
     pub fn shutdown(mut self, shutdown: &crate::Shutdown) -> Self {
@@ -527,6 +658,7 @@ impl HealthBuilder {
                 caches: self.caches,
                 #[cfg(feature = "gate")]
                 gates: self.gates,
+                pools: self.pools,
                 shutdown: self.shutdown,
             }),
         })

@@ -115,7 +115,8 @@ pub use client::{
 };
 pub use error::{Error, Result};
 pub use health::{
-    CacheHealth, FdHealth, GateHealth, Health, HealthBuilder, HealthReport, MemoryHealth, Status,
+    CacheHealth, FdHealth, GateHealth, Health, HealthBuilder, HealthReport, MemoryHealth,
+    PoolHealth, PoolState, PoolStatus, Status,
 };
 #[cfg(all(feature = "proc", target_os = "linux"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "proc", target_os = "linux"))))]

@@ -131,3 +131,77 @@ async fn many_live_temp_entries_degrade() {
     drop(dirs);
     assert_eq!(health.check().temp_entries, Some(0));
 }
+
+/// A deadpool pool of three connections (plain numbers here): held all, a caller
+/// waiting, Degraded once it has waited past the threshold; healthy again when one is
+/// given back; every connection back and idle at the end.
+#[tokio::test(start_paused = true, flavor = "current_thread")]
+async fn a_pool_whose_callers_wait_past_the_threshold_degrades() {
+    struct Numbers;
+    impl deadpool::managed::Manager for Numbers {
+        type Type = u32;
+        type Error = std::convert::Infallible;
+        async fn create(&self) -> Result<u32, Self::Error> {
+            Ok(7)
+        }
+        async fn recycle(
+            &self,
+            _: &mut u32,
+            _: &deadpool::managed::Metrics,
+        ) -> deadpool::managed::RecycleResult<Self::Error> {
+            Ok(())
+        }
+    }
+    let pool = deadpool::managed::Pool::<Numbers>::builder(Numbers)
+        .max_size(3)
+        .build()
+        .unwrap();
+    let health = Health::builder()
+        .without_temp()
+        .without_memory()
+        .pool("db", pool.clone(), Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let held: Vec<_> = futures_util::future::join_all((0..3).map(|_| pool.get()))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let report = health.check();
+    assert_eq!(report.status, Status::Healthy, "{:?}", report.reasons);
+    let state = report.pools[0].state;
+    assert_eq!(
+        (state.size, state.max_size, state.idle, state.waiting),
+        (3, 3, 0, 0)
+    );
+    // A fourth caller waits.
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.get().await.map(|_| ()) }
+    });
+    tokio::task::yield_now().await;
+    let report = health.check();
+    assert_eq!(report.pools[0].state.waiting, 1);
+    assert_eq!(report.pools[0].waiting_for_ms, Some(0));
+    assert_eq!(report.status, Status::Healthy, "not waited long yet");
+    tokio::time::advance(Duration::from_secs(3)).await;
+    let report = health.check();
+    assert_eq!(report.status, Status::Degraded);
+    assert!(
+        report.reasons[0].contains("pool `db`: 1 caller(s) waiting"),
+        "{:?}",
+        report.reasons
+    );
+    assert_eq!(report.pools[0].waiting_for_ms, Some(3000));
+    drop(held);
+    waiter.await.unwrap().unwrap();
+    let report = health.check();
+    assert_eq!(report.status, Status::Healthy, "{:?}", report.reasons);
+    let state = report.pools[0].state;
+    assert_eq!(
+        (state.size, state.idle, state.waiting),
+        (3, 3, 0),
+        "all back, idle"
+    );
+    assert_eq!(report.pools[0].waiting_for_ms, None);
+}
