@@ -5,10 +5,13 @@
 //! - S1: operations in a row; fds, temp entries and child processes back to baseline.
 //! - S2: faults in 20% of operations (errors, panics, cancellations, a full disk, fd
 //!   exhaustion), each one's cleanup confirmed right after it.
-//! - S3: concurrent operations finishing in any order; permits and connections back.
+//! - S3: concurrent operations finishing in any order; permits and connections back,
+//!   the database pool's connections all idle (as `Health` reports them), and an
+//!   exhausted pool a typed timeout.
 //! - inputs: hostile downloads, each refused with its typed error, nothing lost.
 //! - S5: a 10,000-file repository twice; resident memory back near the baseline.
-//! - S4: SIGTERM to a harness child mid-run: out within its deadline, the index whole.
+//! - S4: SIGTERM to a harness child mid-run: out within its deadline, the index whole;
+//!   then with a deadline too short, an operation forced in its transaction rolls back.
 //! - S4b: SIGKILL to a harness child at a random point, repeated: nothing survives.
 
 mod server;
@@ -159,7 +162,7 @@ impl Ctx<'_> {
             &servers.api_base(),
             &servers.codeload_base(),
             concurrency,
-            Db::open(&db_path)?,
+            Db::open(&db_path).await?,
             self.reaper.clone(),
             None,
         )?;
@@ -582,6 +585,30 @@ async fn s3(ctx: &Ctx<'_>) -> Result<Scenario> {
         indexer.codeload.gate().stats().in_flight,
     );
     let tools = indexer.tools.available_permits();
+    // The index's connection pool, as `Health` reports it: every connection back, idle.
+    let pool = indexer.db.pool.clone();
+    let health = leakproof::Health::builder()
+        .without_temp()
+        .without_memory()
+        .pool("index", pool.clone(), Duration::from_secs(1))
+        .build()?
+        .check();
+    let pool_state = health.pools[0].state;
+    // Exhausted: every connection held, one more asked for: a typed timeout, not a hang.
+    let held: Vec<_> = futures_util::future::join_all((0..pool_state.max_size).map(|_| pool.get()))
+        .await
+        .into_iter()
+        .collect::<std::result::Result<_, _>>()?;
+    let asked = Instant::now();
+    let extra = pool
+        .timeout_get(&deadpool::managed::Timeouts {
+            wait: Some(Duration::from_millis(200)),
+            ..Default::default()
+        })
+        .await;
+    let waited = asked.elapsed();
+    // Closed with the pool (its connections are descriptors the baseline does not have).
+    drop((held, pool));
     let db = DbCheck::read(&db_path)?;
     let peak_connections = servers.seen.peak_connections.load(Ordering::SeqCst);
     let seen = servers.seen.clone();
@@ -617,6 +644,31 @@ async fn s3(ctx: &Ctx<'_>) -> Result<Scenario> {
         "pooled connections all closed once the clients dropped",
         open == 0,
         format!("{open} open (peak {peak_connections})"),
+    );
+    s.check(
+        "database connections all back in the pool, idle, nobody waiting",
+        pool_state.idle == pool_state.size && pool_state.waiting == 0 && health.reasons.is_empty(),
+        format!(
+            "{} of {} idle ({} max), {} waiting",
+            pool_state.idle, pool_state.size, pool_state.max_size, pool_state.waiting
+        ),
+    );
+    s.check(
+        "an exhausted pool gives a typed timeout, not a hang",
+        matches!(
+            extra,
+            Err(deadpool::managed::PoolError::Timeout(
+                deadpool::managed::TimeoutType::Wait
+            ))
+        ) && waited < Duration::from_secs(2),
+        format!(
+            "{} after {:.0} ms",
+            match &extra {
+                Ok(_) => "a connection".to_string(),
+                Err(e) => format!("{e:?}"),
+            },
+            waited.as_secs_f64() * 1000.0
+        ),
     );
     s.check(
         "index: only the successful operations, each whole",
@@ -889,7 +941,7 @@ pub fn s5_child(args: &[String]) -> Result<bool> {
             api,
             codeload,
             8,
-            Db::open(Path::new(db))?,
+            Db::open(Path::new(db)).await?,
             reaper.clone(),
             None,
         )?;
@@ -962,6 +1014,8 @@ struct ChildRun {
     marker: String,
     program_pid: u32,
     committed: u64,
+    /// Transactions it rolled back (forced in the middle), from its last line.
+    rollbacks: Option<u64>,
 }
 
 impl ChildRun {
@@ -972,9 +1026,14 @@ impl ChildRun {
         first_op: u64,
         deadline: Duration,
         tag: &str,
+        slow_commits: bool,
     ) -> Result<ChildRun> {
         let marker = format!("{RUN_MARKER}={tag}");
-        let mut child = harness_child("indexer", servers, db, tmp, tag)?
+        let mut command = harness_child("indexer", servers, db, tmp, tag)?;
+        if slow_commits {
+            command.env(work::SLOW_COMMITS, "1");
+        }
+        let mut child = command
             .arg(first_op.to_string())
             .arg(deadline.as_millis().to_string())
             .spawn()?;
@@ -985,6 +1044,7 @@ impl ChildRun {
             marker,
             program_pid: 0,
             committed: 0,
+            rollbacks: None,
         };
         // `@@pid` then `@@ready`.
         while let Some(line) = run.next_line(Duration::from_secs(30)).await? {
@@ -1004,6 +1064,9 @@ impl ChildRun {
                 let line = line?;
                 if let Some(n) = line.as_deref().and_then(|l| l.strip_prefix("@@committed ")) {
                     self.committed = n.trim().parse()?;
+                }
+                if let Some(n) = line.as_deref().and_then(|l| l.strip_prefix("@@rollbacks ")) {
+                    self.rollbacks = Some(n.trim().parse()?);
                 }
                 Ok(line)
             }
@@ -1067,6 +1130,61 @@ fn fresh_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What S4's short-deadline run saw: (rollbacks, committed, the index after).
+struct ForcedRun {
+    rollbacks: u64,
+    committed: u64,
+    check: DbCheck,
+    forced: usize,
+    left: Vec<u32>,
+}
+
+/// A harness child with a deadline too short for its operations (200 ms) and slow
+/// commits (a pause after each insert), SIGTERMed as a transaction begins after two
+/// commits: the operation forced is caught in its transaction, which rolls back, so the
+/// index holds exactly the committed ones.
+async fn s4_forced_mid_transaction(
+    servers: &Servers,
+    ctx: &Ctx<'_>,
+    tmp: &Path,
+    tag: &str,
+) -> Result<ForcedRun> {
+    let db = ctx.options.out.join("s4-forced.sqlite");
+    remove_db(&db);
+    let tag = format!("{tag}-forced");
+    let mut run =
+        ChildRun::start(servers, &db, tmp, 0, Duration::from_millis(200), &tag, true).await?;
+    run.until_committed(2).await?;
+    // Then the next transaction that begins: it takes 100 ms a row, longer than the
+    // 180 ms before the operations are forced.
+    while let Some(line) = run.next_line(Duration::from_secs(30)).await? {
+        if line.starts_with("@@in-transaction ") {
+            break;
+        }
+    }
+    if let Some(pid) = run
+        .child
+        .id()
+        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+    {
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+    }
+    let report = run.drain().await?;
+    run.child.wait().await?;
+    let report: serde_json::Value = report
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()?
+        .unwrap_or_default();
+    Ok(ForcedRun {
+        rollbacks: run.rollbacks.unwrap_or(0),
+        committed: run.committed,
+        check: DbCheck::read(&db)?,
+        forced: count(&report["forced"]),
+        left: survivors(&run.marker).await,
+    })
+}
+
 async fn s4(ctx: &Ctx<'_>) -> Result<Scenario> {
     let deadline = Duration::from_secs(5);
     let mut s = Scenario::new("S4 indexer: SIGTERM to a harness child mid-run");
@@ -1077,7 +1195,7 @@ async fn s4(ctx: &Ctx<'_>) -> Result<Scenario> {
     let db = ctx.options.out.join("s4.sqlite");
     remove_db(&db);
     let tag = format!("s4-{}", std::process::id());
-    let mut run = ChildRun::start(&servers, &db, &tmp, 0, deadline, &tag).await?;
+    let mut run = ChildRun::start(&servers, &db, &tmp, 0, deadline, &tag, false).await?;
     run.until_committed(ctx.profile.pick(40, 15) as u64).await?;
     let at_signal = run.committed;
     let in_flight_children = descendants(run.child.id().unwrap_or(0)).len();
@@ -1094,6 +1212,7 @@ async fn s4(ctx: &Ctx<'_>) -> Result<Scenario> {
     let took = sent.elapsed();
     let left = survivors(&run.marker).await;
     let check = DbCheck::read(&db)?;
+    let forced = s4_forced_mid_transaction(&servers, ctx, &tmp, &tag).await?;
     drop(servers);
     let report: serde_json::Value = report
         .as_deref()
@@ -1124,6 +1243,22 @@ async fn s4(ctx: &Ctx<'_>) -> Result<Scenario> {
         format!(
             "{} ops (the child reported {} committed), partial {}, integrity {}",
             check.ops, run.committed, check.partial_ops, check.integrity
+        ),
+    );
+    s.check(
+        "short deadline: operations forced mid-transaction rolled back; index whole",
+        forced.rollbacks >= 1
+            && forced.check.whole()
+            && forced.check.ops == forced.committed
+            && forced.left.is_empty(),
+        format!(
+            "{} forced, {} rolled back, {} ops (the child reported {} committed), partial {}, {} processes left",
+            forced.forced,
+            forced.rollbacks,
+            forced.check.ops,
+            forced.committed,
+            forced.check.partial_ops,
+            forced.left.len()
         ),
     );
     s.check(
@@ -1182,6 +1317,7 @@ async fn s4b(ctx: &Ctx<'_>) -> Result<Scenario> {
             k * 1_000_000,
             Duration::from_secs(5),
             &tag,
+            false,
         )
         .await?;
         // A random point: 0 to 1.5 s into the run.
@@ -1292,7 +1428,7 @@ pub fn child(args: &[String]) -> Result<bool> {
         shutdown.install_signals()?;
         let reaper = Reaper::new()?;
         shutdown.add_reaper(&reaper);
-        let db = Db::open(Path::new(db))?;
+        let db = Db::open(Path::new(db)).await?;
         let indexer = Indexer::new(api, codeload, 8, db.clone(), reaper, Some(&shutdown))?;
         println!("@@ready");
         let mut running = futures_util::stream::FuturesUnordered::new();
@@ -1313,7 +1449,7 @@ pub fn child(args: &[String]) -> Result<bool> {
             tokio::select! {
                 Some(done) = running.next() => {
                     if matches!(done, Ok(Ok(_))) {
-                        println!("@@committed {}", db.committed()?);
+                        println!("@@committed {}", db.committed().await?);
                     }
                 }
                 () = token.cancelled() => break,
@@ -1322,7 +1458,11 @@ pub fn child(args: &[String]) -> Result<bool> {
         drop(running);
         let report = shutdown.wait().await;
         println!("@@report {}", serde_json::to_string(&report)?);
-        println!("@@committed {}", db.committed()?);
+        println!("@@committed {}", db.committed().await?);
+        println!(
+            "@@rollbacks {}",
+            work::ROLLBACKS.load(std::sync::atomic::Ordering::SeqCst)
+        );
         Ok::<_, Box<dyn std::error::Error>>(report.exit_code())
     })?;
     drop(runtime);

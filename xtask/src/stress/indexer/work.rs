@@ -112,6 +112,12 @@ pub enum IndexError {
     /// SQLite.
     #[error(transparent)]
     Db(#[from] rusqlite::Error),
+    /// No pooled connection within the pool's wait timeout (or one could not be made).
+    #[error("database pool: {0}")]
+    Pool(#[from] deadpool::managed::PoolError<rusqlite::Error>),
+    /// The pool could not be set up.
+    #[error("database pool: {0}")]
+    PoolBuild(String),
     /// The injected error ([`Fault::Error`]).
     #[error("injected error in operation {op}")]
     Injected { op: u64 },
@@ -216,16 +222,74 @@ struct FileRow {
     tool: &'static str,
 }
 
-/// The index: `ops` (one row per committed operation, with its file count) and `files`.
+/// The index: `ops` (one row per committed operation, with its file count) and `files`,
+/// written through a pool of SQLite connections.
+///
+/// The pool is deadpool's generic managed pool with a manager of our own (`Sqlite`
+/// below): deadpool-sqlite and r2d2_sqlite pin rusqlite 0.40, and two rusqlite versions
+/// cannot link two bundled SQLites. deadpool is async (waiting for a connection parks
+/// the task, not a thread), says how many wait (what `Health` reports), and gives a
+/// typed timeout when the pool is exhausted.
 #[derive(Clone)]
 pub struct Db {
-    conn: Arc<Mutex<rusqlite::Connection>>,
+    pub pool: DbPool,
+    /// Inserts in small batches with a pause between them, so that a forced operation is
+    /// caught in the middle of its transaction (S4's short-deadline run).
+    slow_commits: bool,
 }
+
+/// The pool of connections to the index.
+pub type DbPool = deadpool::managed::Pool<Sqlite>;
+
+/// Connections in the pool.
+pub const DB_CONNECTIONS: usize = 4;
+
+/// How long a caller waits for a pooled connection before a typed error.
+pub const DB_WAIT: Duration = Duration::from_secs(10);
+
+/// Transactions rolled back because their operation was dropped (forced) in the middle.
+pub static ROLLBACKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Opens connections to one SQLite file; each waits up to 5 s for another's write lock.
+pub struct Sqlite {
+    path: PathBuf,
+}
+
+impl deadpool::managed::Manager for Sqlite {
+    type Type = rusqlite::Connection;
+    type Error = rusqlite::Error;
+
+    async fn create(&self) -> Result<rusqlite::Connection, rusqlite::Error> {
+        let conn = rusqlite::Connection::open(&self.path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.execute_batch(PRAGMAS)?;
+        Ok(conn)
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut rusqlite::Connection,
+        _: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<rusqlite::Error> {
+        // A connection never goes back with a transaction open (`Tx` rolls back on drop);
+        // should one, it is not reused.
+        if conn.is_autocommit() {
+            Ok(())
+        } else {
+            Err(deadpool::managed::RecycleError::message(
+                "a transaction was left open",
+            ))
+        }
+    }
+}
+
+const PRAGMAS: &str = "
+PRAGMA synchronous = NORMAL;
+PRAGMA cache_size = -1024;
+";
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = DELETE;
-PRAGMA synchronous = NORMAL;
-PRAGMA cache_size = -1024;
 CREATE TABLE IF NOT EXISTS ops (
   op INTEGER PRIMARY KEY, repo TEXT NOT NULL, sha TEXT NOT NULL,
   files INTEGER NOT NULL, log_lines INTEGER NOT NULL);
@@ -233,60 +297,123 @@ CREATE TABLE IF NOT EXISTS files (
   op INTEGER NOT NULL, path TEXT NOT NULL, lines INTEGER, words INTEGER, tool TEXT NOT NULL);
 ";
 
+/// A transaction on a pooled connection, held across awaits (rusqlite's `Transaction`
+/// borrows its connection and cannot be): rolled back if dropped before `commit`.
+struct Tx {
+    conn: deadpool::managed::Object<Sqlite>,
+    open: bool,
+}
+
+impl Tx {
+    fn begin(conn: deadpool::managed::Object<Sqlite>) -> rusqlite::Result<Tx> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(Tx { conn, open: true })
+    }
+
+    fn commit(mut self, shrink: bool) -> rusqlite::Result<()> {
+        self.conn.execute_batch("COMMIT")?;
+        self.open = false;
+        if shrink {
+            self.conn.execute_batch("PRAGMA shrink_memory")?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            ROLLBACKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
 impl Db {
-    /// Opens (creating) the index at `path`.
-    pub fn open(path: &Path) -> rusqlite::Result<Db> {
-        let conn = rusqlite::Connection::open(path)?;
-        conn.execute_batch(SCHEMA)?;
+    /// Opens (creating) the index at `path`, with a pool of [`DB_CONNECTIONS`], all of
+    /// them opened now: the descriptors a run starts with are the ones it ends with.
+    pub async fn open(path: &Path) -> Result<Db, IndexError> {
+        rusqlite::Connection::open(path)?.execute_batch(SCHEMA)?;
+        let pool = deadpool::managed::Pool::builder(Sqlite {
+            path: path.to_path_buf(),
+        })
+        .max_size(DB_CONNECTIONS)
+        .wait_timeout(Some(DB_WAIT))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| IndexError::PoolBuild(e.to_string()))?;
+        let warm = futures_util::future::join_all((0..DB_CONNECTIONS).map(|_| pool.get())).await;
+        for connection in warm {
+            drop(connection?);
+        }
         Ok(Db {
-            conn: Arc::new(Mutex::new(conn)),
+            pool,
+            slow_commits: std::env::var_os(SLOW_COMMITS).is_some(),
         })
     }
 
     /// Committed operations so far.
-    pub fn committed(&self) -> rusqlite::Result<u64> {
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        conn.query_row("SELECT count(*) FROM ops", [], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
+    pub async fn committed(&self) -> Result<u64, IndexError> {
+        let conn = self.pool.get().await?;
+        Ok(tokio::task::block_in_place(|| {
+            conn.query_row("SELECT count(*) FROM ops", [], |r| r.get::<_, i64>(0))
+        })? as u64)
     }
 
-    fn commit(
+    async fn commit(
         &self,
         op: u64,
         repo: &str,
         meta: &Meta,
         rows: &[Vec<FileRow>],
         log_lines: u64,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<(), IndexError> {
         let count: usize = rows.iter().map(Vec::len).sum();
-        // SQLite is blocking; the transaction is short, and block_in_place lets the
-        // runtime move other tasks off this worker meanwhile.
-        tokio::task::block_in_place(|| {
-            let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-            let tx = conn.transaction()?;
-            tx.execute(
+        let conn = self.pool.get().await?;
+        // SQLite is blocking; each step is short, and block_in_place lets the runtime
+        // move other tasks off this worker meanwhile.
+        let tx = tokio::task::block_in_place(|| {
+            let tx = Tx::begin(conn)?;
+            tx.conn.execute(
                 "INSERT INTO ops (op, repo, sha, files, log_lines) VALUES (?1, ?2, ?3, ?4, ?5)",
                 rusqlite::params![op as i64, repo, meta.sha, count as i64, log_lines as i64],
             )?;
-            {
-                let mut insert = tx.prepare_cached(
+            Ok::<_, rusqlite::Error>(tx)
+        })?;
+        let batch = if self.slow_commits {
+            // The harness signals this child once it sees this line.
+            println!("@@in-transaction {op}");
+            1
+        } else {
+            usize::MAX
+        };
+        let all: Vec<&FileRow> = rows.iter().flatten().collect();
+        for chunk in all.chunks(batch.max(1)) {
+            tokio::task::block_in_place(|| {
+                let mut insert = tx.conn.prepare_cached(
                     "INSERT INTO files (op, path, lines, words, tool) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
-                for row in rows.iter().flatten() {
+                for row in chunk {
                     insert.execute(rusqlite::params![
                         op as i64, row.path, row.lines, row.words, row.tool
                     ])?;
                 }
+                Ok::<_, rusqlite::Error>(())
+            })?;
+            if self.slow_commits {
+                // A forced operation is dropped here, with its transaction open.
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            tx.commit()?;
-            if count > 1000 {
-                // A big transaction filled the page cache: give it back.
-                conn.execute_batch("PRAGMA shrink_memory")?;
-            }
-            Ok(())
-        })
+        }
+        // A big transaction fills the page cache: give it back after.
+        tokio::task::block_in_place(|| tx.commit(count > 1000))?;
+        Ok(())
     }
 }
+
+/// Set in a harness child's environment: commits insert one row at a time with a pause
+/// after each, and say when a transaction begins.
+pub const SLOW_COMMITS: &str = "LEAKPROOF_STRESS_SLOW_COMMITS";
 
 /// What a finished index holds: read by the harness after a run, possibly after the
 /// writer was SIGKILLed (opening it rolls back a hot journal).
@@ -432,7 +559,7 @@ impl Indexer {
         if fault == Fault::Error {
             return Err(IndexError::Injected { op });
         }
-        self.db.commit(op, repo, &meta, &rows, log_lines)?;
+        self.db.commit(op, repo, &meta, &rows, log_lines).await?;
         Ok(Indexed {
             log_lines,
             ..indexed
