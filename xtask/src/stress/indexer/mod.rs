@@ -1074,6 +1074,18 @@ impl ChildRun {
         }
     }
 
+    /// Sends `signal` to the child, if it is still running.
+    fn signal(&self, signal: rustix::process::Signal) -> Result<()> {
+        if let Some(pid) = self
+            .child
+            .id()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        {
+            rustix::process::kill_process(pid, signal)?;
+        }
+        Ok(())
+    }
+
     /// Reads until it has committed `n` operations.
     async fn until_committed(&mut self, n: u64) -> Result<()> {
         while self.committed < n {
@@ -1162,13 +1174,7 @@ async fn s4_forced_mid_transaction(
             break;
         }
     }
-    if let Some(pid) = run
-        .child
-        .id()
-        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
-    {
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
-    }
+    run.signal(rustix::process::Signal::TERM)?;
     let report = run.drain().await?;
     run.child.wait().await?;
     let report: serde_json::Value = report
@@ -1200,13 +1206,7 @@ async fn s4(ctx: &Ctx<'_>) -> Result<Scenario> {
     let at_signal = run.committed;
     let in_flight_children = descendants(run.child.id().unwrap_or(0)).len();
     let sent = Instant::now();
-    if let Some(pid) = run
-        .child
-        .id()
-        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
-    {
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
-    }
+    run.signal(rustix::process::Signal::TERM)?;
     let report = run.drain().await?;
     let status = run.child.wait().await?;
     let took = sent.elapsed();
