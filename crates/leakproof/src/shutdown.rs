@@ -607,9 +607,9 @@ impl Shutdown {
             tracing::warn!(forced = forced.len(), by = ?lock(&self.inner.forced_by), "leakproof: forcing the shutdown");
             // Let aborted tasks and dropped operations unwind (their scopes release on
             // drop); blocking closures are not waited for.
-            // A third of what is left before the deadline (at most `UNWIND`).
+            // A quarter of what is left before the deadline (at most `UNWIND`).
             let now = Instant::now();
-            let unwound_by = now + UNWIND.min(hard.saturating_duration_since(now) / 3);
+            let unwound_by = now + UNWIND.min(hard.saturating_duration_since(now) / 4);
             let _ =
                 tokio::time::timeout_at(unwound_by, counts.wait_for(|c| c.stoppable == 0)).await;
         }
@@ -659,11 +659,12 @@ impl Shutdown {
         let last = (hard + PAST_DEADLINE).max(Instant::now() + PAST_DEADLINE / 10);
         #[cfg(all(feature = "proc", target_os = "linux"))]
         {
-            // Half of what is left before the deadline for SIGTERM; SIGKILL after.
+            // A quarter of what is left before the deadline for SIGTERM, SIGKILL after:
+            // the rest is slack for the kill and the removal, on a busy machine.
             let grace = self
                 .inner
                 .child_grace
-                .min(hard.saturating_duration_since(Instant::now()) / 2);
+                .min(hard.saturating_duration_since(Instant::now()) / 4);
             let reapers = lock(&self.inner.reapers).clone();
             let ended = futures_util::future::join_all(reapers.iter().map(|reaper| async move {
                 let trees = tokio::time::timeout_at(last, reaper.shutdown(grace)).await;

@@ -125,8 +125,8 @@ async fn service(mode: String) {
 }
 
 /// The deadline of the stubborn `edges` helper, and its release reserve.
-const EDGES_DEADLINE: Duration = Duration::from_millis(500);
-const EDGES_RESERVE: Duration = Duration::from_millis(250);
+const EDGES_DEADLINE: Duration = Duration::from_millis(600);
+const EDGES_RESERVE: Duration = Duration::from_millis(350);
 
 /// A service at the shutdown's edges: 3 reapers with 10 trees each (`sh` and its
 /// `sleep`); 1,000 live temp dirs held by a task; a blocking closure that never returns.
