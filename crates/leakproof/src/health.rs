@@ -1,8 +1,6 @@
 //! `Health`: one report from every crate, graded, serialisable for a health endpoint.
 
-use std::sync::Arc;
-#[cfg(feature = "mem")]
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::Result;
 

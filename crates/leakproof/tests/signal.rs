@@ -264,8 +264,13 @@ fn temp_left(tmp: &Path) -> usize {
 #[tokio::test]
 async fn the_deadline_is_kept_with_stubborn_trees_temp_dirs_and_blocking_work() {
     let _serial = SERIAL.lock().await;
+    // 20 runs; `cargo xtask hosts` asks for fewer on each of its hosts.
+    let runs: usize = std::env::var("LEAKPROOF_DEADLINE_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20);
     let mut overshoots = Vec::new();
-    for run in 0..20 {
+    for run in 0..runs {
         let (exited, code, report, pids, tmp) = run_edges("edges").await;
         assert_eq!(code, 1, "run {run}: forced, so not clean: {report}");
         assert_eq!(report["children_killed"], 30, "run {run}: {report}");
@@ -285,7 +290,7 @@ async fn the_deadline_is_kept_with_stubborn_trees_temp_dirs_and_blocking_work() 
         );
     }
     let largest = overshoots.iter().max().unwrap();
-    println!("largest overshoot past the deadline in 20 runs: {largest:?} ({overshoots:?})");
+    println!("largest overshoot past the deadline in {runs} runs: {largest:?} ({overshoots:?})");
     assert!(
         *largest <= leakproof::PAST_DEADLINE,
         "exited {largest:?} after the deadline: {overshoots:?}"

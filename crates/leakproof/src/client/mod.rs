@@ -24,16 +24,16 @@ use ttl_cache::{Cache, Validators};
 
 use crate::{Error, Result, Shutdown};
 
-#[cfg(feature = "json")]
 mod flight;
 mod http_cache;
+#[cfg(feature = "json")]
 mod pages;
 mod proxy;
 mod request;
 mod response;
 
-#[cfg(feature = "json")]
 pub use http_cache::{CacheMode, HEURISTIC_MAX};
+#[cfg(feature = "json")]
 pub use pages::Paginate;
 pub use proxy::ProxyConnector;
 use request::Call;
