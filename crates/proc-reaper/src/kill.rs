@@ -90,12 +90,6 @@ pub struct TreeReport {
     pub unattributed: usize,
 }
 
-/// How long [`Tree::end`] goes on sending SIGKILL to members it still finds (each one
-/// forked just before the last round): a bound, so a fork storm faster than the kernel
-/// kills cannot hold a shutdown past its deadline. What is still alive then is reported
-/// in the log (the tree's cgroup, where there is one, ends it whatever its rate).
-pub(crate) const KILL_FOR: Duration = Duration::from_secs(2);
-
 /// One tree being ended: its members by PID, each with a pidfd opened while alive.
 pub(crate) struct Tree {
     leader: u32,
@@ -389,7 +383,7 @@ impl Tree {
     }
 
     /// Ends the tree: SIGTERM and up to `grace` for it to exit (skipped when `grace` is
-    /// zero), then SIGKILL until no member is left (for at most [`KILL_FOR`]); then reaps every member that became
+    /// zero), then SIGKILL until no member is left; then reaps every member that became
     /// this process's child, except the leader (its owner reaps it, for its status).
     /// Blocking: waits at most `grace` plus the time the kernel takes to kill.
     pub(crate) fn end(mut self, grace: Duration) -> TreeReport {
@@ -420,17 +414,8 @@ impl Tree {
         if alive > 0 {
             killed = self.signal(Signal::KILL);
             // SIGKILL cannot be caught, but a member may have forked just before it:
-            // rescan until nothing is left, for at most `KILL_FOR`.
-            let killing = Instant::now();
+            // rescan until nothing is left.
             for round in 0..10_000u32 {
-                if killing.elapsed() > KILL_FOR {
-                    tracing::warn!(
-                        leader = self.leader,
-                        alive,
-                        "proc-reaper: members still alive after SIGKILL rounds"
-                    );
-                    break;
-                }
                 alive = self.scan();
                 if alive == 0 {
                     break;
