@@ -108,13 +108,7 @@ async fn service(mode: String) {
     shutdown
         .spawn("forever", std::future::pending::<()>())
         .unwrap();
-    shutdown
-        .spawn_blocking("blocking", || {
-            loop {
-                std::thread::park();
-            }
-        })
-        .unwrap();
+    spawn_never_returning(&shutdown);
     let mut held = [ready.recv().await.unwrap(), ready.recv().await.unwrap()];
     held.sort();
     let [(_, cooperative), (_, stubborn)] = held;
@@ -122,6 +116,17 @@ async fn service(mode: String) {
     let report = shutdown.wait().await;
     println!("@@report {}", serde_json::to_string(&report).unwrap());
     report.exit();
+}
+
+/// A blocking closure that never returns, tracked by `shutdown` as `blocking`.
+fn spawn_never_returning(shutdown: &leakproof::Shutdown) {
+    shutdown
+        .spawn_blocking("blocking", || {
+            loop {
+                std::thread::park();
+            }
+        })
+        .unwrap();
 }
 
 /// The deadline of the stubborn `edges` helper, and its release reserve.
@@ -173,13 +178,7 @@ async fn edges(clean: bool) {
                 std::future::pending::<()>().await
             })
             .unwrap();
-        shutdown
-            .spawn_blocking("blocking", || {
-                loop {
-                    std::thread::park();
-                }
-            })
-            .unwrap();
+        spawn_never_returning(&shutdown);
     }
     println!("@@ready {} {}", root.display(), pids.join(" "));
     let report = shutdown.wait().await;

@@ -59,14 +59,10 @@ struct Directives {
 /// plain `no-cache` (revalidating more, never less).
 fn directives(headers: &HeaderMap) -> Directives {
     let mut found = Directives::default();
-    let values = headers
-        .get_all(CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    for directive in values.flat_map(|v| v.split(',')) {
+    for directive in list_items(headers, CACHE_CONTROL) {
         let (name, value) = match directive.split_once('=') {
             Some((name, value)) => (name.trim(), Some(value.trim().trim_matches('"'))),
-            None => (directive.trim(), None),
+            None => (directive, None),
         };
         if name.eq_ignore_ascii_case("no-store") {
             found.no_store = true;
@@ -87,11 +83,8 @@ pub(crate) fn request_mode(mode: CacheMode, headers: &HeaderMap) -> CacheMode {
         return mode;
     }
     let asked = directives(headers);
-    let pragma_no_cache = headers
-        .get_all(PRAGMA)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.to_ascii_lowercase().contains("no-cache"));
+    let pragma_no_cache =
+        list_items(headers, PRAGMA).any(|item| item.eq_ignore_ascii_case("no-cache"));
     if asked.no_store {
         CacheMode::Bypass
     } else if asked.no_cache || asked.max_age == Some(0) || pragma_no_cache {
@@ -99,6 +92,18 @@ pub(crate) fn request_mode(mode: CacheMode, headers: &HeaderMap) -> CacheMode {
     } else {
         CacheMode::Default
     }
+}
+
+/// The items of a comma-separated header, over all its lines, trimmed (empty ones
+/// skipped); a value that is not text is skipped.
+fn list_items(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
 }
 
 fn date(headers: &HeaderMap, name: HeaderName) -> Option<SystemTime> {
@@ -121,12 +126,7 @@ pub(crate) fn freshness(
         return None;
     }
     let said = directives(headers);
-    let varies_on_all = headers
-        .get_all(VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|name| name.trim() == "*");
+    let varies_on_all = list_items(headers, VARY).any(|name| name == "*");
     if said.no_store || varies_on_all {
         return None;
     }
@@ -169,12 +169,8 @@ pub(crate) fn freshness(
 pub(crate) type VarySnapshot = Vec<(HeaderName, Option<HeaderValue>)>;
 
 pub(crate) fn vary_snapshot(response: &HeaderMap, request: &HeaderMap) -> VarySnapshot {
-    response
-        .get_all(VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+    list_items(response, VARY)
+        .filter_map(|name| HeaderName::try_from(name).ok())
         .map(|name| {
             let value = request.get(&name).cloned();
             (name, value)
