@@ -207,7 +207,7 @@ pub enum Error {
     Shared {
         /// The method.
         method: http::Method,
-        /// The cache key (the URI, query sorted).
+        /// The URI.
         uri: String,
         /// The failed request's last status (`GaveUp`, `RateLimited`), if any.
         status: Option<http::StatusCode>,

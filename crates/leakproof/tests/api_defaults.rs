@@ -645,3 +645,22 @@ async fn a_cancelled_leader_hands_its_request_to_the_next_caller() {
     assert_eq!(server.hits("GET", "/cache/fresh"), 2);
     assert_eq!(api.in_flight_keys(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_gets_that_differ_in_a_header_do_not_share_an_answer() {
+    let server = serve().await;
+    let api = default_client(&server);
+    let get = |accept: &'static str| {
+        let api = api.clone();
+        async move {
+            api.get("/cache/vary")
+                .header("accept", accept)
+                .await
+                .unwrap()
+        }
+    };
+    let (json, html) = futures_util::future::join(get("application/json"), get("text/html")).await;
+    assert!(json.text().contains("application/json"), "{}", json.text());
+    assert!(html.text().contains("text/html"), "{}", html.text());
+    assert_eq!(server.hits("GET", "/cache/vary"), 2, "each sent its own");
+}

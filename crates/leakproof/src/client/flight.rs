@@ -49,11 +49,12 @@ impl Flights {
 
     /// Runs `request` for `key` unless a request for it is in flight; then waits for that
     /// one and returns its answer (as [`Source::Shared`]), or, if it failed,
-    /// [`Error::Shared`] with what its error said.
+    /// [`Error::Shared`] (naming `uri`) with what its error said.
     pub(crate) async fn run<F>(
         &self,
         method: &Method,
         key: &str,
+        uri: &str,
         request: impl FnOnce() -> F,
     ) -> Result<ApiResponse>
     where
@@ -77,7 +78,7 @@ impl Flights {
                 }
                 Err((status, message)) => Err(Error::Shared {
                     method: method.clone(),
-                    uri: key.to_string(),
+                    uri: uri.to_string(),
                     status: *status,
                     message: message.clone(),
                 }),

@@ -1,6 +1,7 @@
 //! `ApiClient`: one pooled client, a gate fed by the server's headers, cached GETs
 //! revalidated with ETags, capped bodies, retries, every request in a scope.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -1047,11 +1048,20 @@ where
         if call.method != Method::GET || call.cache == CacheMode::Bypass {
             return self.exchange(scope, call).await;
         }
-        let (method, key) = (call.method.clone(), call.key.clone());
+        // Only the same request shares: the cache key, plus every header it sends (two
+        // GETs of one URI with another `Accept` may get different answers).
+        let headers = call.headers.iter().fold(0u64, |sum, (name, value)| {
+            sum ^ self
+                .inner
+                .key_hasher
+                .hash_one((name.as_str(), value.as_bytes()))
+        });
+        let flight = format!("{}#headers={headers:016x}", call.key);
+        let (method, uri) = (call.method.clone(), call.key_uri());
         let outcome = self
             .inner
             .flights
-            .run(&method, &key, || self.exchange(scope, call))
+            .run(&method, &flight, &uri, || self.exchange(scope, call))
             .await;
         if matches!(&outcome, Ok(r) if r.source == Source::Shared)
             || matches!(outcome, Err(Error::Shared { .. }))
