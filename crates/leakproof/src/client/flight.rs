@@ -1,4 +1,6 @@
-//! Coalescing: at most one request per cache key at a time. Concurrent GETs of one key
+//! Coalescing: at most one request per cache key and headers at a time (requests that
+//! differ in a header may get different answers, so they never share). Concurrent GETs
+//! of one key
 //! (50 misses of one path, 50 reads of one stale entry) send one request, or one
 //! conditional request; the others wait for it and share its answer.
 //!

@@ -213,8 +213,8 @@ struct Inner<C> {
 ///   answers only a request with the same `Authorization` and the same values of the
 ///   headers its `Vary` names; query parameters are keyed in sorted order. A request
 ///   can bypass, revalidate or force the cache ([`CacheMode`]);
-/// - for a GET that uses the cache, sends no request while another call's request for
-///   the same key is in flight: it waits for that one and shares its answer
+/// - for a GET that uses the cache, sends no request while another call's identical
+///   request (same cache key, same headers) is in flight: it waits for that one and shares its answer
 ///   ([`Source::Shared`]) or its failure ([`Error::Shared`]), so 50 concurrent misses
 ///   (or reads of one stale entry) cost one request (or one conditional request). A
 ///   leader that is cancelled hands the request to the next caller.
