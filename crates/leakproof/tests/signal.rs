@@ -130,8 +130,8 @@ fn spawn_never_returning(shutdown: &leakproof::Shutdown) {
 }
 
 /// The deadline of the stubborn `edges` helper, and its release reserve.
-const EDGES_DEADLINE: Duration = Duration::from_millis(600);
-const EDGES_RESERVE: Duration = Duration::from_millis(350);
+const EDGES_DEADLINE: Duration = Duration::from_millis(800);
+const EDGES_RESERVE: Duration = Duration::from_millis(550);
 
 /// A service at the shutdown's edges: 3 reapers with 10 trees each (`sh` and its
 /// `sleep`); 1,000 live temp dirs held by a task; a blocking closure that never returns.
