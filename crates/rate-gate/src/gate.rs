@@ -568,7 +568,7 @@ impl Gate {
                     head_slot.set(true);
                     // One timer, woken early if the quota or a pause changes.
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_nanos(ns)) => {}
+                        _ = self.inner.clock.sleep(ns) => {}
                         _ = changed => {}
                     }
                 }

@@ -7,7 +7,8 @@
 //! server said remain: after [`Gate::observe`] sees `X-RateLimit-Remaining: 0` it waits
 //! for `X-RateLimit-Reset`, and after `Retry-After` or a 403/429 refusal it pauses every
 //! waiter. Waiters are served first come, first served; only the first in line sleeps,
-//! on one timer (no polling loop); a cancelled waiter takes no quota and holds up
+//! on one timer (no polling loop; the last 2 ms on the blocking pool, finer than tokio's
+//! 1 ms ticks); a cancelled waiter takes no quota and holds up
 //! nobody. The quota can change at runtime. The server's remaining count is taken as
 //! its freshest figure in each window less the requests still in flight, so a window's
 //! quota is used to its end without going over it.

@@ -403,3 +403,28 @@ async fn an_adaptive_limit_halves_once_per_round_of_refusals_and_grows_back() {
     fixed.try_acquire().unwrap().observe(refused);
     assert_eq!(fixed.stats().concurrency, Some(4));
 }
+
+/// On the real clock the head's last stretch is slept on the blocking pool: every
+/// permit is still granted, in arrival order, and a waiter cancelled meanwhile takes no
+/// quota.
+#[tokio::test(flavor = "current_thread")]
+async fn the_fine_finish_on_the_real_clock_grants_in_arrival_order() {
+    let gate = Gate::builder().quota(Quota::per_second(500)).build();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let (gate, order) = (gate.clone(), order.clone());
+        tasks.spawn(async move {
+            let _permit = gate.acquire().await.unwrap();
+            order.lock().unwrap().push(i);
+        });
+        // One thread: the task runs until it queues before the next is spawned.
+        tokio::task::yield_now().await;
+    }
+    let cancelled = tokio::time::timeout(Duration::from_micros(100), gate.acquire())
+        .await
+        .is_err();
+    while tasks.join_next().await.is_some() {}
+    assert_eq!(*order.lock().unwrap(), (0..20).collect::<Vec<_>>());
+    assert_eq!(gate.stats().granted, 20 + u64::from(!cancelled));
+}
