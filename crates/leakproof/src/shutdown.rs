@@ -651,8 +651,9 @@ impl Shutdown {
 
     /// The final sweep, all of it by `hard` (the deadline) where it can wait, and by
     /// `hard + PAST_DEADLINE` where it forces: child trees still alive (every reaper at
-    /// once, SIGTERM with the grace the deadline leaves, then SIGKILL), temp entries
-    /// still live (removed on the blocking pool, beside the trees).
+    /// once, SIGTERM with the grace the deadline leaves, then SIGKILL rounds that stop
+    /// at `hard + PAST_DEADLINE` too), temp entries still live (removed on the blocking
+    /// pool, beside the trees).
     async fn sweep(&self, report: &mut ShutdownReport, hard: Instant) {
         #[cfg(feature = "temp")]
         let removal = tokio::task::spawn_blocking(scoped_temp::remove_all);
@@ -667,7 +668,8 @@ impl Shutdown {
                 .min(hard.saturating_duration_since(Instant::now()) / 4);
             let reapers = lock(&self.inner.reapers).clone();
             let ended = futures_util::future::join_all(reapers.iter().map(|reaper| async move {
-                let trees = tokio::time::timeout_at(last, reaper.shutdown(grace)).await;
+                let trees =
+                    tokio::time::timeout_at(last, reaper.shutdown_by(grace, last.into_std())).await;
                 // Trees being ended in the background by dropped handles (forced
                 // scopes): wait for them too, or the process may exit first.
                 let settled = tokio::time::timeout_at(last, reaper.settle()).await.is_ok();
@@ -684,6 +686,12 @@ impl Shutdown {
                 };
                 report.children_ended += trees.len();
                 report.children_killed += trees.iter().filter(|t| t.killed > 0).count();
+                let left: usize = trees.iter().map(|t| t.left).sum();
+                if left > 0 {
+                    report.errors.push(format!(
+                        "{left} child processes sent SIGKILL but not yet gone at the deadline"
+                    ));
+                }
                 if !settled {
                     report.errors.push(format!(
                         "child trees still ending {} ms past the deadline",

@@ -88,6 +88,11 @@ pub struct TreeReport {
     /// long), or no pidfd could be opened for them (fds exhausted). Normally 0; logged
     /// as a warning otherwise.
     pub unattributed: usize,
+    /// Members still alive when a time bound given to the end ran out
+    /// ([`Reaper::shutdown_by`](crate::Reaper::shutdown_by)): each was sent SIGKILL,
+    /// which it cannot outlive, but dies (and, if it became this process's child, is
+    /// reaped) after the report. Always 0 without a bound.
+    pub left: usize,
 }
 
 /// One tree being ended: its members by PID, each with a pidfd opened while alive.
@@ -371,6 +376,7 @@ impl Tree {
             took: Duration::ZERO,
             cgroup: self.cgroup.is_some(),
             unattributed: self.unattributed(),
+            left: 0,
         })
     }
 
@@ -386,12 +392,19 @@ impl Tree {
     /// zero), then SIGKILL until no member is left; then reaps every member that became
     /// this process's child, except the leader (its owner reaps it, for its status).
     /// Blocking: waits at most `grace` plus the time the kernel takes to kill.
-    pub(crate) fn end(mut self, grace: Duration) -> TreeReport {
+    pub(crate) fn end(self, grace: Duration) -> TreeReport {
+        self.end_by(grace, None)
+    }
+
+    /// [`Tree::end`], giving up at `until` if given: the SIGKILL rounds stop there, and
+    /// the members still alive are counted in [`TreeReport::left`].
+    pub(crate) fn end_by(mut self, grace: Duration, until: Option<Instant>) -> TreeReport {
         let started = Instant::now();
+        let past = |now: Instant| until.is_some_and(|until| now >= until);
         let mut alive = self.scan();
         if !grace.is_zero() && alive > 0 {
             self.signal(Signal::TERM);
-            let deadline = started + grace;
+            let deadline = until.map_or(started + grace, |until| until.min(started + grace));
             while Instant::now() < deadline {
                 // New members (forked while terminating) get the signal too.
                 let before = self.found;
@@ -417,7 +430,7 @@ impl Tree {
             // rescan until nothing is left.
             for round in 0..10_000u32 {
                 alive = self.scan();
-                if alive == 0 {
+                if alive == 0 || past(Instant::now()) {
                     break;
                 }
                 self.signal(Signal::KILL);
@@ -437,7 +450,15 @@ impl Tree {
             took,
             cgroup: self.cgroup.is_some(),
             unattributed: self.unattributed(),
+            left: if killed > 0 { alive } else { 0 },
         };
+        if report.left > 0 {
+            tracing::warn!(
+                leader = self.leader,
+                left = report.left,
+                "proc-reaper: time bound reached with members still dying of SIGKILL"
+            );
+        }
         if report.unattributed > 0 {
             tracing::warn!(
                 leader = self.leader,

@@ -156,6 +156,23 @@ impl Reaper {
     /// report per tree. The handles still reap their leaders (awaiting them returns at
     /// once), or do so when dropped.
     pub async fn shutdown(&self, grace: Duration) -> Vec<TreeReport> {
+        self.end_trees(grace, None).await
+    }
+
+    /// [`Reaper::shutdown`] that returns by `until` (plus the time one round of
+    /// SIGKILL and a scan take): the grace ends there at the latest, and the SIGKILL
+    /// rounds stop there. A tree that keeps forking faster than it is killed (a fork
+    /// storm without a cgroup) is then reported with [`TreeReport::left`] members sent
+    /// SIGKILL but not yet gone, instead of holding the caller past its deadline.
+    pub async fn shutdown_by(&self, grace: Duration, until: std::time::Instant) -> Vec<TreeReport> {
+        self.end_trees(grace, Some(until)).await
+    }
+
+    async fn end_trees(
+        &self,
+        grace: Duration,
+        until: Option<std::time::Instant>,
+    ) -> Vec<TreeReport> {
         let trees: Vec<Tree> = self
             .children()
             .values()
@@ -171,7 +188,7 @@ impl Reaper {
         tracing::info!(trees = trees.len(), ?grace, "proc-reaper: shutting down");
         let mut tasks = tokio::task::JoinSet::new();
         for tree in trees {
-            tasks.spawn_blocking(move || tree.end(grace));
+            tasks.spawn_blocking(move || tree.end_by(grace, until));
         }
         let mut reports = Vec::new();
         while let Some(report) = tasks.join_next().await {

@@ -164,6 +164,63 @@ async fn a_fork_storm_ended_on_timeout_leaves_no_zombie() {
     assert_eq!(in_tree_cgroups(), 0);
 }
 
+/// Item: a shutdown with a time bound returns at the bound even while a fork storm that
+/// ignores SIGTERM is still being killed (here the bound is already past: no grace, one
+/// SIGKILL round); what it could not see die is counted in `left`, and ending the tree
+/// afterwards without a bound still leaves nothing, zombies included.
+#[tokio::test]
+async fn a_bounded_shutdown_returns_at_its_bound_during_a_fork_storm() {
+    let _serial = SERIAL.lock().await;
+    let reaper = Reaper::new().unwrap();
+    let script = r#"trap '' TERM; while :; do setsid sleep 60 & echo $!; done"#;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let started = reaper
+        .command(sh(script))
+        .on_line(32, move |stream, line| {
+            if let (Stream::Stdout, Some(pid)) = (
+                stream,
+                std::str::from_utf8(line)
+                    .ok()
+                    .and_then(|l| l.parse::<u32>().ok()),
+            ) {
+                let _ = tx.send(pid);
+            }
+        })
+        .spawn()
+        .unwrap();
+    let mut forked = next_pids(&mut rx, 200).await;
+    let reports = reaper
+        .shutdown_by(Duration::from_secs(5), std::time::Instant::now())
+        .await;
+    assert_eq!(reports.len(), 1);
+    let report = reports[0];
+    assert!(
+        report.killed > 0,
+        "no grace was left, so SIGKILL: {report:?}"
+    );
+    assert!(report.left <= report.members, "{report:?}");
+    // The rest, without a bound.
+    let outcome = started.wait_timeout(Duration::ZERO).await.unwrap();
+    while let Ok(pid) = rx.try_recv() {
+        forked.push(pid);
+    }
+    assert!(outcome.timed_out || outcome.tree.members > 0);
+    let alive: Vec<u32> = forked
+        .iter()
+        .copied()
+        .filter(|pid| !gone(*pid) && !zombie_of_ours(*pid))
+        .collect();
+    assert!(alive.is_empty(), "outlived their tree: {alive:?}");
+    let left: Vec<u32> = forked
+        .iter()
+        .copied()
+        .filter(|p| zombie_of_ours(*p))
+        .collect();
+    assert!(left.is_empty(), "zombies: {left:?}");
+    assert!(zombies().is_empty(), "zombies: {:?}", zombies());
+    assert_eq!(in_tree_cgroups(), 0);
+}
+
 /// `Join::AfterSpawn` trades the first instants for `posix_spawn`'s constant cost: an
 /// escapee that leaves after the move (here, once told to on stdin) is still held by the
 /// cgroup, environment or not.

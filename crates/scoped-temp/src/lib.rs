@@ -54,9 +54,12 @@
 //! `<root>/.scoped-temp-run-<pid>-<random>/<prefix><random>`. The run directory holds
 //! `.owner.lock`, `flock`ed by this process from the run directory's creation until
 //! [`remove_all`] or the process's death; that lock is the owner mark [`sweep_orphans`]
-//! tests. The run directory itself stays (empty, one open file descriptor) for the life
-//! of the process unless [`remove_all`] runs, because creating it per entry would double
-//! the cost of a temp dir. [`TempDir::keep`] moves an entry out of it into the root.
+//! tests. The run directory is not made per entry (that would double the cost of a temp
+//! dir), nor removed when it empties: it goes when the last thread that created entries
+//! exits with nothing live (returning from `main` or `std::process::exit` ends the main
+//! thread, whose thread-local destructors glibc and macOS run then), or at
+//! [`remove_all`]. So a process that cleaned up after itself leaves its root as it found
+//! it. [`TempDir::keep`] moves an entry out of it into the root.
 //!
 //! Atomic temp files are created next to their target (a rename across filesystems is
 //! not atomic) as `.<name>.<random>.scoped-temp-atomic`, each `flock`ed by its writer.
@@ -89,11 +92,12 @@
 //! - **A killed process cleans nothing up itself.** After SIGKILL or a power loss its
 //!   entries stay on disk until something calls [`sweep_orphans`] on the root; call it
 //!   at startup. Drop does not run on `std::process::exit` or `abort` either.
-//! - **A normal exit leaves the run directory.** Rust runs no destructor when a process
-//!   ends, so after `main` returns the empty run directory and its `.owner.lock` stay
-//!   behind (one per process, not per entry) unless [`remove_all`] ran: call it last in
-//!   `main` (the `leakproof` umbrella's shutdown does), or let the next run's
-//!   [`sweep_orphans`] reclaim it.
+//! - **A thread that never ends keeps the run directory.** Its empty run directory and
+//!   `.owner.lock` go with the last thread that created entries; one that outlives
+//!   `main` (a detached worker still running at exit) or a platform that runs no
+//!   thread-local destructors at exit (musl's main thread) leaves them behind, one per
+//!   process, not per entry, until the next run's [`sweep_orphans`] or a [`remove_all`]
+//!   called last in `main` (the `leakproof` umbrella's shutdown does).
 //! - **SIGTERM is not handled here.** This crate gives the hook ([`remove_all`]); the
 //!   `leakproof` umbrella (or your own signal handler) must call it.
 //! - **Drop blocks.** Removal on drop is synchronous, like `tempfile`'s; a large tree

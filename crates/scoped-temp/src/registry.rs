@@ -16,7 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -129,6 +129,65 @@ fn entries() -> MutexGuard<'static, BTreeMap<u64, Entry>> {
 
 fn runs_read() -> RwLockReadGuard<'static, Vec<RunDir>> {
     REGISTRY.runs.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Threads alive that have created an entry in a run directory (or asked for one).
+static WATCHING_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Counted in [`WATCHING_THREADS`] from a thread's first entry until it exits.
+    static WATCH: ExitWatch = {
+        WATCHING_THREADS.fetch_add(1, Ordering::AcqRel);
+        ExitWatch
+    };
+}
+
+/// Dropped when its thread exits: the main thread's by returning from `main` or by
+/// `std::process::exit` (glibc and macOS run the exiting thread's thread-local
+/// destructors then), any other thread's when it ends.
+struct ExitWatch;
+
+impl Drop for ExitWatch {
+    fn drop(&mut self) {
+        if WATCHING_THREADS.fetch_sub(1, Ordering::AcqRel) == 1 {
+            tear_down_if_idle();
+        }
+    }
+}
+
+/// Counts this thread among those that create entries in run directories, once.
+fn watch_this_thread() {
+    // During this thread's own teardown it can no longer be counted: a later thread
+    // exit (or a sweep after the process) takes care of the run directory then.
+    let _ = WATCH.try_with(|_| ());
+}
+
+/// The last thread out turns off the lights: when no thread that created entries is
+/// left and nothing is live, each run directory holding only its lock is removed and
+/// its lock released, so a process that cleaned up after itself and returns from
+/// `main` leaves the root as it found it. The next entry sets up a new run directory.
+fn tear_down_if_idle() {
+    let mut runs = REGISTRY
+        .runs
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    if !entries().is_empty() || WATCHING_THREADS.load(Ordering::Acquire) != 0 {
+        return;
+    }
+    runs.retain(|run| {
+        // Something else put there (a caller of `run_dir`): the directory stays.
+        let only_lock = std::fs::read_dir(&run.path).is_ok_and(|mut items| {
+            items.all(|item| item.is_ok_and(|item| item.file_name() == LOCK_NAME))
+        });
+        if !only_lock {
+            return true;
+        }
+        match std::fs::remove_dir_all(&run.path) {
+            Ok(()) => tracing::debug!(run_dir = %run.path.display(), "scoped-temp: run directory removed: nothing live, no thread left"),
+            Err(error) => tracing::debug!(run_dir = %run.path.display(), %error, "scoped-temp: run directory not removed at the last thread's exit"),
+        }
+        false
+    });
 }
 
 fn insert(path: PathBuf, kind: EntryKind) -> u64 {
@@ -269,6 +328,7 @@ pub fn on_first_use(hook: fn(&Path)) -> bool {
 /// directory with a new name.
 pub fn run_dir(root: impl AsRef<Path>) -> Result<PathBuf> {
     let root = root.as_ref();
+    watch_this_thread();
     if let Some(run) = find(&runs_read(), root).filter(|run| run.path.exists()) {
         return Ok(run.path.clone());
     }
@@ -295,6 +355,7 @@ pub(crate) fn create_in_root<T>(
     mut make: impl FnMut(&Path) -> io::Result<(T, PathBuf)>,
 ) -> Result<(T, Guard)> {
     let mut retried = false;
+    watch_this_thread();
     loop {
         {
             let runs = runs_read();
