@@ -6,7 +6,8 @@
 //! (grandchildren that double-fork or call `setsid` included) when its [`Child`] handle
 //! is dropped, when the future awaiting it is cancelled, when its time runs out
 //! ([`Child::wait_timeout`]), and on [`Reaper::shutdown`]: SIGTERM first, SIGKILL after
-//! a grace period (dropping skips straight to SIGKILL). Every signal goes through a
+//! a grace period (dropping skips straight to SIGKILL); [`Reaper::shutdown_by`] also
+//! returns by a deadline, counting members still dying of SIGKILL then. Every signal goes through a
 //! pidfd opened while the process was alive, so a reused PID is never hit. The leader
 //! and every orphan of the tree re-parented to this process are reaped: no zombies.
 //! Captured output is a bounded tail (plus, optionally, each line to a callback), so a
