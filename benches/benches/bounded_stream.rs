@@ -3,8 +3,11 @@
 //! - `pass_through`: a capped stream vs the same stream uncapped (target: at least
 //!   0.98x the throughput); `pass_through_timed` adds idle, deadline and rate limits.
 //! - `gzip_decode`: capped decompression vs plain async-compression (at least 0.95x).
-//! - `line_scan`: `scan_lines` vs a plain `memchr` line counter (at least 0.9x), in
-//!   memory and on a page-cached file (`line_scan_file`, for the absolute GB/s).
+//! - `line_scan`: `scan_lines` vs a plain `memchr` line counter (context), in memory and
+//!   on a page-cached file (`line_scan_file`, for the absolute GB/s).
+//! - On a page-cached 1 GiB log, 64 KiB blocking reads: `find_line_file` and
+//!   `find_file` vs a bare `memmem::find_iter` (at least 0.9x the throughput), and
+//!   `scan_lines_file` vs a bare memchr loop visiting each newline (at least 0.95x).
 //!
 //! Paired measurement, as in `scoped_temp.rs`: each function's timing loop alternates
 //! its own run with an untimed run of the other side, so drift in the machine's speed
@@ -247,6 +250,101 @@ fn line_scan(c: &mut Criterion) {
     );
 }
 
+/// "Does this 1 GiB log contain `warning:`?" on a page-cached file, with blocking reads
+/// of 64 KiB: `find_line` and `find` against a bare `memmem::find_iter` over the same
+/// reads (the needle is absent, so every byte is searched). And `scan_lines` against
+/// a bare memchr loop visiting each newline, on the same file.
+fn search_file(c: &mut Criterion) {
+    const NEEDLE: &[u8] = b"warning:";
+    let data = log(1 << 30);
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(&data).unwrap();
+    file.flush().unwrap();
+    drop(data);
+    let path = file.path().to_path_buf();
+    let open = || std::fs::File::open(&path).unwrap();
+    let finder = memchr::memmem::Finder::new(NEEDLE);
+    let memmem = || {
+        let mut f = open();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut hits = 0usize;
+        loop {
+            let n = f.read(&mut buf).unwrap();
+            if n == 0 {
+                break hits as u64;
+            }
+            hits += finder.find_iter(&buf[..n]).count();
+        }
+    };
+    let size = std::fs::metadata(&path).unwrap().len();
+    let find_line = || {
+        let found = bounded_stream::find_line_blocking(open(), NEEDLE, 64 * 1024).unwrap();
+        u64::from(found.is_some())
+    };
+    // Context: the search as it was, a line at a time (memmem on each line).
+    let per_line = || {
+        let mut found = 0u64;
+        scan_lines_blocking(open(), 64 * 1024, |line| {
+            if finder.find(line.bytes).is_some() {
+                found = line.number;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        found
+    };
+    compare(
+        c,
+        "bounded-stream/find_line_file",
+        size,
+        &find_line,
+        &[("memmem", &memmem), ("per-line", &per_line)],
+    );
+    let find = || {
+        bounded_stream::find_blocking(open(), NEEDLE)
+            .unwrap()
+            .unwrap_or(0)
+    };
+    compare(
+        c,
+        "bounded-stream/find_file",
+        size,
+        &find,
+        &[("memmem", &memmem)],
+    );
+    let scan = || {
+        let mut lines = 0u64;
+        scan_lines_blocking(open(), 64 * 1024, |_| {
+            lines += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        lines
+    };
+    let visit = || {
+        let mut f = open();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut lines = 0u64;
+        loop {
+            let n = f.read(&mut buf).unwrap();
+            if n == 0 {
+                break lines;
+            }
+            for _ in memchr::memchr_iter(b'\n', &buf[..n]) {
+                lines += 1;
+            }
+        }
+    };
+    compare(
+        c,
+        "bounded-stream/scan_lines_file",
+        size,
+        &scan,
+        &[("memchr-per-line", &visit)],
+    );
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -255,4 +353,5 @@ fn config() -> Criterion {
 }
 
 criterion_group! { name = benches; config = config(); targets = pass_through, gzip_decode, line_scan }
-criterion_main!(benches);
+criterion_group! { name = search; config = config().sample_size(10); targets = search_file }
+criterion_main!(benches, search);

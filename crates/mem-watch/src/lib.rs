@@ -81,5 +81,5 @@ pub use job::{Figures, JobGuard, JobReport};
 pub use leak::{LeakCheck, LeakReport, theil_sen};
 pub use parse::CgroupVersion;
 pub use pressure::PressureWatch;
-pub use probe::{CgroupMemory, Probe, Sample, Snapshot};
+pub use probe::{CgroupMemory, Probe, SLOW_FIELDS_EVERY, Sample, Snapshot};
 pub use watcher::{Event, Level, Source, Threshold, WatchConfig, Watcher, next_level};

@@ -29,6 +29,54 @@ pub fn kib_field(text: &str, key: &str) -> Option<u64> {
     }
 }
 
+/// The fields a snapshot takes from `/proc/self/status`, in bytes (threads counted),
+/// read in one pass over its lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatusFields {
+    /// `VmSize`.
+    pub vm_size: Option<u64>,
+    /// `VmRSS`.
+    pub vm_rss: Option<u64>,
+    /// `VmHWM`.
+    pub vm_hwm: Option<u64>,
+    /// `Threads`.
+    pub threads: Option<u64>,
+}
+
+/// Reads [`StatusFields`] from the text of `/proc/self/status`.
+pub fn status(text: &str) -> StatusFields {
+    let mut fields = StatusFields::default();
+    let mut wanted = 4;
+    for line in text.lines() {
+        // Only lines starting `V` or `T` can be wanted: most are passed over on one byte.
+        if !matches!(line.as_bytes().first(), Some(b'V' | b'T')) {
+            continue;
+        }
+        let Some((key, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let slot = match key {
+            "VmSize" => &mut fields.vm_size,
+            "VmRSS" => &mut fields.vm_rss,
+            "VmHWM" => &mut fields.vm_hwm,
+            "Threads" => &mut fields.threads,
+            _ => continue,
+        };
+        let mut parts = rest.split_ascii_whitespace();
+        let value = parts.next().and_then(|v| v.parse::<u64>().ok());
+        *slot = match parts.next() {
+            Some("kB") => value.and_then(|v| v.checked_mul(1024)),
+            _ => value,
+        };
+        wanted -= 1;
+        if wanted == 0 {
+            break;
+        }
+    }
+    fields
+}
+
 /// A memory limit file: cgroup v2 `memory.max` (`max` means none) or v1
 /// `memory.limit_in_bytes` (a value near `i64::MAX`, page-rounded, means none).
 pub fn limit(text: &str) -> Option<u64> {

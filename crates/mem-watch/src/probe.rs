@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::parse::{self, CgroupVersion};
 use crate::{Error, Result};
@@ -99,10 +99,22 @@ pub struct Probe {
     mem_total: Option<u64>,
     cgroup: Option<CgroupFiles>,
     pressure: Option<File>,
+    /// The slow fields and when they were read.
+    slow: Option<(Instant, SlowFields)>,
     buf: Vec<u8>,
 }
 
 /// The memory cgroup's files, kept open and re-read with `pread` like the procfs ones.
+/// How long a snapshot reuses the cgroup limit and the PSI averages it read.
+pub const SLOW_FIELDS_EVERY: Duration = Duration::from_secs(1);
+
+/// The snapshot fields that change slowly, as last read.
+#[derive(Debug, Clone, Copy)]
+struct SlowFields {
+    limit: Option<u64>,
+    pressure: (Option<f64>, Option<f64>),
+}
+
 #[derive(Debug)]
 struct CgroupFiles {
     version: CgroupVersion,
@@ -174,6 +186,7 @@ impl Probe {
             mem_total,
             cgroup,
             pressure,
+            slow: None,
             buf: Vec::with_capacity(4096),
         })
     }
@@ -234,48 +247,76 @@ impl Probe {
         }
     }
 
-    /// The full reading.
+    /// The full reading, from one read of `/proc/self/status` (resident, virtual and
+    /// peak size, threads; `statm` only where `status` lacks them), the descriptor
+    /// count, and the cgroup's usage. The cgroup limit and the PSI averages are read again
+    /// at most every [`SLOW_FIELDS_EVERY`]: a limit rarely changes, and the kernel moves
+    /// PSI's averages every 2 s. About 8 µs on this project's test VM, flat with the
+    /// mapped size (`cargo xtask bench`, `mem-watch/snapshot`).
     pub fn snapshot(&mut self) -> Snapshot {
-        let statm = self.statm();
+        let at = Instant::now();
+        let status = match self.status.as_ref() {
+            Some(file) => Self::pread(&mut self.buf, file).map(parse::status),
+            None => None,
+        }
+        .unwrap_or_default();
+        let statm = match (status.vm_rss, status.vm_size) {
+            (Some(rss), Some(size)) => Some((size, rss)),
+            _ => self
+                .statm()
+                .map(|(size, rss)| (status.vm_size.unwrap_or(size), status.vm_rss.unwrap_or(rss))),
+        };
         let sample = Sample {
-            at: Instant::now(),
+            at,
             rss: statm.map_or(0, |(_, rss)| rss),
             fds: self.open_fds(),
         };
-        let buf = &mut self.buf;
-        let (peak_rss, threads) = match self.status.as_ref().and_then(|f| Self::pread(buf, f)) {
-            Some(t) => (parse::kib_field(t, "VmHWM"), parse::kib_field(t, "Threads")),
-            None => (None, None),
-        };
+        let usage = self.cgroup.as_ref().and_then(|files| {
+            let file = files.usage.as_ref()?;
+            Self::pread(&mut self.buf, file).and_then(parse::number)
+        });
+        let slow = self.slow_fields(at);
         let cgroup = self.cgroup.as_ref().map(|files| CgroupMemory {
             version: files.version,
-            limit: files
-                .limit
-                .as_ref()
-                .and_then(|f| Self::pread(buf, f))
-                .and_then(parse::limit),
-            usage: files
-                .usage
-                .as_ref()
-                .and_then(|f| Self::pread(buf, f))
-                .and_then(parse::number),
+            limit: slow.limit,
+            usage,
         });
-        let (pressure_some, pressure_full) = self
+        Snapshot {
+            sample,
+            virtual_size: statm.map(|(virtual_size, _)| virtual_size),
+            peak_rss: status.vm_hwm,
+            threads: status.threads,
+            mem_total: self.mem_total,
+            cgroup,
+            pressure_some: slow.pressure.0,
+            pressure_full: slow.pressure.1,
+        }
+    }
+
+    /// The cgroup limit and PSI averages, read again when older than
+    /// [`SLOW_FIELDS_EVERY`].
+    fn slow_fields(&mut self, now: Instant) -> SlowFields {
+        if let Some((read, fields)) = self.slow
+            && now.saturating_duration_since(read) < SLOW_FIELDS_EVERY
+        {
+            return fields;
+        }
+        let buf = &mut self.buf;
+        let limit = self
+            .cgroup
+            .as_ref()
+            .and_then(|files| files.limit.as_ref())
+            .and_then(|f| Self::pread(buf, f))
+            .and_then(parse::limit);
+        let pressure = self
             .pressure
             .as_ref()
             .and_then(|f| Self::pread(buf, f))
             .map(parse::psi)
             .unwrap_or((None, None));
-        Snapshot {
-            sample,
-            virtual_size: statm.map(|(virtual_size, _)| virtual_size),
-            peak_rss,
-            threads,
-            mem_total: self.mem_total,
-            cgroup,
-            pressure_some,
-            pressure_full,
-        }
+        let fields = SlowFields { limit, pressure };
+        self.slow = Some((now, fields));
+        fields
     }
 
     /// Resets the peak resident size (`VmHWM`) to the current one, where the kernel
