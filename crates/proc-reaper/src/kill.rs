@@ -88,10 +88,12 @@ pub struct TreeReport {
     /// long), or no pidfd could be opened for them (fds exhausted). Normally 0; logged
     /// as a warning otherwise.
     pub unattributed: usize,
-    /// Members still alive when a time bound given to the end ran out
-    /// ([`Reaper::shutdown_by`](crate::Reaper::shutdown_by)): each was sent SIGKILL,
-    /// which it cannot outlive, but dies (and, if it became this process's child, is
-    /// reaped) after the report. Always 0 without a bound.
+    /// Processes of the tree still alive when a time bound given to the end ran out
+    /// ([`Reaper::shutdown_by`](crate::Reaper::shutdown_by)): those pinned were sent
+    /// SIGKILL, which they cannot outlive; in a fork storm this also counts members
+    /// found but not yet pinned (over the descriptor budget), so it can exceed
+    /// `members`. They die (and are reaped, if they became this process's children)
+    /// after the report. Always 0 without a bound.
     pub left: usize,
 }
 

@@ -166,8 +166,9 @@ async fn a_fork_storm_ended_on_timeout_leaves_no_zombie() {
 
 /// Item: a shutdown with a time bound returns at the bound even while a fork storm that
 /// ignores SIGTERM is still being killed (here the bound is already past: no grace, one
-/// SIGKILL round); what it could not see die is counted in `left`, and ending the tree
-/// afterwards without a bound still leaves nothing, zombies included.
+/// SIGKILL round); what it could not see die is counted in `left` (a CI run reported 570
+/// of a storm that had 256 pinned), and ending the tree afterwards without a bound still
+/// leaves nothing, zombies included.
 #[tokio::test]
 async fn a_bounded_shutdown_returns_at_its_bound_during_a_fork_storm() {
     let _serial = SERIAL.lock().await;
@@ -198,7 +199,6 @@ async fn a_bounded_shutdown_returns_at_its_bound_during_a_fork_storm() {
         report.killed > 0,
         "no grace was left, so SIGKILL: {report:?}"
     );
-    assert!(report.left <= report.members, "{report:?}");
     // The rest, without a bound.
     let outcome = started.wait_timeout(Duration::ZERO).await.unwrap();
     while let Ok(pid) = rx.try_recv() {
