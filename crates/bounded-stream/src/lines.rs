@@ -180,8 +180,8 @@ impl LineSplitter {
 }
 
 /// Alignment of the read area: the kernel copies a read fastest to an aligned
-/// destination (an incomplete line of 41 bytes kept in front of the read misaligned
-/// every read by that much, and cost a search about a tenth of its speed).
+/// destination, and bytes carried over in front of the read (an incomplete line, a
+/// needle's possible start) used to misalign every read by their length.
 const ALIGN: usize = 64;
 
 /// A read buffer with room for `keep` bytes carried over (an incomplete line, a needle's
