@@ -517,6 +517,7 @@ pub async fn find_line_regex<R: AsyncRead + Unpin>(
 }
 
 /// The first line for which `matches` holds.
+#[cfg(feature = "regex")]
 async fn first_line<R: AsyncRead + Unpin>(
     reader: R,
     max_line: usize,
