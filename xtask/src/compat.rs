@@ -26,6 +26,7 @@ const PUBLISHED: &[&str] = &[
     "mem-watch",
     "ttl-cache",
     "leakproof",
+    "leakproof-stress",
 ];
 
 /// Targets the portable crates must build for.

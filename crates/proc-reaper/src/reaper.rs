@@ -547,8 +547,11 @@ impl Child {
         self.finish(false, true).await
     }
 
-    /// Resolves when the leader has exited (its pidfd turns readable).
-    async fn exited(&mut self) {
+    /// Resolves when the leader has exited (its pidfd turns readable), leaving it
+    /// unreaped and the rest of its tree as it is: for a caller that looks at what
+    /// outlived the leader (a leak check) before [`Child::wait`] ends and reaps it.
+    /// Cancellation-safe; resolves at once if the leader is already gone.
+    pub async fn exited(&mut self) {
         if let Some(pidfd) = &self.pidfd {
             // A pidfd only ever reports readable, once, when the process exits; an error
             // here means the fd is unusable, and `finish` then ends the tree anyway.

@@ -285,13 +285,9 @@ pub fn stop_spawns() {
     *SPAWNS.write().unwrap_or_else(PoisonError::into_inner) = false;
 }
 
-/// A reproducible spread for picking faults and delays: a fixed-seed hash
-/// (splitmix64's finalizer) of `i`, in `0..n`.
+/// A reproducible spread for picking faults and delays, in `0..n`.
 pub fn spread(i: u64, n: u64) -> u64 {
-    let mut x = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (x ^ (x >> 31)) % n.max(1)
+    leakproof_stress::spread(0, i) % n.max(1)
 }
 
 /// Silences panics whose message is `message` (injected on purpose) so the report stays

@@ -39,7 +39,7 @@ pub const SCENARIOS: &[&str] = &["s1", "s2", "s3", "inputs", "s5", "s4", "s4b"];
 
 /// The environment variable every harness child and its descendants carry, so a
 /// survivor is found wherever it was re-parented.
-const RUN_MARKER: &str = "LEAKPROOF_STRESS_RUN";
+const RUN_MARKER: &str = leakproof_stress::MARKER_VAR;
 
 /// What the command line asked for.
 #[derive(Debug, Clone, Default)]
