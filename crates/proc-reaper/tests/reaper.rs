@@ -245,3 +245,24 @@ fn spawning_outside_a_runtime_is_an_error() {
         Err(proc_reaper::Error::NoRuntime)
     ));
 }
+
+/// `exited` returns on the leader's exit and leaves the rest of the tree to be looked
+/// at; `wait` then ends it. On both paths, cgroup and not.
+#[tokio::test]
+async fn exited_leaves_the_tree_for_a_look_and_wait_ends_it() {
+    let _serial = SERIAL.lock().await;
+    for reaper in [Reaper::subreaper_only().unwrap(), Reaper::new().unwrap()] {
+        let (mut child, mut rx) = reporting(&reaper, "setsid sleep 60 & echo $!");
+        let daemon = next_pids(&mut rx, 1).await[0];
+        child.exited().await;
+        // The leader is a zombie now, not reaped: its daemon is still running.
+        assert!(!gone(daemon), "exited must not end the tree");
+        assert_eq!(parent_of(daemon), Some(std::process::id()), "re-parented here");
+        child.exited().await; // again: at once
+        let outcome = child.wait().await.unwrap();
+        assert!(outcome.success());
+        assert_eq!(outcome.tree.escapees, 1, "{:?}", outcome.tree);
+        assert!(gone(daemon), "wait ended what outlived the leader");
+        assert!(zombies().is_empty());
+    }
+}
