@@ -149,8 +149,8 @@ const ALLOWED_LINKS: &[(&str, &[&str])] = &[
     ("bounded-stream", &["scoped-temp"]),
     // Output capture: the tail buffer and the capped line scanner.
     ("proc-reaper", &["bounded-stream"]),
-    // The torture starts each command through a reaper.
-    ("leakproof-stress", &["proc-reaper"]),
+    // The torture starts each command through a reaper; the soak judges a trend.
+    ("leakproof-stress", &["mem-watch", "proc-reaper"]),
     // The umbrella re-exports them all.
     (
         "leakproof",

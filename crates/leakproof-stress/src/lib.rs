@@ -13,11 +13,25 @@
 //! it. The verdict is a [`Report`], written as JSON, JUnit XML and Markdown (appended
 //! to `$GITHUB_STEP_SUMMARY` in GitHub Actions).
 //!
+//! [`Soak`] judges a long-running service: it starts the service once, runs a load
+//! command against it round after round, judges the trend of the service's resident
+//! memory and open descriptors (a robust slope over the rounds after a warm-up), then
+//! stops it with SIGTERM and judges what it left, as above.
+//!
+//! [`Operations`] judges async code in-process: N operations of yours at a given
+//! concurrency, a share of them faulted (told to fail or panic, or cancelled), then
+//! temp entries, child processes and descriptors checked back to a baseline read
+//! before them ([`Counts`]), gauges of yours (a pool's idle connections) back to their
+//! values, a resident-memory trend if asked, all within a time limit (the watchdog).
+//! `cargo xtask stress` judges its own scenarios with the same [`Counts`] and
+//! reports through the same [`Case`]s.
+//!
 //! The `leakproof-stress` binary is the same engine on the command line:
 //!
 //! ```text
 //! cargo install --path crates/leakproof-stress
-//! leakproof-stress run --runs 3 --terms 5 --kills 5 --deadline 10 --out target/torture -- ./my-service --once
+//! leakproof-stress run --runs 3 --terms 5 --kills 5 --deadline 10 --out target/torture -- ./my-tool --once
+//! leakproof-stress soak --load './load-test.sh' --rounds 20 -- ./my-service --port 8080
 //! ```
 //!
 //! It exits 0 when every check held, 1 naming each leak otherwise, 2 when the torture
@@ -57,6 +71,10 @@
 //! - **Other children of the calling process.** Everything re-parented to this process
 //!   counts as the command's: call [`Torture::run`] from a process that starts nothing
 //!   else meanwhile (the CLI is such a process).
+//! - **A trend is not a proof.** The soak's slope catches steady growth per round; a
+//!   leak that shows once in a hundred rounds, or that stays under the tolerance, passes.
+//!   On glibc a multi-threaded service's resident size creeps while its malloc arenas
+//!   fill: run it with `MALLOC_ARENA_MAX=1` or `2` to judge memory.
 //! - **Random points are not exhaustive.** A leak that only a signal in one
 //!   millisecond-wide window shows may take many rounds to hit; the seed makes a found
 //!   one reproducible.
@@ -66,13 +84,20 @@
 //! Linux only: it reads `/proc`, signals through pidfds and relies on
 //! [`proc_reaper`], which builds on Linux only.
 
+mod baseline;
 mod error;
+mod launch;
+mod ops;
 pub mod report;
 pub mod scan;
+mod soak;
 mod torture;
 
+pub use baseline::Counts;
 pub use error::{Error, Result};
+pub use ops::{Fault, Op, Operations};
 pub use report::{Case, Check, Report};
+pub use soak::{SERVICE_PID_VAR, Soak};
 pub use torture::{Torture, spread};
 
 /// The environment variable every process the command starts inherits: its value names

@@ -1,31 +1,47 @@
 //! `leakproof-stress`: torture any command from outside and report what it leaves.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use leakproof_stress::Torture;
+use leakproof_stress::{Report, Soak, Torture};
 
 const USAGE: &str = "\
-leakproof-stress: run a command, SIGTERM it and SIGKILL it at random points, and report
-the processes, zombies and temp entries it leaves behind.
+leakproof-stress: judge a program from outside by what it leaves behind.
 
 usage:
   leakproof-stress run [OPTIONS] -- CMD [ARGS...]
+      run CMD to completion, SIGTERM it and SIGKILL it at random points; after each
+      round, name the processes, zombies and TMPDIR entries it left (then remove them)
+  leakproof-stress soak --load 'SHELL COMMAND' [OPTIONS] -- SERVICE [ARGS...]
+      start SERVICE, run the load command against it round after round, judge the
+      trend of its resident memory and open fds, then SIGTERM it and judge its stop
 
-options:
+run options:
   --runs N          completed runs (default 3); their median time is the window the
                     random signal points are drawn from
   --terms N         rounds ended by SIGTERM at a random point (default 3)
   --kills N         rounds ended by SIGKILL at a random point (default 3)
-  --deadline SECS   time to exit after SIGTERM (default 10)
   --timeout SECS    time a completed run may take (default 600)
-  --settle SECS     time for what the command started to go after it exits (default 2)
   --window SECS     draw signal points from 0..SECS (default: the runs' median time)
   --seed N          the random points' seed (default 24301; printed in the report)
   --reclaim-run     after each SIGKILL, run the command once more in the same TMPDIR
                     before judging its entries (for programs that reclaim a killed
                     run's leftovers when they start)
+
+soak options:
+  --load CMD        the load, run with `sh -c` (LEAKPROOF_STRESS_SERVICE_PID is set)
+  --rounds N        load runs judged (default 20, at least 3)
+  --warmup N        load runs first, not judged (default 3)
+  --ready SECS      time from the service's start to the first load run (default 1)
+  --load-timeout SECS  time one load run may take (default 60)
+  --rss-tolerance KIB  resident memory growth per round that is a leak (default 64)
+  --fd-tolerance N  descriptor growth per round that is a leak (default 0.5)
+
+both:
+  --deadline SECS   time to exit after SIGTERM (default 10)
+  --settle SECS     time for what the command started to go after it exits (default 2)
   --no-cgroup       find survivors by marker and parentage only, as on a host without
                     a writable cgroup v2 (default: a cgroup v2 per run where allowed)
   --out DIR         where report.json, junit.xml and summary.md go
@@ -33,11 +49,24 @@ options:
 
 exit status: 0 no leak, 1 a leak (each named), 2 the torture could not run";
 
+/// What the command line asked for.
+enum Job {
+    Run(Torture),
+    Soak(Soak),
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("run") => match parse(&args[1..]) {
-            Ok((torture, out)) => run(torture, out),
+        Some(mode @ ("run" | "soak")) => match parse(mode, &args[1..]) {
+            Ok((Job::Run(torture), out)) => {
+                println!("leakproof-stress: {}", torture.command_line());
+                finish(async move { torture.run().await }, out)
+            }
+            Ok((Job::Soak(soak), out)) => {
+                println!("leakproof-stress soak: {}", soak.command_line());
+                finish(async move { soak.run().await }, out)
+            }
             Err(message) => {
                 eprintln!("leakproof-stress: {message}\n\n{USAGE}");
                 ExitCode::from(2)
@@ -52,13 +81,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         other => {
-            eprintln!("leakproof-stress: expected `run`, got {other:?}\n\n{USAGE}");
+            eprintln!("leakproof-stress: expected `run` or `soak`, got {other:?}\n\n{USAGE}");
             ExitCode::from(2)
         }
     }
 }
 
-fn parse(args: &[String]) -> Result<(Torture, PathBuf), String> {
+fn parse(mode: &str, args: &[String]) -> Result<(Job, PathBuf), String> {
     let split = args
         .iter()
         .position(|a| a == "--")
@@ -66,6 +95,8 @@ fn parse(args: &[String]) -> Result<(Torture, PathBuf), String> {
     let (options, command) = (&args[..split], &args[split + 1..]);
     let (program, rest) = command.split_first().ok_or("no command after `--`")?;
     let mut torture = Torture::new(program, rest).seed(24301);
+    let mut soak = Soak::new(program, rest, "");
+    let mut load = None;
     let mut out = PathBuf::from("leakproof-stress-report");
     let mut options = options.iter();
     while let Some(flag) = options.next() {
@@ -78,41 +109,97 @@ fn parse(args: &[String]) -> Result<(Torture, PathBuf), String> {
             v.parse::<usize>()
                 .map_err(|_| format!("{flag} takes a whole number, got {v:?}"))
         };
-        let secs = |v: &String| {
+        let number = |v: &String| {
             v.parse::<f64>()
                 .ok()
                 .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
-                .map(Duration::from_secs_f64)
-                .ok_or_else(|| format!("{flag} takes seconds, got {v:?}"))
+                .ok_or_else(|| format!("{flag} takes a number of 0 or more, got {v:?}"))
         };
-        torture = match flag.as_str() {
-            "--runs" => torture.runs(count(value()?)?),
-            "--terms" => torture.terms(count(value()?)?),
-            "--kills" => torture.kills(count(value()?)?),
-            "--deadline" => torture.deadline(secs(value()?)?),
-            "--timeout" => torture.timeout(secs(value()?)?),
-            "--settle" => torture.settle(secs(value()?)?),
-            "--window" => torture.window(secs(value()?)?),
+        let secs = |v: &String| number(v).map(Duration::from_secs_f64);
+        let both = matches!(
+            flag.as_str(),
+            "--deadline" | "--settle" | "--no-cgroup" | "--out"
+        );
+        let known = both
+            || match mode {
+                "run" => matches!(
+                    flag.as_str(),
+                    "--runs"
+                        | "--terms"
+                        | "--kills"
+                        | "--timeout"
+                        | "--window"
+                        | "--seed"
+                        | "--reclaim-run"
+                ),
+                _ => matches!(
+                    flag.as_str(),
+                    "--load"
+                        | "--rounds"
+                        | "--warmup"
+                        | "--ready"
+                        | "--load-timeout"
+                        | "--rss-tolerance"
+                        | "--fd-tolerance"
+                ),
+            };
+        if !known {
+            return Err(format!("unknown option {flag:?} for `{mode}`"));
+        }
+        match flag.as_str() {
+            "--deadline" => {
+                let d = secs(value()?)?;
+                torture = torture.deadline(d);
+                soak = soak.deadline(d);
+            }
+            "--settle" => {
+                let d = secs(value()?)?;
+                torture = torture.settle(d);
+                soak = soak.settle(d);
+            }
+            "--no-cgroup" => {
+                torture = torture.cgroups(false);
+                soak = soak.cgroups(false);
+            }
+            "--out" => out = PathBuf::from(value()?),
+            "--runs" => torture = torture.runs(count(value()?)?),
+            "--terms" => torture = torture.terms(count(value()?)?),
+            "--kills" => torture = torture.kills(count(value()?)?),
+            "--timeout" => torture = torture.timeout(secs(value()?)?),
+            "--window" => torture = torture.window(secs(value()?)?),
             "--seed" => {
                 let v = value()?;
-                torture.seed(
+                torture = torture.seed(
                     v.parse()
                         .map_err(|_| format!("--seed takes a whole number, got {v:?}"))?,
-                )
+                );
             }
-            "--reclaim-run" => torture.reclaim_run(true),
-            "--no-cgroup" => torture.cgroups(false),
-            "--out" => {
-                out = PathBuf::from(value()?);
-                torture
+            "--reclaim-run" => torture = torture.reclaim_run(true),
+            "--load" => load = Some(value()?.clone()),
+            "--rounds" => {
+                let n = count(value()?)?;
+                if n < 3 {
+                    return Err(format!("--rounds takes at least 3 (a trend), got {n}"));
+                }
+                soak = soak.rounds(n);
             }
+            "--warmup" => soak = soak.warmup(count(value()?)?),
+            "--ready" => soak = soak.ready(secs(value()?)?),
+            "--load-timeout" => soak = soak.load_timeout(secs(value()?)?),
+            "--rss-tolerance" => soak = soak.rss_tolerance(number(value()?)? * 1024.0),
+            "--fd-tolerance" => soak = soak.fd_tolerance(number(value()?)?),
             other => return Err(format!("unknown option {other:?}")),
-        };
+        }
     }
-    Ok((torture, out))
+    if mode == "run" {
+        return Ok((Job::Run(torture), out));
+    }
+    let load = load.ok_or("soak needs --load 'SHELL COMMAND'")?;
+    Ok((Job::Soak(soak.load(load)), out))
 }
 
-fn run(torture: Torture, out: PathBuf) -> ExitCode {
+/// Runs the job on a current-thread runtime, prints the verdict, writes the reports.
+fn finish(job: impl Future<Output = leakproof_stress::Result<Report>>, out: PathBuf) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -123,8 +210,7 @@ fn run(torture: Torture, out: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    println!("leakproof-stress: {}", torture.command_line());
-    let report = match runtime.block_on(torture.run()) {
+    let report = match runtime.block_on(job) {
         Ok(report) => report,
         Err(e) => {
             eprintln!("leakproof-stress: {e}");
@@ -136,7 +222,7 @@ fn run(torture: Torture, out: PathBuf) -> ExitCode {
     }
     for case in &report.cases {
         println!(
-            "{:<5} {:<10} {}",
+            "{:<5} {:<11} {}",
             if case.passed() { "pass" } else { "FAIL" },
             case.name,
             case.figures_line()

@@ -131,6 +131,20 @@ pub fn cgroup_procs(path: &str) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// Resident memory of `pid` in bytes (`/proc/<pid>/statm`'s second field, in pages);
+/// `None` once it is gone.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * rustix::param::page_size() as u64)
+}
+
+/// Open file descriptors of `pid` (the entries of `/proc/<pid>/fd`); `None` when they
+/// cannot be listed (gone, or another user's).
+pub fn fd_count(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
 /// The command line of `pid`, its arguments joined by spaces (`[name]` for a process
 /// with none, as `ps` shows kernel threads and zombies), at most 200 characters.
 pub fn command_line(pid: u32) -> String {

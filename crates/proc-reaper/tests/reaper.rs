@@ -257,7 +257,11 @@ async fn exited_leaves_the_tree_for_a_look_and_wait_ends_it() {
         child.exited().await;
         // The leader is a zombie now, not reaped: its daemon is still running.
         assert!(!gone(daemon), "exited must not end the tree");
-        assert_eq!(parent_of(daemon), Some(std::process::id()), "re-parented here");
+        assert_eq!(
+            parent_of(daemon),
+            Some(std::process::id()),
+            "re-parented here"
+        );
         child.exited().await; // again: at once
         let outcome = child.wait().await.unwrap();
         assert!(outcome.success());

@@ -57,58 +57,25 @@ impl Profile {
     }
 }
 
-/// One scenario's outcome.
-#[derive(Debug)]
-pub struct Scenario {
-    title: String,
-    notes: Vec<String>,
-    /// Key figures for the summary table and the JSON report.
-    figures: Vec<(String, String)>,
-    checks: Vec<(String, bool, String)>,
-}
+/// One scenario's outcome: what it did, its key figures, and its checks (the
+/// library's case, which also gives the JUnit XML report).
+pub use leakproof_stress::Case as Scenario;
 
-impl Scenario {
-    pub fn new(title: impl Into<String>) -> Self {
-        Scenario {
-            title: title.into(),
-            notes: Vec::new(),
-            figures: Vec::new(),
-            checks: Vec::new(),
-        }
+/// Prints a scenario's notes and checks.
+fn print(s: &Scenario) {
+    println!("== {}", s.name);
+    for note in &s.notes {
+        println!("   {note}");
     }
-
-    /// A line of context for the report.
-    pub fn note(&mut self, line: impl Into<String>) {
-        self.notes.push(line.into());
+    for c in &s.checks {
+        println!(
+            "   {}  {:<50} {}",
+            if c.ok { "PASS" } else { "FAIL" },
+            c.what,
+            c.observed
+        );
     }
-
-    /// A key figure, for the summary table.
-    pub fn figure(&mut self, name: &str, value: impl Into<String>) {
-        self.figures.push((name.to_string(), value.into()));
-    }
-
-    /// A requirement: `what` must hold; `observed` says what was seen.
-    pub fn check(&mut self, what: &str, ok: bool, observed: impl Into<String>) {
-        self.checks.push((what.to_string(), ok, observed.into()));
-    }
-
-    fn passed(&self) -> bool {
-        self.checks.iter().all(|(_, ok, _)| *ok)
-    }
-
-    fn print(&self) {
-        println!("== {}", self.title);
-        for note in &self.notes {
-            println!("   {note}");
-        }
-        for (what, ok, observed) in &self.checks {
-            println!(
-                "   {}  {what:<50} {observed}",
-                if *ok { "PASS" } else { "FAIL" }
-            );
-        }
-        println!();
-    }
+    println!();
 }
 
 pub fn main(args: &[String]) -> Result<bool> {
@@ -231,7 +198,7 @@ pub fn main(args: &[String]) -> Result<bool> {
     }
     println!();
     for s in &scenarios {
-        s.print();
+        print(s);
     }
     let files = report::finish(recorder, &scenarios, profile_name, &options.out)?;
     let checks: usize = scenarios.iter().map(|s| s.checks.len()).sum();
@@ -240,12 +207,13 @@ pub fn main(args: &[String]) -> Result<bool> {
         .flat_map(|s| {
             s.checks
                 .iter()
-                .filter(|(_, ok, _)| !ok)
-                .map(move |(what, _, observed)| format!("{}: {what}: {observed}", s.title))
+                .filter(|c| !c.ok)
+                .map(move |c| format!("{}: {}: {}", s.name, c.what, c.observed))
         })
         .collect();
     println!("report: {}", files.json.display());
     println!("chart:  {}", files.svg.display());
+    println!("junit:  {}", files.junit.display());
     for failure in &failed {
         println!("FAILED  {failure}");
     }

@@ -287,6 +287,7 @@ struct JsonReport<'a> {
 pub struct Files {
     pub json: PathBuf,
     pub svg: PathBuf,
+    pub junit: PathBuf,
 }
 
 /// Stops the recorder, prints the summary table and writes the JSON report and the
@@ -304,6 +305,7 @@ pub fn finish(
     let files = Files {
         json: out.join("report.json"),
         svg: out.join("chart.svg"),
+        junit: out.join("junit.xml"),
     };
     let report = JsonReport {
         profile,
@@ -312,17 +314,17 @@ pub fn finish(
         scenarios: scenarios
             .iter()
             .map(|s| JsonScenario {
-                title: &s.title,
+                title: &s.name,
                 passed: s.passed(),
                 figures: &s.figures,
                 notes: &s.notes,
                 checks: s
                     .checks
                     .iter()
-                    .map(|(what, ok, observed)| JsonCheck {
-                        what,
-                        ok: *ok,
-                        observed,
+                    .map(|c| JsonCheck {
+                        what: &c.what,
+                        ok: c.ok,
+                        observed: &c.observed,
                     })
                     .collect(),
             })
@@ -331,6 +333,13 @@ pub fn finish(
         samples: &samples,
     };
     std::fs::write(&files.json, serde_json::to_vec_pretty(&report)?)?;
+    let junit = leakproof_stress::Report {
+        suite: format!("cargo xtask stress ({profile} profile)"),
+        cases: scenarios.to_vec(),
+        took: std::time::Duration::from_secs_f64(seconds),
+        ..Default::default()
+    };
+    std::fs::write(&files.junit, junit.junit_xml())?;
     chart(&files.svg, &samples, &marks)?;
     Ok(files)
 }
@@ -350,7 +359,7 @@ fn print_table(scenarios: &[Scenario]) {
                     .join(", ")
             };
             (
-                s.title.clone(),
+                s.name.clone(),
                 if s.passed() { "PASS" } else { "FAIL" },
                 figures,
             )

@@ -25,12 +25,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use leakproof_stress::Counts;
 use proc_reaper::Reaper;
 use tokio::io::AsyncBufReadExt;
 
 use self::server::{Repo, Servers};
 use self::work::{Db, DbCheck, Fault, IndexError, Indexer};
-use super::report::{Recorder, descendants, entry_names, with_marker};
+use super::report::{Recorder, descendants, with_marker};
 use super::{CHILD_COMMAND, Profile, Scenario, sigkill, spread};
 use crate::Result;
 
@@ -69,83 +70,16 @@ struct Ctx<'a> {
     temp: PathBuf,
 }
 
-/// What a scenario compares with its baseline, read from `/proc` and the temp dir.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Counts {
-    fds: usize,
-    sockets: usize,
-    temp: Vec<String>,
-    children: Vec<u32>,
-}
-
-impl Counts {
-    fn read(temp: &Path) -> Counts {
-        let _quiet = super::report::pause_sampler();
-        let (mut fds, mut sockets) = (0usize, 0usize);
-        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-            for entry in dir.flatten() {
-                fds += 1;
-                if std::fs::read_link(entry.path())
-                    .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
-                {
-                    sockets += 1;
-                }
-            }
-        }
-        let mut children = descendants(std::process::id());
-        children.sort_unstable();
-        let temp = entry_names(temp);
-        Counts {
-            // The listing's own fd is in the listing.
-            fds: fds.saturating_sub(1),
-            sockets,
-            temp,
-            children,
-        }
-    }
-
-    /// Fds other than sockets: files, pipes, the index.
-    fn files(&self) -> usize {
-        self.fds - self.sockets
-    }
-
-    /// Temp entries, children and non-socket fds as in `base` (what one operation must
-    /// give back, whatever the connection pool does).
-    fn same_but_sockets(&self, base: &Counts) -> bool {
-        self.temp == base.temp && self.children == base.children && self.files() == base.files()
-    }
-
-    /// What differs from `base`, with the numbers: "temp entries: 1 over baseline".
-    fn drift(&self, base: &Counts, sockets_too: bool) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut diff = |what: &str, now: usize, then: usize| {
-            if now != then {
-                let (by, dir) = if now > then {
-                    (now - then, "over")
-                } else {
-                    (then - now, "under")
-                };
-                out.push(format!("{what}: {by} {dir} baseline ({then} -> {now})"));
-            }
-        };
-        diff("temp entries", self.temp.len(), base.temp.len());
-        diff("child processes", self.children.len(), base.children.len());
-        if sockets_too {
-            diff("open fds", self.fds, base.fds);
-        } else {
-            diff("open fds other than sockets", self.files(), base.files());
-        }
-        out
-    }
-}
-
 impl Ctx<'_> {
     /// Counts once the reaper has settled and `want` holds, or after 10 s.
     async fn settle(&self, want: impl Fn(&Counts) -> bool) -> Counts {
         self.reaper.settle().await;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let counts = Counts::read(&self.temp);
+            let counts = {
+                let _quiet = super::report::pause_sampler();
+                Counts::read(&self.temp)
+            };
             if want(&counts) || Instant::now() >= deadline {
                 return counts;
             }
@@ -167,46 +101,6 @@ impl Ctx<'_> {
             None,
         )?;
         Ok((servers, indexer, db_path))
-    }
-
-    /// Baseline checks of a scenario's end: everything back to `before`, exactly.
-    fn check_back(&self, s: &mut Scenario, before: &Counts, after: &Counts) {
-        let exact = |what: &str, now: usize, then: usize| {
-            let observed = if now == then {
-                format!("{now} (baseline {then})")
-            } else if now > then {
-                format!("{} over baseline ({then} -> {now})", now - then)
-            } else {
-                format!("{} under baseline ({then} -> {now})", then - now)
-            };
-            (format!("{what} back to baseline"), now == then, observed)
-        };
-        for (what, ok, observed) in [
-            exact("temp entries", after.temp.len(), before.temp.len()),
-            exact(
-                "child processes",
-                after.children.len(),
-                before.children.len(),
-            ),
-            exact("open fds", after.fds, before.fds),
-        ] {
-            s.check(&what, ok, observed);
-        }
-    }
-
-    /// After a failed baseline check: ends leaked children and removes leaked temp
-    /// entries, so a failing run leaves nothing behind either.
-    fn clean_leftovers(&self, before: &Counts, after: &Counts) {
-        for pid in after
-            .children
-            .iter()
-            .filter(|p| !before.children.contains(p))
-        {
-            kill_and_reap(*pid);
-        }
-        for name in after.temp.iter().filter(|n| !before.temp.contains(n)) {
-            let _ = std::fs::remove_dir_all(self.temp.join(name));
-        }
     }
 }
 
@@ -387,11 +281,11 @@ async fn s1(ctx: &Ctx<'_>) -> Result<Scenario> {
             db.ops, db.files, db.integrity, db.partial_ops
         ),
     );
-    ctx.check_back(&mut s, &before, &after);
+    after.check_back(&mut s, &before);
     s.figure("ops", format!("{ok}/{ops} ok"));
     s.figure("tool runs", format!("{runs} ({timeouts} timed out)"));
     s.figure("leaked", leak_figure(&before, &after));
-    ctx.clean_leftovers(&before, &after);
+    after.clean_leftovers(&before, &ctx.temp);
     Ok(s)
 }
 
@@ -516,13 +410,13 @@ async fn s2(ctx: &Ctx<'_>) -> Result<Scenario> {
             db.ops, db.partial_ops, db.integrity
         ),
     );
-    ctx.check_back(&mut s, &before, &after);
+    after.check_back(&mut s, &before);
     s.figure(
         "faults",
         format!("{injected} injected, {confirmed} cleanups confirmed"),
     );
     s.figure("leaked", leak_figure(&before, &after));
-    ctx.clean_leftovers(&before, &after);
+    after.clean_leftovers(&before, &ctx.temp);
     Ok(s)
 }
 
@@ -675,11 +569,11 @@ async fn s3(ctx: &Ctx<'_>) -> Result<Scenario> {
         db.whole() && db.ops == ok,
         format!("{} ops of {ok} ok, partial {}", db.ops, db.partial_ops),
     );
-    ctx.check_back(&mut s, &before, &after);
+    after.check_back(&mut s, &before);
     s.figure("ops", format!("{ok} ok + {failed} failed on purpose"));
     s.figure("peak connections", peak_connections.to_string());
     s.figure("leaked", leak_figure(&before, &after));
-    ctx.clean_leftovers(&before, &after);
+    after.clean_leftovers(&before, &ctx.temp);
     Ok(s)
 }
 
@@ -774,19 +668,19 @@ async fn inputs(ctx: &Ctx<'_>) -> Result<Scenario> {
             base_rss as f64 / 1024.0
         ),
     );
-    ctx.check_back(&mut s, &before, &after);
+    after.check_back(&mut s, &before);
     s.figure(
         "refused",
         format!(
             "{} of 6 typed",
-            s.checks.iter().take(6).filter(|c| c.1).count()
+            s.checks.iter().take(6).filter(|c| c.ok).count()
         ),
     );
     s.figure(
         "peak RSS growth",
         format!("{:.1} MiB", peak_growth as f64 / 1024.0),
     );
-    ctx.clean_leftovers(&before, &after);
+    after.clean_leftovers(&before, &ctx.temp);
     Ok(s)
 }
 
@@ -899,7 +793,7 @@ async fn s5(ctx: &Ctx<'_>) -> Result<Scenario> {
         left.is_empty() && temp_left == 0,
         format!("{} processes, {temp_left} temp entries", left.len()),
     );
-    ctx.check_back(&mut s, &before, &after);
+    after.check_back(&mut s, &before);
     s.figure(
         "RSS",
         format!(
@@ -919,7 +813,7 @@ async fn s5(ctx: &Ctx<'_>) -> Result<Scenario> {
     for pid in left {
         kill_and_reap(pid);
     }
-    ctx.clean_leftovers(&before, &after);
+    after.clean_leftovers(&before, &ctx.temp);
     Ok(s)
 }
 
