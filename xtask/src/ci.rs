@@ -42,5 +42,5 @@ pub fn main() -> Result<bool> {
         return Ok(false);
     }
     println!("==> cargo xtask stress --quick");
-    crate::stress::main(&["--quick".to_string()])
+    crate::stress(&["--quick".to_string()])
 }

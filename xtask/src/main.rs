@@ -1,9 +1,9 @@
-//! `cargo xtask`: the workspace's harness and gate, in the style of rust-analyzer's
-//! xtask: one binary, few dependencies, plain subcommands.
+//! `cargo xtask`: the workspace's gate, in the style of rust-analyzer's xtask: one
+//! binary, few dependencies, plain subcommands.
 //!
-//! - `cargo xtask stress [--quick]`: the main job: each crate's scenarios, then a
-//!   repository indexer through the users' scenarios, with a summary, a JSON report
-//!   and a chart; exits non-zero on any leak, saying which and by how much.
+//! - `cargo xtask stress [--quick]`: the main job: runs the `harness` package (each
+//!   crate's scenarios, then a repository indexer through the users' scenarios, with a
+//!   summary, a JSON and a JUnit report and a chart; non-zero on any leak).
 //! - `cargo xtask ci`: the whole gate (what `.ci/run` runs).
 //! - `cargo xtask hosts`: the built test binaries again, as an unprivileged user and
 //!   with cgroup v2 hidden (needs root).
@@ -16,7 +16,6 @@ mod bench;
 mod ci;
 mod compat;
 mod hosts;
-mod stress;
 #[cfg(test)]
 mod tidy;
 
@@ -29,7 +28,9 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-{stress}
+  stress [OPTIONS]   the main job: the stress harness (the `harness` package), its
+                     report, non-zero exit on a leak; `cargo xtask stress --help`
+                     lists its options (--quick, --only, --ops, --out, ...)
   ci                 fmt check, clippy -D warnings, cargo test --workspace, hosts,
                      compat, stress --quick
   hosts              the built test binaries again: as `nobody`, and with cgroup v2
@@ -40,27 +41,21 @@ commands:
   bench              run the benches in benches/ and rewrite BENCHMARKS.md
                      (--collect-only: rewrite it from target/criterion, no run)";
 
-/// The usage text, with `stress`'s options from its module.
-fn usage() -> String {
-    USAGE.replace("{stress}", stress::USAGE)
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = args.get(1..).unwrap_or_default();
     let result = match args.first().map(String::as_str) {
-        Some("stress") => stress::main(rest),
-        Some(stress::CHILD_COMMAND) => stress::child_main(rest),
+        Some("stress") => stress(rest),
         Some("ci") => ci::main(),
         Some("hosts") => hosts::main(),
         Some("compat") => compat::main(rest),
         Some("bench") => bench::main(rest),
         Some("-h" | "--help" | "help") => {
-            println!("{}", usage());
+            println!("{USAGE}");
             Ok(true)
         }
         _ => {
-            eprintln!("{}", usage());
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -72,6 +67,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cargo xtask stress ARGS`: builds and runs the harness package with `stress ARGS`
+/// (in the same profile as xtask itself), and passes its verdict on.
+fn stress(args: &[String]) -> Result<bool> {
+    let status = std::process::Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()))
+        .args(["run", "--package", "harness", "--", "stress"])
+        .args(args)
+        .current_dir(workspace_root())
+        .status()?;
+    Ok(status.success())
 }
 
 /// The workspace root (xtask lives one level below it).

@@ -131,6 +131,7 @@ fn every_crate_states_its_guarantee_and_limits() {
 fn every_crate_uses_the_workspace_lints() {
     for krate in crates().into_iter().chain([
         workspace_root().join("xtask"),
+        workspace_root().join("harness"),
         workspace_root().join("benches"),
     ]) {
         let manifest = fs::read_to_string(krate.join("Cargo.toml")).unwrap();

@@ -288,7 +288,7 @@ pub fn quiet_panics(message: &'static str) {
     });
 }
 
-/// Entry point of the re-executed child: `xtask stress-child <scenario> <args...>`.
+/// Entry point of the re-executed child: `harness stress-child <scenario> <args...>`.
 pub fn child_main(args: &[String]) -> Result<bool> {
     match args.first().map(String::as_str) {
         Some("temp") => temp::child(&args[1..]),

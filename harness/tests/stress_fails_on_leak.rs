@@ -6,7 +6,7 @@
 
 use std::process::{Command, Output};
 
-/// One `xtask stress` run with its own report dir and TMPDIR, every process it starts
+/// One `harness stress` run (what `cargo xtask stress` runs) with its own report dir and TMPDIR, every process it starts
 /// carrying a marker in its environment.
 struct Run {
     out: tempfile::TempDir,
@@ -20,7 +20,7 @@ impl Run {
         let out = tempfile::tempdir().unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let marker = format!("{}-{:?}", std::process::id(), std::time::SystemTime::now());
-        let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        let output = Command::new(env!("CARGO_BIN_EXE_harness"))
             .arg("stress")
             .args(args)
             .arg("--out")

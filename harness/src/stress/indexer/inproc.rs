@@ -1,0 +1,474 @@
+//! The scenarios run in this process: S1 (operations in a row), S2 (faults), S3
+//! (concurrency) and the hostile inputs, each judged against a baseline of this
+//! process's counts.
+
+use super::faults::{Ended, fault_for, run_op};
+use super::*;
+
+pub(super) async fn s1(ctx: &Ctx<'_>) -> Result<Scenario> {
+    let ops = ctx.options.ops.unwrap_or(ctx.profile.pick(1000, 150)) as u64;
+    let mut s = Scenario::new(format!("S1 indexer: {ops} operations in a row"));
+    let before = ctx.settle(|_| true).await;
+    let (servers, indexer, db_path) = ctx.env("s1", 8).await?;
+    let started = Instant::now();
+    let mut progress = ctx.recorder.progress("S1", ops);
+    let (mut ok, mut first_error, mut runs, mut timeouts, mut log_lines) = (0u64, None, 0, 0, 0);
+    for op in 0..ops {
+        let fault = if ctx.options.inject_hang && op == 0 {
+            Fault::Hang
+        } else if ctx.options.inject_leak && op == ops / 2 {
+            Fault::Leak
+        } else {
+            Fault::None
+        };
+        match run_op(&indexer, op, server::ordinary(op as usize * 7), fault).await {
+            Ended::Ok(done) => {
+                ok += 1;
+                runs += done.tool_runs;
+                timeouts += done.tool_timeouts;
+                log_lines += done.log_lines;
+            }
+            Ended::Err(e) => {
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+            Ended::Panicked | Ended::Cancelled => {
+                first_error.get_or_insert_with(|| "panicked or cancelled".into());
+            }
+        }
+        progress.step(op + 1 - ok);
+    }
+    drop(progress);
+    let took = started.elapsed();
+    let db = DbCheck::read(&db_path)?;
+    let api = indexer.api.stats();
+    let secondary = servers.seen.secondary_limits.load(Ordering::Relaxed);
+    drop((indexer, servers));
+    let after = ctx.settle(|c| *c == before).await;
+    s.note(format!(
+        "{ok} of {ops} indexed in {:.1} s; {log_lines} log lines scanned; {runs} tool runs \
+         ({timeouts} timed out and were ended); metadata: {} from the cache, {} revalidated (304), {} secondary limits waited out",
+        took.as_secs_f64(),
+        api.cache_hits,
+        api.revalidated,
+        secondary
+    ));
+    s.check(
+        "every operation indexed its repository",
+        ok == ops,
+        format!(
+            "{ok} of {ops}{}",
+            first_error
+                .map(|e| format!("; first error: {e}"))
+                .unwrap_or_default()
+        ),
+    );
+    s.check(
+        "index: one whole transaction per operation",
+        db.whole() && db.ops == ok,
+        format!(
+            "{} ops, {} file rows, integrity {}, partial {}",
+            db.ops, db.files, db.integrity, db.partial_ops
+        ),
+    );
+    after.check_back(&mut s, &before);
+    s.figure("ops", format!("{ok}/{ops} ok"));
+    s.figure("tool runs", format!("{runs} ({timeouts} timed out)"));
+    s.figure("leaked", leak_figure(&before, &after));
+    after.clean_leftovers(&before, &ctx.temp);
+    Ok(s)
+}
+
+pub(super) fn leak_figure(before: &Counts, after: &Counts) -> String {
+    let drift = after.drift(before, true);
+    if drift.is_empty() {
+        "nothing".into()
+    } else {
+        drift.join("; ")
+    }
+}
+
+pub(super) async fn s2(ctx: &Ctx<'_>) -> Result<Scenario> {
+    let ops = ctx.options.ops.unwrap_or(ctx.profile.pick(1000, 150)) as u64;
+    let mut s = Scenario::new(format!("S2 indexer: faults in 20% of {ops} operations"));
+    let before = ctx.settle(|_| true).await;
+    let (servers, indexer, db_path) = ctx.env("s2", 8).await?;
+    let base = ctx.settle(|_| true).await;
+    let mut progress = ctx.recorder.progress("S2", ops);
+    // Per fault: injected, failed as expected, cleanup confirmed.
+    let mut tally: Vec<(Fault, u64, u64, u64)> = [
+        Fault::Error,
+        Fault::Panic,
+        Fault::Cancel,
+        Fault::FullDisk,
+        Fault::NoFiles,
+    ]
+    .into_iter()
+    .map(|f| (f, 0, 0, 0))
+    .collect();
+    let (mut ok, mut unexpected, mut leaks) = (0u64, Vec::new(), Vec::new());
+    let mut finished_first = 0;
+    for op in 0..ops {
+        let fault = fault_for(op);
+        let repo = if fault == Fault::FullDisk {
+            server::BIG_FILE.to_string()
+        } else {
+            server::ordinary(op as usize * 7)
+        };
+        let ended = run_op(&indexer, op, repo, fault).await;
+        ok += u64::from(matches!(ended, Ended::Ok(_)));
+        let expected = match (&ended, fault) {
+            (Ended::Ok(_), Fault::None) => true,
+            // Done before its cancel came: nothing to cancel.
+            (Ended::Ok(_), Fault::Cancel) => {
+                finished_first += 1;
+                true
+            }
+            (Ended::Err(IndexError::Injected { .. }), Fault::Error)
+            | (Ended::Panicked, Fault::Panic)
+            | (Ended::Cancelled, Fault::Cancel) => true,
+            // EFBIG: the write past RLIMIT_FSIZE.
+            (Ended::Err(IndexError::Unpack { source, .. }), Fault::FullDisk) => {
+                source.raw_os_error() == Some(27)
+            }
+            // EMFILE, wherever the next fd was wanted.
+            (Ended::Err(e), Fault::NoFiles) => format!("{e:?}").contains("Os { code: 24"),
+            _ => false,
+        };
+        if !expected {
+            let what = match &ended {
+                Ended::Ok(_) => "succeeded".to_string(),
+                Ended::Err(e) => e.to_string(),
+                Ended::Panicked => "panicked".into(),
+                Ended::Cancelled => "cancelled".into(),
+            };
+            unexpected.push(format!("op {op} ({fault:?}): {what}"));
+        }
+        if let Some(row) = tally.iter_mut().find(|t| t.0 == fault) {
+            row.1 += 1;
+            row.2 += u64::from(expected);
+            // Right after the fault: what the operation held is given back.
+            let now = ctx.settle(|c| c.same_but_sockets(&base)).await;
+            if now.same_but_sockets(&base) {
+                row.3 += 1;
+            } else {
+                leaks.push(format!(
+                    "op {op} ({fault:?}): {}",
+                    now.drift(&base, false).join(", ")
+                ));
+            }
+        }
+        progress.step(op + 1 - ok);
+    }
+    drop(progress);
+    let db = DbCheck::read(&db_path)?;
+    drop((indexer, servers));
+    let after = ctx.settle(|c| *c == before).await;
+    let injected: u64 = tally.iter().map(|t| t.1).sum();
+    let confirmed: u64 = tally.iter().map(|t| t.3).sum();
+    s.note(format!(
+        "{finished_first} operation(s) finished before their cancel arrived"
+    ));
+    for (fault, n, failed, cleaned) in &tally {
+        s.note(format!(
+            "{fault:?}: {n} injected, {failed} failed as expected, {cleaned} cleanups confirmed"
+        ));
+    }
+    s.check(
+        "each fault failed its operation as expected, the rest succeeded",
+        unexpected.is_empty(),
+        if unexpected.is_empty() {
+            format!("{injected} faults, {ok} ok")
+        } else {
+            unexpected.join("; ")
+        },
+    );
+    s.check(
+        "each cleanup confirmed right after its fault",
+        confirmed == injected,
+        if leaks.is_empty() {
+            format!("{confirmed} of {injected}")
+        } else {
+            leaks.join("; ")
+        },
+    );
+    s.check(
+        "index: only the successful operations, each whole",
+        db.whole() && db.ops == ok,
+        format!(
+            "{} ops of {ok} ok, partial {}, integrity {}",
+            db.ops, db.partial_ops, db.integrity
+        ),
+    );
+    after.check_back(&mut s, &before);
+    s.figure(
+        "faults",
+        format!("{injected} injected, {confirmed} cleanups confirmed"),
+    );
+    s.figure("leaked", leak_figure(&before, &after));
+    after.clean_leftovers(&before, &ctx.temp);
+    Ok(s)
+}
+
+pub(super) async fn s3(ctx: &Ctx<'_>) -> Result<Scenario> {
+    let concurrency = ctx.options.concurrency.unwrap_or(100);
+    let waves = ctx.profile.pick(5, 2);
+    let total = (concurrency * waves) as u64;
+    let mut s = Scenario::new(format!(
+        "S3 indexer: {concurrency} concurrent operations, {waves} waves"
+    ));
+    let before = ctx.settle(|_| true).await;
+    let (servers, indexer, db_path) = ctx.env("s3", concurrency as u32).await?;
+    let mut progress = ctx.recorder.progress("S3", total);
+    let (mut ok, mut failed, mut out_of_order) = (0u64, 0u64, 0u64);
+    let mut peak_in_flight = 0;
+    for wave in 0..waves as u64 {
+        // 10% fail on purpose (errors, panics, cancellations), so releases interleave.
+        let mut running: futures_util::stream::FuturesUnordered<_> = (0..concurrency as u64)
+            .map(|i| {
+                let op = wave * concurrency as u64 + i;
+                let fault = match spread(op ^ 0x53, 30) {
+                    0 => Fault::Error,
+                    1 => Fault::Panic,
+                    2 => Fault::Cancel,
+                    _ => Fault::None,
+                };
+                let indexer = &indexer;
+                async move {
+                    // Each starts after its own delay, and so finishes in its own order.
+                    tokio::time::sleep(Duration::from_millis(spread(op, 50))).await;
+                    (
+                        i,
+                        run_op(indexer, op, server::ordinary(op as usize), fault).await,
+                    )
+                }
+            })
+            .collect();
+        let mut last = 0;
+        while let Some((i, ended)) = running.next().await {
+            peak_in_flight = peak_in_flight.max(
+                indexer
+                    .api
+                    .gate()
+                    .stats()
+                    .in_flight
+                    .max(indexer.codeload.gate().stats().in_flight),
+            );
+            out_of_order += u64::from(i < last);
+            last = i;
+            match ended {
+                Ended::Ok(_) => ok += 1,
+                _ => failed += 1,
+            }
+            progress.step(failed);
+        }
+    }
+    drop(progress);
+    let gates = (
+        indexer.api.gate().stats().in_flight,
+        indexer.codeload.gate().stats().in_flight,
+    );
+    let tools = indexer.tools.available_permits();
+    // The index's connection pool, as `Health` reports it: every connection back, idle.
+    let pool = indexer.db.pool.clone();
+    let health = leakproof::Health::builder()
+        .without_temp()
+        .without_memory()
+        .pool("index", pool.clone(), Duration::from_secs(1))
+        .build()?
+        .check();
+    let pool_state = health.pools[0].state;
+    // Exhausted: every connection held, one more asked for: a typed timeout, not a hang.
+    let held: Vec<_> = futures_util::future::join_all((0..pool_state.max_size).map(|_| pool.get()))
+        .await
+        .into_iter()
+        .collect::<std::result::Result<_, _>>()?;
+    let asked = Instant::now();
+    let extra = pool
+        .timeout_get(&deadpool::managed::Timeouts {
+            wait: Some(Duration::from_millis(200)),
+            ..Default::default()
+        })
+        .await;
+    let waited = asked.elapsed();
+    // Closed with the pool (its connections are descriptors the baseline does not have).
+    drop((held, pool));
+    let db = DbCheck::read(&db_path)?;
+    let peak_connections = servers.seen.peak_connections.load(Ordering::SeqCst);
+    let seen = servers.seen.clone();
+    drop(indexer);
+    // The clients are gone: every pooled connection must close (the server sees it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.open_connections.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let open = seen.open_connections.load(Ordering::SeqCst);
+    drop(servers);
+    let after = ctx.settle(|c| *c == before).await;
+    s.note(format!(
+        "{ok} ok, {failed} failed on purpose; {out_of_order} finished before one started earlier; \
+         peak {peak_in_flight} requests in flight per host, {peak_connections} connections open at once"
+    ));
+    s.check(
+        "operations finished in random order",
+        out_of_order > 0,
+        format!("{out_of_order} out of order"),
+    );
+    s.check(
+        "gate permits all returned (both hosts)",
+        gates == (0, 0),
+        format!("in flight: {} + {}", gates.0, gates.1),
+    );
+    s.check(
+        "tool slots all returned",
+        tools == work::Caps::default().tools,
+        format!("{tools} of {} free", work::Caps::default().tools),
+    );
+    s.check(
+        "pooled connections all closed once the clients dropped",
+        open == 0,
+        format!("{open} open (peak {peak_connections})"),
+    );
+    s.check(
+        "database connections all back in the pool, idle, nobody waiting",
+        pool_state.idle == pool_state.size && pool_state.waiting == 0 && health.reasons.is_empty(),
+        format!(
+            "{} of {} idle ({} max), {} waiting",
+            pool_state.idle, pool_state.size, pool_state.max_size, pool_state.waiting
+        ),
+    );
+    s.check(
+        "an exhausted pool gives a typed timeout, not a hang",
+        matches!(
+            extra,
+            Err(deadpool::managed::PoolError::Timeout(
+                deadpool::managed::TimeoutType::Wait
+            ))
+        ) && waited < Duration::from_secs(2),
+        format!(
+            "{} after {:.0} ms",
+            match &extra {
+                Ok(_) => "a connection".to_string(),
+                Err(e) => format!("{e:?}"),
+            },
+            waited.as_secs_f64() * 1000.0
+        ),
+    );
+    s.check(
+        "index: only the successful operations, each whole",
+        db.whole() && db.ops == ok,
+        format!("{} ops of {ok} ok, partial {}", db.ops, db.partial_ops),
+    );
+    after.check_back(&mut s, &before);
+    s.figure("ops", format!("{ok} ok + {failed} failed on purpose"));
+    s.figure("peak connections", peak_connections.to_string());
+    s.figure("leaked", leak_figure(&before, &after));
+    after.clean_leftovers(&before, &ctx.temp);
+    Ok(s)
+}
+
+pub(super) async fn inputs(ctx: &Ctx<'_>) -> Result<Scenario> {
+    let mut s = Scenario::new("Bad inputs: hostile downloads refused with typed errors");
+    let before = ctx.settle(|_| true).await;
+    let (servers, indexer, db_path) = ctx.env("inputs", 8).await?;
+    // A first good operation: the pool is warm, the index has a row.
+    let mut op = 0;
+    let mut good = u64::from(matches!(
+        run_op(&indexer, op, server::ordinary(0), Fault::None).await,
+        Ended::Ok(_)
+    ));
+    let base = ctx.settle(|_| true).await;
+    let base_rss = crate::stress::rss_kib().0;
+    let cases: [(&str, &str, &[&str]); 6] = [
+        (
+            server::BOMB,
+            "decompression bomb (1 GiB of zeros)",
+            &["Download/TooLarge", "Download/ExpansionRatio"],
+        ),
+        (
+            server::ONE_LINE_LOG,
+            "1 GiB log on one line",
+            &["LineTooLong"],
+        ),
+        (
+            server::LONGER,
+            "body longer than its Content-Length",
+            &["Download/Decode"],
+        ),
+        (
+            server::SHORTER,
+            "body shorter than its Content-Length",
+            &["Download/ContentLengthMismatch", "Download/Source"],
+        ),
+        (
+            server::DRIP,
+            "slow drip (16 bytes per 200 ms)",
+            &["Download/TooSlow"],
+        ),
+        (server::CORRUPT, "not gzip at all", &["Download/Decode"]),
+    ];
+    let mut peak_growth = 0u64;
+    for (repo, what, expected) in cases {
+        op += 1;
+        crate::stress::reset_peak_rss();
+        let ended = run_op(&indexer, op, repo.to_string(), Fault::None).await;
+        let growth = crate::stress::rss_kib().1.saturating_sub(base_rss);
+        peak_growth = peak_growth.max(growth);
+        // Nothing lost: the next ordinary operation works, through the same clients.
+        op += 1;
+        let next = run_op(&indexer, op, server::ordinary(op as usize), Fault::None).await;
+        good += u64::from(matches!(next, Ended::Ok(_)));
+        let now = ctx.settle(|c| c.same_but_sockets(&base)).await;
+        let (kind, text) = match &ended {
+            Ended::Err(e) => (e.kind(), e.to_string()),
+            Ended::Ok(_) => ("accepted".into(), String::new()),
+            Ended::Panicked => ("panicked".into(), String::new()),
+            Ended::Cancelled => ("cancelled".into(), String::new()),
+        };
+        let refused = expected.contains(&kind.as_str());
+        let clean = now.same_but_sockets(&base) && matches!(next, Ended::Ok(_));
+        s.check(
+            &format!("{what}: {}", expected.join(" or ")),
+            refused && clean,
+            format!(
+                "{kind}: {text}; peak RSS +{:.1} MiB{}",
+                growth as f64 / 1024.0,
+                if clean {
+                    String::new()
+                } else {
+                    format!("; left: {}", now.drift(&base, false).join(", "))
+                }
+            ),
+        );
+    }
+    let db = DbCheck::read(&db_path)?;
+    drop((indexer, servers));
+    let after = ctx.settle(|c| *c == before).await;
+    s.check(
+        "index: the good operations only, each whole",
+        db.whole() && db.ops == good,
+        format!("{} ops of {good} good, partial {}", db.ops, db.partial_ops),
+    );
+    s.check(
+        "memory bounded by the caps, not the inputs",
+        peak_growth < 96 << 10,
+        format!(
+            "peak RSS at most +{:.1} MiB over {:.1} MiB",
+            peak_growth as f64 / 1024.0,
+            base_rss as f64 / 1024.0
+        ),
+    );
+    after.check_back(&mut s, &before);
+    s.figure(
+        "refused",
+        format!(
+            "{} of 6 typed",
+            s.checks.iter().take(6).filter(|c| c.ok).count()
+        ),
+    );
+    s.figure(
+        "peak RSS growth",
+        format!("{:.1} MiB", peak_growth as f64 / 1024.0),
+    );
+    after.clean_leftovers(&before, &ctx.temp);
+    Ok(s)
+}
