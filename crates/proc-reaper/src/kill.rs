@@ -18,6 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,41 @@ pub(crate) const UNDETERMINED_WAIT: Duration = Duration::from_secs(1);
 /// next are pinned; so ending it never takes every descriptor this process may open
 /// (without which `/proc` cannot be read).
 pub(crate) const PIN_LIMIT: usize = 256;
+
+/// How long the members a time-bounded end left dying are waited for, to reap them.
+pub(crate) const REAP_LATER_FOR: Duration = Duration::from_secs(30);
+
+/// Members a time-bounded end left dying, pinned, until reaped ([`Tree::reap_later`]).
+static LEFT: Mutex<Vec<(u32, OwnedFd)>> = Mutex::new(Vec::new());
+
+/// Whether the thread reaping [`LEFT`] runs.
+static LEFT_THREAD: AtomicBool = AtomicBool::new(false);
+
+fn left() -> std::sync::MutexGuard<'static, Vec<(u32, OwnedFd)>> {
+    LEFT.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Reaps the members of [`LEFT`] that are zombies of this process, waiting up to
+/// `wait` for the others to die (they were sent SIGKILL); forgets those gone (reaped
+/// by their own parent). Returns how many it reaped.
+fn reap_left(wait: Duration) -> usize {
+    let until = Instant::now() + wait;
+    let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG;
+    let mut reaped = 0;
+    loop {
+        let mut pending = left();
+        pending.retain(|(pid, fd)| {
+            let done = matches!(waitid(WaitId::PidFd(fd.as_fd()), options), Ok(Some(_)));
+            reaped += usize::from(done);
+            !done && procfs::stat(*pid).is_some()
+        });
+        if pending.is_empty() || Instant::now() >= until {
+            return reaped;
+        }
+        drop(pending);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
 
 /// How long a re-parented process whose environment reads empty (with its arguments
 /// set) is looked at again before it is taken for one without an environment, hence
@@ -92,8 +128,10 @@ pub struct TreeReport {
     /// ([`Reaper::shutdown_by`](crate::Reaper::shutdown_by)): those pinned were sent
     /// SIGKILL, which they cannot outlive; in a fork storm this also counts members
     /// found but not yet pinned (over the descriptor budget), so it can exceed
-    /// `members`. They die (and are reaped, if they became this process's children)
-    /// after the report. Always 0 without a bound.
+    /// `members`. They die after the report; those pinned that become this process's
+    /// children are reaped by the next end of any tree (an end without a bound waits
+    /// up to 0.5 s for them) or by a background thread within 30 s. Always 0 without a
+    /// bound.
     pub left: usize,
 }
 
@@ -369,7 +407,7 @@ impl Tree {
         if self.scan() > 0 {
             return None;
         }
-        let reaped = self.reap_members();
+        let reaped = self.reap_members() + reap_left(Duration::ZERO);
         Some(TreeReport {
             members: self.found,
             escapees: self.escapees,
@@ -443,7 +481,14 @@ impl Tree {
             }
         }
         let took = started.elapsed();
-        let reaped = self.reap_members();
+        // What an earlier bounded end left dying: reaped now, waited for briefly when
+        // this end has no bound of its own.
+        let left_wait = if until.is_none() {
+            Duration::from_millis(500)
+        } else {
+            Duration::ZERO
+        };
+        let reaped = self.reap_members() + reap_left(left_wait);
         let report = TreeReport {
             members: self.found,
             escapees: self.escapees,
@@ -460,6 +505,7 @@ impl Tree {
                 left = report.left,
                 "proc-reaper: time bound reached with members still dying of SIGKILL"
             );
+            self.reap_later();
         }
         if report.unattributed > 0 {
             tracing::warn!(
@@ -470,6 +516,51 @@ impl Tree {
         }
         tracing::debug!(leader = self.leader, ?report, "proc-reaper: tree ended");
         report
+    }
+
+    /// After a time bound cut the end short: the pinned members (not the leader) are
+    /// dying of SIGKILL, and those re-parented here become zombies of this process once
+    /// dead, which no later scan can attribute (a dead process has no environment, and
+    /// a `setsid` one is out of the leader's group). They are kept, pinned, in [`LEFT`]:
+    /// the next end of any tree reaps those dead by then (an end without a bound waits
+    /// briefly for the rest), and a background thread reaps them as they die, for up
+    /// to [`REAP_LATER_FOR`]; one that is not this process's child by then is its live
+    /// parent's to reap.
+    fn reap_later(&mut self) {
+        let leader = self.leader;
+        let pending: Vec<(u32, OwnedFd)> = self
+            .members
+            .drain()
+            .chain(self.strays.drain())
+            .filter(|(pid, _)| *pid != leader)
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        left().extend(pending);
+        if LEFT_THREAD.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("proc-reaper-left".into())
+            .spawn(|| {
+                let until = Instant::now() + REAP_LATER_FOR;
+                loop {
+                    reap_left(Duration::ZERO);
+                    let mut pending = left();
+                    if pending.is_empty() || Instant::now() >= until {
+                        pending.clear();
+                        LEFT_THREAD.store(false, Ordering::SeqCst);
+                        return;
+                    }
+                    drop(pending);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            });
+        if let Err(e) = spawned {
+            LEFT_THREAD.store(false, Ordering::SeqCst);
+            tracing::warn!(error = %e, "proc-reaper: no thread to reap the members left dying");
+        }
     }
 
     /// Reaps the members (not the leader) that are now zombies of this process, and

@@ -111,23 +111,7 @@ async fn wait_timeout_returns_while_an_outsider_holds_the_output() {
 async fn a_fork_storm_ended_on_timeout_leaves_no_zombie() {
     let _serial = SERIAL.lock().await;
     let reaper = Reaper::new().unwrap();
-    let script = r#"trap '' TERM; while :; do setsid sleep 60 & echo $!; done"#;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let started = reaper
-        .command(sh(script))
-        .grace(Duration::from_millis(50))
-        .on_line(32, move |stream, line| {
-            if let (Stream::Stdout, Some(pid)) = (
-                stream,
-                std::str::from_utf8(line)
-                    .ok()
-                    .and_then(|l| l.parse::<u32>().ok()),
-            ) {
-                let _ = tx.send(pid);
-            }
-        })
-        .spawn()
-        .unwrap();
+    let (started, mut rx) = reporting_graced(&reaper, sh(STORM), Duration::from_millis(50));
     // Let it fork a few hundred, then run out of time while it is still forking.
     let mut forked = next_pids(&mut rx, 300).await;
     let outcome = started.wait_timeout(Duration::ZERO).await.unwrap();
@@ -136,6 +120,15 @@ async fn a_fork_storm_ended_on_timeout_leaves_no_zombie() {
     }
     assert!(outcome.timed_out);
     assert_eq!(outcome.tree.cgroup, reaper.uses_cgroups());
+    assert_storm_gone(&forked, &outcome.tree);
+}
+
+/// A shell loop forking `setsid` sleepers that ignore SIGTERM, printing each one's PID.
+const STORM: &str = r#"trap '' TERM; while :; do setsid sleep 60 & echo $!; done"#;
+
+/// Every process of a storm is gone: none alive, none a zombie of ours, no zombie at
+/// all here, no tree cgroup left.
+fn assert_storm_gone(forked: &[u32], tree: &proc_reaper::TreeReport) {
     let left: Vec<u32> = forked
         .iter()
         .copied()
@@ -143,10 +136,9 @@ async fn a_fork_storm_ended_on_timeout_leaves_no_zombie() {
         .collect();
     assert!(
         left.is_empty(),
-        "{} of {} forked processes left as zombies: {left:?} ({:?})",
+        "{} of {} forked processes left as zombies: {left:?} ({tree:?})",
         left.len(),
         forked.len(),
-        outcome.tree
     );
     let alive: Vec<u32> = forked
         .iter()
@@ -173,22 +165,7 @@ async fn a_fork_storm_ended_on_timeout_leaves_no_zombie() {
 async fn a_bounded_shutdown_returns_at_its_bound_during_a_fork_storm() {
     let _serial = SERIAL.lock().await;
     let reaper = Reaper::new().unwrap();
-    let script = r#"trap '' TERM; while :; do setsid sleep 60 & echo $!; done"#;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let started = reaper
-        .command(sh(script))
-        .on_line(32, move |stream, line| {
-            if let (Stream::Stdout, Some(pid)) = (
-                stream,
-                std::str::from_utf8(line)
-                    .ok()
-                    .and_then(|l| l.parse::<u32>().ok()),
-            ) {
-                let _ = tx.send(pid);
-            }
-        })
-        .spawn()
-        .unwrap();
+    let (started, mut rx) = reporting_graced(&reaper, sh(STORM), Duration::from_secs(5));
     let mut forked = next_pids(&mut rx, 200).await;
     let reports = reaper
         .shutdown_by(Duration::from_secs(5), std::time::Instant::now())
@@ -205,20 +182,7 @@ async fn a_bounded_shutdown_returns_at_its_bound_during_a_fork_storm() {
         forked.push(pid);
     }
     assert!(outcome.timed_out || outcome.tree.members > 0);
-    let alive: Vec<u32> = forked
-        .iter()
-        .copied()
-        .filter(|pid| !gone(*pid) && !zombie_of_ours(*pid))
-        .collect();
-    assert!(alive.is_empty(), "outlived their tree: {alive:?}");
-    let left: Vec<u32> = forked
-        .iter()
-        .copied()
-        .filter(|p| zombie_of_ours(*p))
-        .collect();
-    assert!(left.is_empty(), "zombies: {left:?}");
-    assert!(zombies().is_empty(), "zombies: {:?}", zombies());
-    assert_eq!(in_tree_cgroups(), 0);
+    assert_storm_gone(&forked, &outcome.tree);
 }
 
 /// `Join::AfterSpawn` trades the first instants for `posix_spawn`'s constant cost: an

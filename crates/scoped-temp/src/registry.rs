@@ -324,8 +324,10 @@ pub fn on_first_use(hook: fn(&Path)) -> bool {
 /// if it does not exist yet: every entry created under `root` lives inside it.
 ///
 /// Hand it to whatever cleans up after a killed process, such as a supervisor's
-/// remove-on-exit list. After [`remove_all`] the next entry sets up a new run
-/// directory with a new name.
+/// remove-on-exit list. The run directory is torn down after [`remove_all`], and also
+/// when the last thread that created entries exits with none of them live (holding
+/// only its `.owner.lock`); either way the next entry sets up a new run directory with
+/// a new name, so a path from here may be gone by the time it is used.
 pub fn run_dir(root: impl AsRef<Path>) -> Result<PathBuf> {
     let root = root.as_ref();
     watch_this_thread();

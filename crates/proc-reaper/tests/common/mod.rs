@@ -67,10 +67,19 @@ pub fn reporting_cmd(
     reaper: &Reaper,
     cmd: Command,
 ) -> (proc_reaper::Child, mpsc::UnboundedReceiver<u32>) {
+    reporting_graced(reaper, cmd, Duration::from_millis(300))
+}
+
+/// [`reporting_cmd`] with `grace` between SIGTERM and SIGKILL.
+pub fn reporting_graced(
+    reaper: &Reaper,
+    cmd: Command,
+    grace: Duration,
+) -> (proc_reaper::Child, mpsc::UnboundedReceiver<u32>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let child = reaper
         .command(cmd)
-        .grace(Duration::from_millis(300))
+        .grace(grace)
         .on_line(128, move |stream, line| {
             if stream == Stream::Stdout
                 && let Some(pid) = std::str::from_utf8(line)
