@@ -23,7 +23,10 @@
 //! temp entries, child processes and descriptors checked back to a baseline read
 //! before them ([`Counts`]), gauges of yours (a pool's idle connections) back to their
 //! values, a resident-memory trend if asked, all within a time limit (the watchdog).
-//! `cargo xtask stress` judges its own scenarios with the same [`Counts`] and
+//! For a long run, [`recorder::Recorder`] samples this process's figures from outside
+//! every 50 ms, marks its phases, and stops a phase that runs past its limit (the
+//! watchdog); with the feature `chart` it draws them as an SVG chart. `cargo xtask
+//! stress` records its run with it, judges its scenarios with the same [`Counts`] and
 //! reports through the same [`Case`]s.
 //!
 //! The `leakproof-stress` binary is the same engine on the command line:
@@ -88,6 +91,7 @@ mod baseline;
 mod error;
 mod launch;
 mod ops;
+pub mod recorder;
 pub mod report;
 pub mod scan;
 mod soak;
