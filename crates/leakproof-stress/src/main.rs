@@ -32,7 +32,9 @@ run options:
 
 soak options:
   --load CMD        the load, run with `sh -c` (LEAKPROOF_STRESS_SERVICE_PID is set)
-  --rounds N        load runs judged (default 20, at least 3)
+  --rounds N        load runs judged (default 20, at least 3; 1 with --interval)
+  --interval SECS   also sample every SECS while the load runs, and judge the trend
+                    over those samples (for one long load run)
   --warmup N        load runs first, not judged (default 3)
   --ready SECS      time from the service's start to the first load run (default 1)
   --load-timeout SECS  time one load run may take (default 60)
@@ -97,6 +99,7 @@ fn parse(mode: &str, args: &[String]) -> Result<(Job, PathBuf), String> {
     let mut torture = Torture::new(program, rest).seed(24301);
     let mut soak = Soak::new(program, rest, "");
     let mut load = None;
+    let (mut rounds, mut interval) = (20usize, false);
     let mut out = PathBuf::from("leakproof-stress-report");
     let mut options = options.iter();
     while let Some(flag) = options.next() {
@@ -141,6 +144,7 @@ fn parse(mode: &str, args: &[String]) -> Result<(Job, PathBuf), String> {
                         | "--load-timeout"
                         | "--rss-tolerance"
                         | "--fd-tolerance"
+                        | "--interval"
                 ),
             };
         if !known {
@@ -178,10 +182,19 @@ fn parse(mode: &str, args: &[String]) -> Result<(Job, PathBuf), String> {
             "--load" => load = Some(value()?.clone()),
             "--rounds" => {
                 let n = count(value()?)?;
-                if n < 3 {
-                    return Err(format!("--rounds takes at least 3 (a trend), got {n}"));
+                if n == 0 {
+                    return Err("--rounds takes at least 1".to_string());
                 }
+                rounds = n;
                 soak = soak.rounds(n);
+            }
+            "--interval" => {
+                let d = secs(value()?)?;
+                if d.is_zero() {
+                    return Err("--interval takes more than 0 seconds".to_string());
+                }
+                interval = true;
+                soak = soak.interval(d);
             }
             "--warmup" => soak = soak.warmup(count(value()?)?),
             "--ready" => soak = soak.ready(secs(value()?)?),
@@ -195,6 +208,11 @@ fn parse(mode: &str, args: &[String]) -> Result<(Job, PathBuf), String> {
         return Ok((Job::Run(torture), out));
     }
     let load = load.ok_or("soak needs --load 'SHELL COMMAND'")?;
+    if rounds < 3 && !interval {
+        return Err(format!(
+            "--rounds takes at least 3 (a trend) without --interval, got {rounds}"
+        ));
+    }
     Ok((Job::Soak(soak.load(load)), out))
 }
 

@@ -27,7 +27,9 @@ pub const SERVICE_PID_VAR: &str = "LEAKPROOF_STRESS_SERVICE_PID";
 /// [`SERVICE_PID_VAR`] set; after each, the service's resident memory and open
 /// descriptors are summed over its process tree. The rounds after the warm-up are
 /// judged by their Theil-Sen slope (robust to a few outliers: a GC, a cache filling):
-/// a leak is a slope above the [tolerance](Soak::rss_tolerance) per round. Then the
+/// a leak is a slope above the [tolerance](Soak::rss_tolerance) per round. With an
+/// [interval](Soak::interval), the service is also sampled on it while the load runs,
+/// and those samples are judged instead (one long load run is then enough). Then the
 /// service gets SIGTERM and must exit within the deadline, leaving no process, zombie
 /// or `TMPDIR` entry.
 ///
@@ -46,6 +48,7 @@ pub struct Soak {
     settle: Duration,
     rss_tolerance: f64,
     fd_tolerance: f64,
+    interval: Option<Duration>,
 }
 
 impl Soak {
@@ -69,6 +72,7 @@ impl Soak {
             settle: Duration::from_secs(2),
             rss_tolerance: 64.0 * 1024.0,
             fd_tolerance: 0.5,
+            interval: None,
         }
     }
 
@@ -78,7 +82,15 @@ impl Soak {
         self
     }
 
-    /// Rounds measured and judged (at least 3).
+    /// Also sample the service every `every` while the load runs, and judge the trend
+    /// over those samples rather than one per round: for a load that runs long (one
+    /// round of a long load test). The tolerances are then per sample.
+    pub fn interval(mut self, every: Duration) -> Self {
+        self.interval = Some(every.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// Rounds measured and judged (at least 3, or 1 with an [interval](Soak::interval)).
     pub fn rounds(mut self, n: usize) -> Self {
         self.rounds = n;
         self
@@ -199,21 +211,43 @@ impl Soak {
                     &[(crate::soak::SERVICE_PID_VAR, pid.to_string())],
                 )?;
                 load_runs += 1;
-                let finished = tokio::time::timeout(self.load_timeout, load.exited()).await;
-                if finished.is_ok() && load.success().await {
+                let measured = round >= self.warmup;
+                let timeout = tokio::time::sleep(self.load_timeout);
+                tokio::pin!(timeout);
+                let mut tick = self.interval.map(tokio::time::interval);
+                let finished = loop {
+                    tokio::select! {
+                        () = load.exited() => break true,
+                        () = &mut timeout => break false,
+                        _ = async {
+                            match tick.as_mut() {
+                                Some(tick) => tick.tick().await,
+                                None => std::future::pending().await,
+                            }
+                        } => {
+                            // While the load runs: a sample per interval.
+                            match sample(pid) {
+                                Some(s) if measured => samples.push(s),
+                                Some(_) => {}
+                                None => break false,
+                            }
+                        }
+                    }
+                };
+                if finished && load.success().await {
                     load_ok += 1;
-                } else if finished.is_err() {
-                    tracing::warn!(round, "leakproof-stress: a load run timed out");
+                } else if !finished {
+                    tracing::warn!(
+                        round,
+                        "leakproof-stress: a load run timed out (or the service died)"
+                    );
                 }
-                let tree: Vec<u32> = std::iter::once(pid).chain(scan::descendants(pid)).collect();
-                if scan::Process::read(pid).is_none_or(|p| p.is_zombie()) {
+                let Some(at_end) = sample(pid) else {
                     died = true;
                     break;
-                }
-                let rss = tree.iter().filter_map(|p| scan::rss_bytes(*p)).sum();
-                let fds = tree.iter().filter_map(|p| scan::fd_count(*p)).sum();
-                if round >= self.warmup {
-                    samples.push(Sample::new(Instant::now(), rss, Some(fds)));
+                };
+                if measured && self.interval.is_none() {
+                    samples.push(at_end);
                 }
             }
         }
@@ -231,6 +265,11 @@ impl Soak {
             load_ok == load_runs,
             format!("{load_ok} of {load_runs}"),
         );
+        let unit = if self.interval.is_some() {
+            "sample"
+        } else {
+            "round"
+        };
         if samples.len() >= 3 {
             let verdict = LeakCheck::new(samples.len())
                 .rss_tolerance(self.rss_tolerance)
@@ -241,7 +280,7 @@ impl Soak {
                 "resident memory does not trend upward",
                 !verdict.leaks_memory,
                 format!(
-                    "{:+.1} KiB per round (tolerance {:.1}), {:.1} -> {:.1} MiB over {} rounds",
+                    "{:+.1} KiB per {unit} (tolerance {:.1}), {:.1} -> {:.1} MiB over {} {unit}s",
                     verdict.rss_slope / 1024.0,
                     self.rss_tolerance / 1024.0,
                     mib(verdict.rss.0),
@@ -253,7 +292,7 @@ impl Soak {
                 "open descriptors do not trend upward",
                 !verdict.leaks_fds,
                 format!(
-                    "{:+.2} per round (tolerance {}), {} -> {} over {} rounds",
+                    "{:+.2} per {unit} (tolerance {}), {} -> {} over {} {unit}s",
                     verdict.fd_slope,
                     self.fd_tolerance,
                     verdict.fds.0,
@@ -263,16 +302,16 @@ impl Soak {
             );
             load_case.figure(
                 "RSS slope",
-                format!("{:+.1} KiB/round", verdict.rss_slope / 1024.0),
+                format!("{:+.1} KiB/{unit}", verdict.rss_slope / 1024.0),
             );
-            load_case.figure("fd slope", format!("{:+.2}/round", verdict.fd_slope));
+            load_case.figure("fd slope", format!("{:+.2}/{unit}", verdict.fd_slope));
             let kib: Vec<String> = samples.iter().map(|s| (s.rss / 1024).to_string()).collect();
             let fds: Vec<String> = samples
                 .iter()
                 .map(|s| s.fds.unwrap_or(0).to_string())
                 .collect();
-            load_case.note(format!("RSS KiB per round: {}", kib.join(" ")));
-            load_case.note(format!("open fds per round: {}", fds.join(" ")));
+            load_case.note(format!("RSS KiB per {unit}: {}", kib.join(" ")));
+            load_case.note(format!("open fds per {unit}: {}", fds.join(" ")));
         } else if !died {
             load_case.check(
                 "at least 3 rounds measured",
@@ -299,4 +338,16 @@ impl Soak {
         report.cases.push(stop);
         Ok(())
     }
+}
+
+/// The service tree's resident memory and open descriptors now (summed over the
+/// service and its descendants); `None` once the service has exited.
+fn sample(pid: u32) -> Option<Sample> {
+    if scan::Process::read(pid).is_none_or(|p| p.is_zombie()) {
+        return None;
+    }
+    let tree: Vec<u32> = std::iter::once(pid).chain(scan::descendants(pid)).collect();
+    let rss = tree.iter().filter_map(|p| scan::rss_bytes(*p)).sum();
+    let fds = tree.iter().filter_map(|p| scan::fd_count(*p)).sum();
+    Some(Sample::new(std::time::Instant::now(), rss, Some(fds)))
 }

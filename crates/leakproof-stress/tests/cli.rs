@@ -261,6 +261,15 @@ fn bad_usage_exits_2_and_says_why() {
             &["run", "--", "/nonexistent/program"][..],
             "could not spawn",
         ),
+        (&["soak", "--", "true"][..], "soak needs --load"),
+        (
+            &["soak", "--load", "true", "--rounds", "2", "--", "true"][..],
+            "--rounds takes at least 3 (a trend) without --interval",
+        ),
+        (
+            &["soak", "--runs", "2", "--load", "true", "--", "true"][..],
+            "unknown option \"--runs\" for `soak`",
+        ),
     ] {
         let out = torture(dir.path(), args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));

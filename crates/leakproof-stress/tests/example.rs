@@ -94,37 +94,58 @@ fn the_service_on_leakproof_passes_the_torture_and_its_leaky_variant_fails() {
     );
 }
 
-#[test]
-fn the_soak_passes_the_service_and_catches_the_leaky_ones_trend() {
+/// Soaks the clean service, then the leaky one, under the load `load` makes from the
+/// service's path and its port file, with `options` before the load; returns the two
+/// outputs after checking the clean one passed and the leaky one failed.
+fn soak_both(options: &[&str], load: impl Fn(&str, &str) -> String) -> (String, String) {
     let service = service();
     let service = service.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let port = dir.path().join("port");
-    let load = format!("{service} --request {}", port.display());
     let port = port.to_str().unwrap();
-    let soak = ["soak", "--rounds", "10", "--load", &load, "--"];
-    let clean: Vec<&str> = soak
-        .iter()
-        .copied()
-        .chain([service, "--serve", port])
-        .collect();
-    let (out, text) = torture(dir.path(), &clean);
-    assert!(out.status.success(), "{text}");
+    let load = load(service, port);
+    let mut texts = Vec::new();
+    for leak in [false, true] {
+        let _ = std::fs::remove_file(port);
+        let mut args = vec!["soak"];
+        args.extend(options);
+        args.extend(["--load", &load, "--", service, "--serve", port]);
+        if leak {
+            args.push("--leak");
+        }
+        let (out, text) = torture(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(i32::from(leak)), "{text}");
+        texts.push(text);
+    }
+    let leaky = texts.pop().unwrap_or_default();
+    (texts.pop().unwrap_or_default(), leaky)
+}
 
-    std::fs::remove_file(dir.path().join("port")).unwrap();
-    let leaky: Vec<&str> = soak
-        .iter()
-        .copied()
-        .chain([service, "--serve", port, "--leak"])
-        .collect();
-    let (out, text) = torture(dir.path(), &leaky);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+#[test]
+fn the_soak_passes_the_service_and_catches_the_leaky_ones_trend() {
+    let (_, leaky) = soak_both(&["--rounds", "10"], |service, port| {
+        format!("{service} --request {port}")
+    });
     for leak in [
         "LEAK  under load: resident memory does not trend upward: +",
         "LEAK  under load: open descriptors do not trend upward: +",
         "LEAK  stop: no process outlives the run: 13 left: ",
         "LEAK  stop: leaves no entry in its TMPDIR: 1 left: job-",
     ] {
-        assert!(text.contains(leak), "{leak}\n{text}");
+        assert!(leaky.contains(leak), "{leak}\n{leaky}");
     }
+}
+
+#[test]
+fn the_soak_samples_one_long_load_run_on_an_interval() {
+    // One round: 30 requests in a row, the service sampled every 50 ms meanwhile.
+    let options = ["--rounds", "1", "--warmup", "0", "--interval", "0.05"];
+    let (clean, leaky) = soak_both(&options, |service, port| {
+        format!("for i in $(seq 30); do {service} --request {port}; done")
+    });
+    assert!(clean.contains("/sample, load runs 1/1 ok"), "{clean}");
+    assert!(
+        leaky.contains("LEAK  under load: open descriptors do not trend upward: +"),
+        "{leaky}"
+    );
 }
