@@ -51,6 +51,24 @@ both:
 
 exit status: 0 no leak, 1 a leak (each named), 2 the torture could not run";
 
+/// A line of the verdict on standard output. A reader that went away (`| head`) is not
+/// an error here: the verdict stays in the exit status and the report files
+/// (`println!` would panic instead).
+macro_rules! say {
+    ($($line:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($line)*);
+    }};
+}
+
+/// A line on standard error: a usage error, or why the torture could not run.
+macro_rules! complain {
+    ($($line:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($line)*);
+    }};
+}
+
 /// What the command line asked for.
 enum Job {
     Run(Torture),
@@ -62,28 +80,28 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some(mode @ ("run" | "soak")) => match parse(mode, &args[1..]) {
             Ok((Job::Run(torture), out)) => {
-                println!("leakproof-stress: {}", torture.command_line());
+                say!("leakproof-stress: {}", torture.command_line());
                 finish(async move { torture.run().await }, out)
             }
             Ok((Job::Soak(soak), out)) => {
-                println!("leakproof-stress soak: {}", soak.command_line());
+                say!("leakproof-stress soak: {}", soak.command_line());
                 finish(async move { soak.run().await }, out)
             }
             Err(message) => {
-                eprintln!("leakproof-stress: {message}\n\n{USAGE}");
+                complain!("leakproof-stress: {message}\n\n{USAGE}");
                 ExitCode::from(2)
             }
         },
         Some("--help" | "-h" | "help") => {
-            println!("{USAGE}");
+            say!("{USAGE}");
             ExitCode::SUCCESS
         }
         Some("--version" | "-V") => {
-            println!("leakproof-stress {}", env!("CARGO_PKG_VERSION"));
+            say!("leakproof-stress {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
         other => {
-            eprintln!("leakproof-stress: expected `run` or `soak`, got {other:?}\n\n{USAGE}");
+            complain!("leakproof-stress: expected `run` or `soak`, got {other:?}\n\n{USAGE}");
             ExitCode::from(2)
         }
     }
@@ -224,22 +242,22 @@ fn finish(job: impl Future<Output = leakproof_stress::Result<Report>>, out: Path
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("leakproof-stress: no runtime: {e}");
+            complain!("leakproof-stress: no runtime: {e}");
             return ExitCode::from(2);
         }
     };
     let report = match runtime.block_on(job) {
         Ok(report) => report,
         Err(e) => {
-            eprintln!("leakproof-stress: {e}");
+            complain!("leakproof-stress: {e}");
             return ExitCode::from(2);
         }
     };
     for note in &report.notes {
-        println!("  {note}");
+        say!("  {note}");
     }
     for case in &report.cases {
-        println!(
+        say!(
             "{:<5} {:<11} {}",
             if case.passed() { "pass" } else { "FAIL" },
             case.name,
@@ -247,22 +265,22 @@ fn finish(job: impl Future<Output = leakproof_stress::Result<Report>>, out: Path
         );
         if !case.passed() {
             for note in &case.notes {
-                println!("        {note}");
+                say!("        {note}");
             }
         }
     }
     let files = match report.write(&out) {
         Ok(files) => files,
         Err(e) => {
-            eprintln!("leakproof-stress: {e}");
+            complain!("leakproof-stress: {e}");
             return ExitCode::from(2);
         }
     };
     let failures = report.failures();
     for failure in &failures {
-        println!("LEAK  {failure}");
+        say!("LEAK  {failure}");
     }
-    println!(
+    say!(
         "result: {} checks, {} failed ({:.1} s); report: {}, {}",
         report.checks(),
         failures.len(),

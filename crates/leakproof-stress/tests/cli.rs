@@ -276,3 +276,28 @@ fn bad_usage_exits_2_and_says_why() {
         assert!(text(&out).contains(says), "{args:?}: {}", text(&out));
     }
 }
+
+/// A reader that went away (`| head`) changes nothing: the leak still exits 1 and the
+/// reports are still written.
+#[test]
+fn a_closed_stdout_keeps_the_verdict_and_the_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leakproof-stress"))
+        .args(["run", "--runs", "1", "--terms", "0", "--kills", "0", "--"])
+        .args(["sh", "-c", "mktemp -d >/dev/null"])
+        .current_dir(dir.path())
+        .env("TMPDIR", &tmp)
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!text(&out).contains("panicked"), "{}", text(&out));
+    assert_eq!(report(dir.path())["failed"], 1);
+    assert_tmp_empty(dir.path());
+}
