@@ -96,20 +96,21 @@ impl Counts {
     /// Adds to `case` the exact checks of a scenario's end: temp entries, child
     /// processes (zombies included) and open descriptors back to `base`.
     pub fn check_back(&self, case: &mut Case, base: &Counts) {
-        let exact = |what: &str, now: usize, then: usize| {
-            let observed = if now == then {
-                format!("{now} (baseline {then})")
-            } else if now > then {
-                format!("{} over baseline ({then} -> {now})", now - then)
-            } else {
-                format!("{} under baseline ({then} -> {now})", then - now)
-            };
-            (format!("{what} back to baseline"), now == then, observed)
+        self.check_exact(case, base, true);
+    }
+
+    /// [`check_back`](Self::check_back), with sockets counted among the descriptors
+    /// only if `sockets_too` (otherwise "open fds other than sockets").
+    pub(crate) fn check_exact(&self, case: &mut Case, base: &Counts, sockets_too: bool) {
+        let fds = if sockets_too {
+            exact("open fds", self.fds, base.fds)
+        } else {
+            exact("open fds other than sockets", self.files(), base.files())
         };
         for (what, ok, observed) in [
             exact("temp entries", self.temp.len(), base.temp.len()),
             exact("child processes", self.children.len(), base.children.len()),
-            exact("open fds", self.fds, base.fds),
+            fds,
         ] {
             case.check(&what, ok, observed);
         }
@@ -118,21 +119,26 @@ impl Counts {
     /// Ends the child processes and removes the temp entries that are here but not in
     /// `base`, so a scenario that leaked leaves nothing behind either.
     pub fn clean_leftovers(&self, base: &Counts, temp: &Path) {
-        use rustix::process::{
-            Pid, PidfdFlags, Signal, WaitOptions, pidfd_open, pidfd_send_signal, waitpid,
-        };
-        for pid in self.children.iter().filter(|p| !base.children.contains(p)) {
-            if let Some(pid) = Pid::from_raw(*pid as i32)
-                && let Ok(fd) = pidfd_open(pid, PidfdFlags::empty())
-            {
-                let _ = pidfd_send_signal(&fd, Signal::KILL);
-                // Returns at once for a grandchild (not ours to reap).
-                let _ = waitpid(Some(pid), WaitOptions::empty());
-            }
-        }
+        let new: Vec<u32> = self
+            .children
+            .iter()
+            .copied()
+            .filter(|p| !base.children.contains(p))
+            .collect();
+        crate::kill::kill_and_reap(&new);
         for name in self.temp.iter().filter(|n| !base.temp.contains(n)) {
             let path = temp.join(name);
             let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
         }
     }
+}
+
+/// An exact check: `now` must equal `then`, and the observation says by how much not.
+fn exact(what: &str, now: usize, then: usize) -> (String, bool, String) {
+    let observed = match now.cmp(&then) {
+        std::cmp::Ordering::Equal => format!("{now} (baseline {then})"),
+        std::cmp::Ordering::Greater => format!("{} over baseline ({then} -> {now})", now - then),
+        std::cmp::Ordering::Less => format!("{} under baseline ({then} -> {now})", then - now),
+    };
+    (format!("{what} back to baseline"), now == then, observed)
 }

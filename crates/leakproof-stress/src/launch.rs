@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use proc_reaper::{Outcome, Reaper};
 use rustix::process::Signal;
 
+use crate::kill;
 use crate::report::Case;
 use crate::scan::{self, Process};
 use crate::{Error, MARKER_VAR, Result};
@@ -150,7 +151,7 @@ impl Launch {
 
     /// Sends `signal` to the command's own process.
     pub(crate) fn signal(&self, signal: Signal) {
-        send(self.leader, signal);
+        kill::send(self.leader, signal);
     }
 
     /// SIGTERM, then up to `deadline` for an exit: checked in `case`.
@@ -220,7 +221,8 @@ impl Launch {
         case.figure("processes left", left.survivors.len().to_string());
         // What the reaper could not attribute (an escapee with no marker, outside any
         // cgroup, not re-parented here) is ended here.
-        end_all(&left.survivors);
+        let pids: Vec<u32> = left.survivors.iter().map(|(pid, _)| *pid).collect();
+        kill::kill_and_reap(&pids);
         outcome.ok()
     }
 
@@ -348,33 +350,6 @@ fn describe(list: &[(u32, String)], what: &str) -> String {
 fn own_cgroup(leader: u32) -> Option<String> {
     let theirs = scan::cgroup_of(leader)?;
     (scan::cgroup_of(std::process::id()).as_deref() != Some(theirs.as_str())).then_some(theirs)
-}
-
-/// Sends `signal` through a pidfd (a reused PID is never hit).
-fn send(pid: u32, signal: Signal) {
-    use rustix::process::{Pid, PidfdFlags, pidfd_open, pidfd_send_signal};
-    if let Some(pid) = Pid::from_raw(pid as i32)
-        && let Ok(fd) = pidfd_open(pid, PidfdFlags::empty())
-    {
-        let _ = pidfd_send_signal(&fd, signal);
-    }
-}
-
-/// SIGKILL to every process in `list` still alive, then reaps those that are this
-/// process's children (waits for each: SIGKILL cannot be caught).
-fn end_all(list: &[(u32, String)]) {
-    use rustix::process::{Pid, WaitOptions, waitpid};
-    let me = std::process::id();
-    for (pid, _) in list {
-        send(*pid, Signal::KILL);
-    }
-    for (pid, _) in list {
-        if Process::read(*pid).is_some_and(|p| p.ppid == me)
-            && let Some(pid) = Pid::from_raw(*pid as i32)
-        {
-            let _ = waitpid(Some(pid), WaitOptions::empty());
-        }
-    }
 }
 
 fn describe_status(status: std::process::ExitStatus) -> String {

@@ -89,6 +89,7 @@
 
 mod baseline;
 mod error;
+mod kill;
 mod launch;
 mod ops;
 pub mod recorder;

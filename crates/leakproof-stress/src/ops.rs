@@ -345,30 +345,7 @@ impl Operations {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        let exact = |what: &str, now: usize, then: usize| {
-            let observed = match now.cmp(&then) {
-                std::cmp::Ordering::Equal => format!("{now} (baseline {then})"),
-                std::cmp::Ordering::Greater => {
-                    format!("{} over baseline ({then} -> {now})", now - then)
-                }
-                std::cmp::Ordering::Less => {
-                    format!("{} under baseline ({then} -> {now})", then - now)
-                }
-            };
-            (format!("{what} back to baseline"), now == then, observed)
-        };
-        let fds = if self.pooled_sockets {
-            exact("open fds other than sockets", after.files(), base.files())
-        } else {
-            exact("open fds", after.fds, base.fds)
-        };
-        for (what, ok, observed) in [
-            exact("temp entries", after.temp.len(), base.temp.len()),
-            exact("child processes", after.children.len(), base.children.len()),
-            fds,
-        ] {
-            case.check(&what, ok, observed);
-        }
+        after.check_exact(&mut case, &base, !self.pooled_sockets);
         let new_zombies = after
             .zombies
             .iter()

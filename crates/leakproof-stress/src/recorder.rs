@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+use rustix::process::Signal;
 use serde_json::{Value, json};
 
 use crate::scan;
@@ -205,11 +205,7 @@ pub fn end_descendants() -> Vec<u32> {
             break;
         }
         for pid in &alive {
-            if let Some(pid) = Pid::from_raw(*pid as i32)
-                && let Ok(fd) = pidfd_open(pid, PidfdFlags::empty())
-            {
-                let _ = pidfd_send_signal(&fd, Signal::KILL);
-            }
+            crate::kill::send(*pid, Signal::KILL);
         }
         std::thread::sleep(Duration::from_millis(10));
     }

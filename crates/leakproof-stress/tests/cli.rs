@@ -2,30 +2,17 @@
 //! judged from outside: its exit status, its report, and the machine afterwards (the
 //! leaked process gone, no temp directory of its own left).
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
+use std::path::Path;
+use std::process::Output;
+
+use common::{stress_command, text};
 use serde_json::Value;
 
 /// Runs the binary with `args`, its `TMPDIR` and working directory in `dir`.
 fn torture(dir: &Path, args: &[&str]) -> Output {
-    let tmp = dir.join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_leakproof-stress"))
-        .args(args)
-        .current_dir(dir)
-        .env("TMPDIR", &tmp)
-        .env_remove("GITHUB_STEP_SUMMARY")
-        .output()
-        .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    stress_command(dir).args(args).output().unwrap()
 }
 
 fn report(dir: &Path) -> Value {
@@ -232,11 +219,10 @@ fn the_summary_is_appended_for_github_actions() {
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join("summary.md");
     std::fs::write(&summary, "earlier step\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_leakproof-stress"))
+    let out = stress_command(dir.path())
         .args([
             "run", "--runs", "1", "--terms", "0", "--kills", "0", "--", "true",
         ])
-        .current_dir(dir.path())
         .env("GITHUB_STEP_SUMMARY", &summary)
         .output()
         .unwrap();
@@ -282,14 +268,9 @@ fn bad_usage_exits_2_and_says_why() {
 #[test]
 fn a_closed_stdout_keeps_the_verdict_and_the_reports() {
     let dir = tempfile::tempdir().unwrap();
-    let tmp = dir.path().join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leakproof-stress"))
+    let mut child = stress_command(dir.path())
         .args(["run", "--runs", "1", "--terms", "0", "--kills", "0", "--"])
         .args(["sh", "-c", "mktemp -d >/dev/null"])
-        .current_dir(dir.path())
-        .env("TMPDIR", &tmp)
-        .env_remove("GITHUB_STEP_SUMMARY")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

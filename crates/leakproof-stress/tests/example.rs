@@ -3,8 +3,12 @@
 //! passes every round (SIGKILL included, with `--reclaim-run`) and its soak; the leaky
 //! one is caught on each count, and no process it started outlives the torture.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
+
+use common::{stress_command, text};
 
 /// The example binary `cargo test` built next to this test's own.
 fn service() -> PathBuf {
@@ -17,26 +21,17 @@ fn service() -> PathBuf {
 
 /// Runs the binary; also checks that no process it marked outlives it.
 fn torture(dir: &Path, args: &[&str]) -> (Output, String) {
-    let tmp = dir.join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_leakproof-stress"))
+    let child = stress_command(dir)
         .args(args)
-        .current_dir(dir)
-        .env("TMPDIR", &tmp)
         // One malloc arena: the soak judges a resident-memory trend (see `Soak`).
         .env("MALLOC_ARENA_MAX", "1")
-        .env_remove("GITHUB_STEP_SUMMARY")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let marker = format!("LEAKPROOF_STRESS_RUN={}-", child.id());
     let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = text(&out);
     let outlived: Vec<String> = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
