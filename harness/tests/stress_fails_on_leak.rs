@@ -50,8 +50,8 @@ fn a_leaking_operation_fails_the_run_and_says_what_leaked() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     for failed in [
-        "FAILED  S1 indexer: 4 operations in a row: temp entries back to baseline: 1 over baseline (0 -> 1)",
-        "FAILED  S1 indexer: 4 operations in a row: child processes back to baseline: 1 over baseline (0 -> 1)",
+        "FAILED  S1 indexer: 4 operations in a row: operations: temp entries back to baseline: 1 over baseline (0 -> 1)",
+        "FAILED  S1 indexer: 4 operations in a row: operations: child processes back to baseline: 1 over baseline (0 -> 1)",
     ] {
         assert!(stdout.contains(failed), "missing {failed:?} in:\n{stdout}");
     }

@@ -25,8 +25,13 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Reads the counts now, with `temp` as the temp root.
+    /// Reads the counts now, with `temp` as the temp root. A [`Recorder`]'s sampler
+    /// is [paused](crate::recorder::pause_sampler) meanwhile, so its own transient
+    /// descriptors are never counted (do not call this while holding that pause).
+    ///
+    /// [`Recorder`]: crate::recorder::Recorder
     pub fn read(temp: &Path) -> Counts {
+        let _quiet = crate::recorder::pause_sampler();
         let (mut fds, mut sockets) = (0usize, 0usize);
         if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
             for entry in dir.flatten() {

@@ -1,5 +1,5 @@
-//! The faults S2 and S3 inject: which operation gets which, and an operation run as a
-//! task that a cancellation aborts.
+//! The faults S2 injects: which operation gets which, and an operation run as a task
+//! that a cancellation aborts (S3's come from `leakproof_stress::Operations`).
 
 use super::*;
 

@@ -2,10 +2,12 @@
 //! [`server`]) through the users' scenarios, each judged from the outside (`/proc`,
 //! the temp directory, the index on disk) against a baseline taken before it.
 //!
-//! - S1: operations in a row; fds, temp entries and child processes back to baseline.
+//! - S1: operations in a row (on `leakproof_stress::Operations`); fds, temp entries
+//!   and child processes back to baseline.
 //! - S2: faults in 20% of operations (errors, panics, cancellations, a full disk, fd
 //!   exhaustion), each one's cleanup confirmed right after it.
-//! - S3: concurrent operations finishing in any order; permits and connections back,
+//! - S3: concurrent operations finishing in any order (on `Operations`, 10% faulted);
+//!   permits and connections back,
 //!   the database pool's connections all idle (as `Health` reports them), and an
 //!   exhausted pool a typed timeout.
 //! - inputs: hostile downloads, each refused with its typed error, nothing lost.
@@ -85,10 +87,8 @@ impl Ctx<'_> {
         self.reaper.settle().await;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let counts = {
-                let _quiet = super::report::pause_sampler();
-                Counts::read(&self.temp)
-            };
+            // The sampler is paused while the counts are read.
+            let counts = Counts::read(&self.temp);
             if want(&counts) || Instant::now() >= deadline {
                 return counts;
             }
