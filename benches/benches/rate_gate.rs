@@ -1,10 +1,12 @@
-//! `rate-gate` against `governor`, in the same run on the same quota. Our gate reads
-//! `Clock::Tsc`, the clock governor uses, except in `try_acquire_tokio_clock` (our
-//! default clock, which follows `tokio::time::pause`).
+//! `rate-gate` against `governor`, in the same run on the same quota. Our gate is built
+//! as a user builds it, with the default clock (`Clock::Auto`: the CPU's counter, as
+//! governor reads it, since tokio's clock is not paused here), except in
+//! `try_acquire_tokio_clock` (`Clock::Tokio`, which costs a `clock_gettime`).
 //!
 //! - `try_acquire` (granted) vs governor's `check`: target at most 1.0x governor's time.
 //! - `try_acquire` refused (quota spent) vs `check` refused.
-//! - `contended_2threads`: two threads taking from one limiter; time per grant.
+//! - `contended_2threads`: two threads taking from one limiter; time per grant: target
+//!   at most 1.0x governor's.
 //! - `acquire_async`: `acquire().await` vs governor's `until_ready().await` when the
 //!   quota allows at once.
 
@@ -14,14 +16,23 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use governor::{DefaultDirectRateLimiter, RateLimiter};
-use rate_gate::Clock::{Tokio, Tsc};
+use rate_gate::Clock::{Auto, Tokio, Tsc};
 
 /// A quota that always allows: 1e9 per second with a burst of 1e9.
 const PLENTY: u32 = 1_000_000_000;
 
 fn ours(count: u32, burst: u32, clock: rate_gate::Clock) -> rate_gate::Gate {
     let quota = rate_gate::Quota::per_second(count).burst(burst).unwrap();
-    rate_gate::Gate::builder().quota(quota).clock(clock).build()
+    let builder = rate_gate::Gate::builder().quota(quota);
+    // `Auto` is the default: the builder is left as a user leaves it.
+    let gate = if clock == Auto {
+        builder.build()
+    } else {
+        builder.clock(clock).build()
+    };
+    // Outside a paused runtime the default reads the CPU's counter, as governor does.
+    assert_eq!(gate.clock(), if clock == Auto { Tsc } else { clock });
+    gate
 }
 
 fn governor(count: u32, burst: u32) -> DefaultDirectRateLimiter {
@@ -38,7 +49,7 @@ fn pair(c: &mut Criterion, group: &str, ours: &dyn Fn() -> bool, peer: &dyn Fn()
 }
 
 fn uncontended(c: &mut Criterion) {
-    let gate = ours(PLENTY, PLENTY, Tsc);
+    let gate = ours(PLENTY, PLENTY, Auto);
     let limiter = governor(PLENTY, PLENTY);
     pair(
         c,
@@ -57,7 +68,7 @@ fn uncontended(c: &mut Criterion) {
     );
 
     // One request an hour, already taken: every call is refused with a wait.
-    let gate = ours(1, 1, Tsc);
+    let gate = ours(1, 1, Auto);
     let limiter = governor(1, 1);
     assert!(gate.try_acquire().is_ok() && limiter.check().is_ok());
     pair(
@@ -89,7 +100,7 @@ fn two_threads(iters: u64, take: &(dyn Fn() -> bool + Sync)) -> Duration {
 }
 
 fn contended(c: &mut Criterion) {
-    let gate = ours(PLENTY, PLENTY, Tsc);
+    let gate = ours(PLENTY, PLENTY, Auto);
     let limiter = governor(PLENTY, PLENTY);
     let mut g = c.benchmark_group("rate-gate/contended_2threads");
     g.bench_function("ours", |b| {
@@ -106,7 +117,7 @@ fn acquire_async(c: &mut Criterion) {
         .enable_time()
         .build()
         .unwrap();
-    let gate = ours(PLENTY, PLENTY, Tsc);
+    let gate = ours(PLENTY, PLENTY, Auto);
     let limiter = governor(PLENTY, PLENTY);
     let mut g = c.benchmark_group("rate-gate/acquire_async");
     g.bench_function("ours", |b| {

@@ -78,6 +78,12 @@ const TARGETS: &[(&str, &str, f64, &str)] = &[
         "time <= 1.0x governor's check",
     ),
     (
+        "rate-gate/contended_2threads",
+        "governor",
+        1.0,
+        "time <= 1.0x governor's",
+    ),
+    (
         "scoped-temp/create_write4k_remove",
         "tempfile",
         1.10,

@@ -1,4 +1,5 @@
-//! Where a gate reads the time: tokio's clock by default, the CPU's counter on request.
+//! Where a gate reads the time: by default the CPU's counter, or tokio's clock where it
+//! is paused (tests).
 
 use std::fmt;
 use std::time::Duration;
@@ -12,15 +13,26 @@ const FINE: u64 = 2_000_000;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Clock {
-    /// `tokio::time::Instant`: follows `tokio::time::pause` and `advance`, so a test can
-    /// run three simulated hours in milliseconds. The default.
+    /// The default: [`Clock::Tokio`] if tokio's clock is paused where the gate is built
+    /// (a test under `tokio::time::pause` or `#[tokio::test(start_paused = true)]`),
+    /// otherwise [`Clock::Tsc`] (with the feature `quanta`, on by default; without it,
+    /// [`Clock::Tokio`]). Decided once, when the gate is built: build it after pausing
+    /// the clock. "Paused" means two readings of tokio's clock in a row are equal; a
+    /// host whose monotonic clock is too coarse to tell them apart gets tokio's clock,
+    /// which is only slower.
     #[default]
+    Auto,
+    /// `tokio::time::Instant`: follows `tokio::time::pause` and `advance`, so a test can
+    /// run three simulated hours in milliseconds. Costs a `clock_gettime` per reading
+    /// (about 25 to 45 ns on a VM).
     Tokio,
     /// The CPU's time-stamp counter through `quanta` (feature `quanta`), the clock
-    /// `governor` uses: on a VM about a third of the cost of `clock_gettime`, which
-    /// matters only for in-process limits checked millions of times a second. It
-    /// **ignores tokio's paused clock**: a gate on it, in a test that pauses time, waits
-    /// for real time to pass.
+    /// `governor` uses: about a third of the cost of `clock_gettime` on a VM, which
+    /// matters for in-process limits checked millions of times a second. quanta uses
+    /// the counter only where the CPU declares it invariant (constant rate across
+    /// cores, sleep states and frequency changes) and reads the OS's monotonic clock
+    /// otherwise. It **ignores tokio's paused clock**: a gate on it, in a test that
+    /// pauses time, waits for real time to pass.
     #[cfg(feature = "quanta")]
     #[cfg_attr(docsrs, doc(cfg(feature = "quanta")))]
     Tsc,
@@ -36,13 +48,30 @@ pub(crate) enum Source {
 impl Source {
     pub(crate) fn new(clock: Clock) -> Self {
         match clock {
-            Clock::Tokio => Source::Tokio(tokio::time::Instant::now()),
+            Clock::Auto if tokio_paused() => Source::tokio(),
             #[cfg(feature = "quanta")]
-            Clock::Tsc => {
-                let clock = quanta::Clock::new();
+            Clock::Auto | Clock::Tsc => {
+                // Built once per process: quanta's detection asks `cpuid` (a trap to
+                // the hypervisor on a VM) and calibrates the counter (under 200 ms).
+                static COUNTER: std::sync::OnceLock<quanta::Clock> = std::sync::OnceLock::new();
+                let clock = COUNTER.get_or_init(quanta::Clock::new).clone();
                 let zero = clock.raw();
                 Source::Tsc(clock, zero)
             }
+            _ => Source::tokio(),
+        }
+    }
+
+    fn tokio() -> Self {
+        Source::Tokio(tokio::time::Instant::now())
+    }
+
+    /// The clock read: never [`Clock::Auto`], which is resolved at build.
+    pub(crate) fn kind(&self) -> Clock {
+        match self {
+            Source::Tokio(_) => Clock::Tokio,
+            #[cfg(feature = "quanta")]
+            Source::Tsc(..) => Clock::Tsc,
         }
     }
 
@@ -85,7 +114,7 @@ impl Source {
     /// loses the fine finish.)
     fn frozen(&self) -> bool {
         match self {
-            Source::Tokio(_) => tokio::time::Instant::now() == tokio::time::Instant::now(),
+            Source::Tokio(_) => tokio_paused(),
             #[cfg(feature = "quanta")]
             Source::Tsc(..) => false,
         }
@@ -101,6 +130,11 @@ impl Source {
             Source::Tsc(clock, zero) => clock.delta_as_nanos(*zero, clock.raw()),
         }
     }
+}
+
+/// `true` if tokio's clock is paused here: two readings in a row are equal.
+fn tokio_paused() -> bool {
+    tokio::time::Instant::now() == tokio::time::Instant::now()
 }
 
 impl fmt::Debug for Source {

@@ -58,18 +58,20 @@
 //!
 //! # Cost
 //!
-//! A grant that does not wait is lock-free: a clock read and one 128-bit
-//! compare-and-swap that moves GCRA's timestamp and counts the grant together. The
-//! default clock is tokio's (so `tokio::time::pause` works in tests), which costs a
-//! `clock_gettime`; `Clock::Tsc` (feature `quanta`) reads the CPU's counter instead,
-//! as `governor` does. `BENCHMARKS.md` has the figures against governor. On targets
-//! without a 128-bit compare-and-swap, `portable-atomic` falls back to a lock.
+//! A grant that does not wait is lock-free: a clock read, one 64-bit compare-and-swap
+//! that moves GCRA's timestamp, and a relaxed add that counts the grant. The default
+//! clock ([`Clock::Auto`]) reads the CPU's counter through `quanta` (feature `quanta`,
+//! on by default), as `governor` does, and costs a third of a `clock_gettime` on a VM;
+//! a gate built where tokio's clock is paused reads tokio's clock instead, so
+//! `tokio::time::pause` works in tests (build the gate after pausing). `BENCHMARKS.md`
+//! has the figures against governor.
 //!
 //! # Platforms
 //!
 //! Pure Rust on tokio: every platform tokio supports (checked for Linux, macOS and
 //! FreeBSD). `Clock::Tsc` (feature `quanta`) reads the time-stamp counter where the CPU
-//! has a usable one and falls back to the OS clock elsewhere.
+//! declares it invariant and falls back to the OS's monotonic clock elsewhere (as does
+//! the default `Clock::Auto`).
 //!
 //! # What this does not protect against
 //!
@@ -85,6 +87,10 @@
 //!   machine's clock; a skewed clock shifts the pause.
 //! - **Server windows it was never told about.** Until a response reports the server's
 //!   budget, only the configured quota applies.
+//! - **A clock paused after the gate was built.** The default clock is chosen when the
+//!   gate is built; a gate built before `tokio::time::pause` reads real time, and its
+//!   waits take real time in the paused test. Build it after pausing, or pick
+//!   [`Clock::Tokio`].
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -428,3 +428,33 @@ async fn the_fine_finish_on_the_real_clock_grants_in_arrival_order() {
     assert_eq!(*order.lock().unwrap(), (0..20).collect::<Vec<_>>());
     assert_eq!(gate.stats().granted, 20 + u64::from(!cancelled));
 }
+
+/// The default clock is tokio's where tokio's clock is paused when the gate is built:
+/// an hour's wait passes in simulated time, exactly.
+#[tokio::test(start_paused = true)]
+async fn the_default_clock_follows_a_paused_tokio_clock() {
+    let gate = Gate::builder().quota(Quota::per_hour(1)).build();
+    assert_eq!(gate.clock(), rate_gate::Clock::Tokio);
+    drop(gate.try_acquire().unwrap());
+    let started = Instant::now();
+    drop(gate.acquire().await.unwrap());
+    assert_eq!(started.elapsed(), HOUR);
+}
+
+/// Elsewhere the default clock is the CPU's counter (feature `quanta`, on by default):
+/// outside a runtime and in a runtime whose clock runs; asked for, tokio's.
+#[cfg(feature = "quanta")]
+#[test]
+fn the_default_clock_is_the_cpu_counter_where_time_runs() {
+    use rate_gate::Clock;
+    assert_eq!(Gate::builder().build().clock(), Clock::Tsc);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        assert_eq!(Gate::builder().build().clock(), Clock::Tsc);
+        let tokio = Gate::builder().clock(Clock::Tokio).build();
+        assert_eq!(tokio.clock(), Clock::Tokio);
+    });
+}
