@@ -152,6 +152,8 @@ struct Row {
     /// A ratio measured in alternating batches (see `Paired`), which judges the row
     /// instead of `ours_ns / peer_ns` when the bench wrote one.
     paired: Option<Paired>,
+    /// The row's ratio in each run, when several were combined (see `combine`).
+    runs: Vec<f64>,
 }
 
 /// `target/criterion/<group>/<peer>/paired.json`: the median and range of the per-round
@@ -165,37 +167,123 @@ struct Paired {
 }
 
 impl Row {
+    /// The ratio that judges the row: the median of the runs' ratios when there were
+    /// several, else the paired ratio or the ratio of the medians.
     fn ratio(&self) -> f64 {
+        if !self.runs.is_empty() {
+            return median(&self.runs);
+        }
+        self.one_run_ratio()
+    }
+
+    fn one_run_ratio(&self) -> f64 {
         self.paired
             .as_ref()
             .map_or(self.ours_ns / self.peer_ns, |p| p.median)
     }
 }
 
-/// `cargo xtask bench`: runs every bench, then writes `BENCHMARKS.md`.
-/// `cargo xtask bench --collect-only`: writes it from the results already in
-/// `target/criterion` (the last full run plus any bench run by hand since).
+/// The median of `values` (the mean of the middle two for an even count); 0 if empty.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// One row per case from several runs: each time the median of the runs' medians, the
+/// ratio the median of the runs' ratios, and every run's ratio kept for the spread. A
+/// case missing from a run (a bench that failed there) is combined from the others.
+fn combine(runs: Vec<Vec<Row>>) -> Vec<Row> {
+    let mut out: Vec<Row> = Vec::new();
+    let mut times: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
+    for run in runs {
+        for row in run {
+            let ratio = row.one_run_ratio();
+            match out
+                .iter()
+                .position(|r| r.group == row.group && r.peer == row.peer)
+            {
+                Some(i) => {
+                    out[i].runs.push(ratio);
+                    times[i].0.push(row.ours_ns);
+                    times[i].1.push(row.peer_ns);
+                }
+                None => {
+                    times.push((vec![row.ours_ns], vec![row.peer_ns]));
+                    out.push(Row {
+                        runs: vec![ratio],
+                        ..row
+                    });
+                }
+            }
+        }
+    }
+    for (row, (ours, peer)) in out.iter_mut().zip(times) {
+        row.ours_ns = median(&ours);
+        row.peer_ns = median(&peer);
+    }
+    out.sort_by(|a, b| (&a.group, &a.peer).cmp(&(&b.group, &b.peer)));
+    out
+}
+
+/// Runs of the whole suite unless `--runs` says otherwise: each row's ratio is the
+/// median of the runs', shown with their range.
+const RUNS: usize = 3;
+
+/// `cargo xtask bench [--runs N] [-- CRITERION ARGS]`: runs every bench `N` times
+/// (default [`RUNS`]), then writes `BENCHMARKS.md`. `cargo xtask bench --collect-only`:
+/// writes it from the results already in `target/criterion` (the last run plus any
+/// bench run by hand since), as one run.
 pub fn main(args: &[String]) -> Result<bool> {
     let root = workspace_root();
     let criterion_dir = root.join("target/criterion");
-    match args {
-        [] => {
-            // Stale results from an earlier run must not reach the table.
-            let _ = fs::remove_dir_all(&criterion_dir);
-            println!("==> {}", COMMAND.join(" "));
-            let status = Command::new(COMMAND[0])
-                .args(&COMMAND[1..])
-                .current_dir(&root)
-                .status()?;
-            if !status.success() {
-                return Ok(false);
-            }
-        }
-        [flag] if flag == "--collect-only" => {}
+    let (ours, criterion_args) = match args.iter().position(|a| a == "--") {
+        Some(at) => (&args[..at], &args[at + 1..]),
+        None => (args, &[][..]),
+    };
+    let runs = match ours {
+        [flag] if flag == "--collect-only" => None,
+        [] => Some(RUNS),
+        [flag, n] if flag == "--runs" => match n.parse::<usize>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => return Err(format!("bench: --runs wants a count, not {n:?}").into()),
+        },
         other => return Err(format!("bench: unknown arguments {other:?}").into()),
-    }
-    let rows = collect(&criterion_dir)?;
-    let mut report = render(&rows)?;
+    };
+    let (rows, runs_done) = match runs {
+        None => (collect(&criterion_dir)?, 1),
+        Some(n) => {
+            let mut all = Vec::new();
+            for run in 1..=n {
+                // Stale results from an earlier run must not reach the table.
+                let _ = fs::remove_dir_all(&criterion_dir);
+                println!(
+                    "==> run {run} of {n}: {} {}",
+                    COMMAND.join(" "),
+                    if criterion_args.is_empty() {
+                        String::new()
+                    } else {
+                        format!("-- {}", criterion_args.join(" "))
+                    }
+                );
+                let mut command = Command::new(COMMAND[0]);
+                command.args(&COMMAND[1..]).current_dir(&root);
+                if !criterion_args.is_empty() {
+                    command.arg("--").args(criterion_args);
+                }
+                if !command.status()?.success() {
+                    return Ok(false);
+                }
+                all.push(collect(&criterion_dir)?);
+            }
+            (combine(all), n)
+        }
+    };
+    let mut report = render(&rows, runs_done)?;
     // Figures that are not times (hit ratios, bytes per entry), written by the benches
     // as `target/criterion/<name>-extra.md`.
     let mut extras: Vec<_> = fs::read_dir(&criterion_dir)?
@@ -276,6 +364,7 @@ fn collect(criterion_dir: &Path) -> Result<Vec<Row>> {
                 peer_ns,
                 bytes,
                 paired,
+                runs: Vec::new(),
             });
         }
     }
@@ -370,7 +459,7 @@ fn machine() -> String {
     )
 }
 
-fn render(rows: &[Row]) -> Result<String> {
+fn render(rows: &[Row], runs: usize) -> Result<String> {
     let mut out = String::new();
     writeln!(out, "# Benchmarks")?;
     writeln!(out)?;
@@ -396,14 +485,24 @@ fn render(rows: &[Row]) -> Result<String> {
     )?;
     writeln!(
         out,
-        "it), for cases whose separately measured medians drift with the machine."
+        "it), for cases whose separately measured medians drift with the machine. With several"
     )?;
+    writeln!(
+        out,
+        "runs of the whole suite, times are the median of the runs' medians, and the ratio is the"
+    )?;
+    writeln!(
+        out,
+        "median of the runs' ratios with their range (the spread) after it; the target judges"
+    )?;
+    writeln!(out, "that median.")?;
     writeln!(out)?;
     writeln!(out, "- Machine: {}", machine())?;
     writeln!(
         out,
-        "- Command: `cargo xtask bench` (runs `{}`)",
-        COMMAND.join(" ")
+        "- Command: `cargo xtask bench` (runs `{}`, {runs} time{})",
+        COMMAND.join(" "),
+        if runs == 1 { "" } else { "s" }
     )?;
     writeln!(out)?;
     writeln!(
@@ -412,12 +511,23 @@ fn render(rows: &[Row]) -> Result<String> {
     )?;
     writeln!(out, "|---|---|---|---|---|---|---|---|")?;
     for r in rows {
-        let ratio = match &r.paired {
-            Some(p) => format!(
+        let ratio = match (&r.paired, r.runs.len()) {
+            (_, n) if n > 1 => {
+                let (min, max) = r
+                    .runs
+                    .iter()
+                    .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+                format!(
+                    "{:.3}x ({n} runs{}: {min:.3}-{max:.3})",
+                    r.ratio(),
+                    if r.paired.is_some() { ", each paired" } else { "" }
+                )
+            }
+            (Some(p), _) => format!(
                 "{:.3}x (paired, {:.0} rounds: {:.2}-{:.2})",
                 p.median, p.rounds, p.min, p.max
             ),
-            None => format!("{:.3}x", r.ours_ns / r.peer_ns),
+            (None, _) => format!("{:.3}x", r.ours_ns / r.peer_ns),
         };
         let (target, met) = match target_of(r) {
             Some((met, text)) => (text.to_string(), if met { "yes" } else { "no" }),
@@ -435,4 +545,41 @@ fn render(rows: &[Row]) -> Result<String> {
         )?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(group: &str, ours_ns: f64, peer_ns: f64) -> Row {
+        Row {
+            group: group.into(),
+            peer: "peer".into(),
+            ours_ns,
+            peer_ns,
+            bytes: None,
+            paired: None,
+            runs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn runs_combine_into_the_median_ratio_with_its_range() {
+        let runs = vec![
+            vec![row("a/x", 10.0, 10.0), row("b/y", 1.0, 2.0)],
+            vec![row("a/x", 30.0, 10.0)],
+            vec![row("a/x", 12.0, 10.0), row("b/y", 3.0, 2.0)],
+        ];
+        let rows = combine(runs);
+        assert_eq!(rows.len(), 2);
+        let a = &rows[0];
+        assert_eq!(a.runs, vec![1.0, 3.0, 1.2]);
+        assert_eq!(a.ratio(), 1.2);
+        assert_eq!((a.ours_ns, a.peer_ns), (12.0, 10.0));
+        // A case one run lacks is combined from the runs that have it.
+        assert_eq!(rows[1].ratio(), 1.0);
+        let table = render(&rows, 3).unwrap();
+        assert!(table.contains("1.200x (3 runs: 1.000-3.000)"), "{table}");
+        assert!(table.contains("1.000x (2 runs: 0.500-1.500)"), "{table}");
+    }
 }

@@ -38,8 +38,10 @@ commands:
   compat             the published crates on their MSRV (all features), the portable
                      ones for macOS and FreeBSD, cargo package, docs -D warnings
                      (--no-verify: package without building the packaged sources)
-  bench              run the benches in benches/ and rewrite BENCHMARKS.md
-                     (--collect-only: rewrite it from target/criterion, no run)";
+  bench              run the benches in benches/ 3 times (--runs N) and rewrite
+                     BENCHMARKS.md with each ratio's median and range over the runs
+                     (-- ARGS: passed to criterion; --collect-only: rewrite it from
+                     target/criterion, one run, no bench run)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
