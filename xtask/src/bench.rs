@@ -520,7 +520,11 @@ fn render(rows: &[Row], runs: usize) -> Result<String> {
                 format!(
                     "{:.3}x ({n} runs{}: {min:.3}-{max:.3})",
                     r.ratio(),
-                    if r.paired.is_some() { ", each paired" } else { "" }
+                    if r.paired.is_some() {
+                        ", each paired"
+                    } else {
+                        ""
+                    }
                 )
             }
             (Some(p), _) => format!(

@@ -20,7 +20,9 @@
 //! [`Health`] grades one report from every crate: Healthy, Degraded (over 100 live
 //! children, memory pressure, descriptors well over their baseline, a server-imposed
 //! pause) or Unhealthy (shutting down, out of memory or descriptors), with the reasons,
-//! serialisable with serde.
+//! serialisable with serde. [`Health::monitor`] checks it on an interval, logs each
+//! change of grade through `tracing` and publishes it on a watch channel
+//! ([`HealthMonitor`]).
 //!
 //! [`ApiClient`] (feature `client`) is one pooled hyper-util client behind a `rate-gate`
 //! gate fed by the response headers, with `ttl-cache` for GETs (ETag revalidation: a 304
@@ -97,6 +99,7 @@
 mod client;
 mod error;
 mod health;
+mod monitor;
 mod scope;
 mod shutdown;
 
@@ -118,6 +121,7 @@ pub use health::{
     CacheHealth, FdHealth, GateHealth, Health, HealthBuilder, HealthReport, MemoryHealth,
     PoolHealth, PoolState, PoolStatus, Status,
 };
+pub use monitor::{HealthMonitor, MIN_MONITOR_INTERVAL};
 #[cfg(all(feature = "proc", target_os = "linux"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "proc", target_os = "linux"))))]
 pub use scope::ScopedChild;
