@@ -68,6 +68,19 @@ fn a_leaking_operation_fails_the_run_and_says_what_leaked() {
     assert_nothing_left(run.tmp.path(), &run.marker);
 }
 
+#[test]
+fn a_slow_leak_raises_the_leak_alarm_and_fails_the_run() {
+    // Each operation keeps 256 KiB for good: no count drifts, only the trend.
+    let run = Run::new(&["--only", "s1", "--ops", "30", "--inject-slow-leak"]);
+    let stdout = String::from_utf8_lossy(&run.output.stdout);
+    assert_eq!(run.output.status.code(), Some(1), "{stdout}");
+    let failed = "FAILED  S1 indexer: 30 operations in a row: no leak alarm (mem-watch's LeakAlarm, per operation, 32 KiB): leak suspected: memory +";
+    assert!(stdout.contains(failed), "missing {failed:?} in:\n{stdout}");
+    // Only the alarm: every count is back.
+    assert_eq!(stdout.matches("FAILED  ").count(), 1, "{stdout}");
+    assert_nothing_left(run.tmp.path(), &run.marker);
+}
+
 /// Nothing in `tmp` (the run's TMPDIR), and no process carrying `marker`.
 fn assert_nothing_left(tmp: &std::path::Path, marker: &str) {
     let left: Vec<_> = std::fs::read_dir(tmp)

@@ -15,8 +15,11 @@
 //! On top of that: a [`Watcher`] that samples in the background with warning and
 //! critical thresholds (in bytes or percent of the effective limit, the smaller of the
 //! cgroup limit and RAM), hysteresis and release hooks; per-job start/peak/end figures
-//! ([`JobGuard`]); a robust [`LeakCheck`] over repeated rounds; a byte-weighted
-//! [`MemoryBudget`]; and a [`PressureWatch`] woken by a PSI trigger.
+//! ([`JobGuard`]); a robust [`LeakCheck`] over repeated rounds; a [`LeakAlarm`] for
+//! production, judging the trend over a rolling window of samples (per operation, or
+//! per tick of a watcher) and raising "leak suspected" with its slope and the
+//! Mann-Kendall confidence that it is real; a byte-weighted [`MemoryBudget`]; and a
+//! [`PressureWatch`] woken by a PSI trigger.
 //!
 //! The peers: `memory-stats` reads `smaps` by default (tens of microseconds, growing
 //! with mapped memory); `sysinfo` refreshes a heavy object and reads the root cgroup;
@@ -45,7 +48,8 @@
 //!
 //! The figures come from Linux's procfs and cgroup files. The crate builds on other
 //! Unixes (checked for macOS and FreeBSD), where what needs no procfs works: the
-//! [`MemoryBudget`], the trend statistic ([`theil_sen`]), the threshold logic
+//! [`MemoryBudget`], the trend statistics ([`theil_sen`], [`mann_kendall_confidence`])
+//! and the [`LeakAlarm`] fed with samples of your own, the threshold logic
 //! ([`next_level`]) and the [`parse`] functions. There [`Probe::new`] returns an error
 //! (no `/proc/self/statm`), and so does everything that reads through a probe
 //! ([`Watcher::start`], [`JobGuard`], [`LeakCheck`]; [`Watcher::start_with`] takes
@@ -64,8 +68,14 @@
 //!   `VmHWM`, which is process-wide, so concurrent jobs each fall back to their samples.
 //! - **Cgroup usage includes page cache.** The limit is what the OOM killer enforces,
 //!   but `usage` near it may be reclaimable cache.
+//! - **A leak slower than the alarm's tolerance, or one window long.** The alarm
+//!   judges a trend within its window: a one-time step (a cache filled once) is no
+//!   trend, and a leak below the tolerance per step is not raised. A process whose
+//!   memory legitimately grows for a whole window (a cache warming) raises it: widen
+//!   the window or the tolerance.
 //! - **Linux only for the figures.** See Platforms below.
 
+mod alarm;
 mod budget;
 mod error;
 mod job;
@@ -75,6 +85,7 @@ mod pressure;
 mod probe;
 mod watcher;
 
+pub use alarm::{LeakAlarm, Resource, Suspicion, Trend, mann_kendall_confidence};
 pub use budget::{MemoryBudget, Reservation};
 pub use error::{Error, Result};
 pub use job::{Figures, JobGuard, JobReport};

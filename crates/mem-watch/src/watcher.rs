@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use crate::alarm::{LeakAlarm, Resource, Suspicion};
 use crate::job::{JobGuard, Peaks};
 use crate::{Probe, Result, Sample};
 
@@ -82,6 +83,7 @@ pub struct WatchConfig {
     critical: Option<Threshold>,
     hysteresis: f64,
     limit_every: u32,
+    alarm: Option<LeakAlarm>,
 }
 
 impl WatchConfig {
@@ -94,6 +96,7 @@ impl WatchConfig {
             critical: None,
             hysteresis: 0.05,
             limit_every: 10,
+            alarm: None,
         }
     }
 
@@ -127,6 +130,15 @@ impl WatchConfig {
         self.limit_every = ticks.max(1);
         self
     }
+
+    /// Judges every sample's trend with `alarm` (its window in ticks, its tolerances
+    /// per tick: for 64 KiB a second at a 5 s interval, `rss_tolerance(320.0 *
+    /// 1024.0)`): a suspicion is logged through `tracing` as "leak suspected" with its
+    /// slope and confidence and sent to [`Watcher::leak_alarms`].
+    pub fn leak_alarm(mut self, alarm: LeakAlarm) -> Self {
+        self.alarm = Some(alarm);
+        self
+    }
 }
 
 type Hook = Box<dyn Fn() + Send + Sync>;
@@ -134,6 +146,7 @@ type Hook = Box<dyn Fn() + Send + Sync>;
 #[derive(Default)]
 struct Shared {
     history: VecDeque<Sample>,
+    suspected: Vec<Resource>,
     hooks: Vec<Hook>,
     jobs: Vec<Weak<Mutex<Peaks>>>,
 }
@@ -159,6 +172,7 @@ struct Shared {
 pub struct Watcher {
     levels: watch::Receiver<Level>,
     events: broadcast::Sender<Event>,
+    alarms: broadcast::Sender<Suspicion>,
     shared: Arc<Mutex<Shared>>,
     task: Option<JoinHandle<()>>,
 }
@@ -185,8 +199,10 @@ impl Watcher {
     pub fn start_with(config: WatchConfig, mut source: impl Source) -> Watcher {
         let (level_tx, levels) = watch::channel(Level::Normal);
         let (events, _) = broadcast::channel(64);
+        let (alarms, _) = broadcast::channel(16);
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let (events_tx, task_shared) = (events.clone(), shared.clone());
+        let (events_tx, alarms_tx, task_shared) = (events.clone(), alarms.clone(), shared.clone());
+        let mut alarm = config.alarm.clone();
         let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(config.interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -201,6 +217,21 @@ impl Watcher {
                 let warning = config.warning.and_then(|t| t.bytes(limit));
                 let critical = config.critical.and_then(|t| t.bytes(limit));
                 let next = next_level(level, sample.rss, warning, critical, config.hysteresis);
+                if let Some(alarm) = alarm.as_mut() {
+                    for suspicion in alarm.push(sample) {
+                        tracing::warn!(
+                            resource = ?suspicion.resource,
+                            slope_per_tick = suspicion.trend.slope,
+                            confidence = suspicion.trend.confidence,
+                            from = suspicion.from,
+                            to = suspicion.to,
+                            window = suspicion.window,
+                            "mem-watch: leak suspected"
+                        );
+                        let _ = alarms_tx.send(suspicion);
+                    }
+                    lock(&task_shared).suspected = alarm.suspected();
+                }
                 let hooks_due = {
                     let mut s = lock(&task_shared);
                     if s.history.len() == config.history {
@@ -250,6 +281,7 @@ impl Watcher {
         Watcher {
             levels,
             events,
+            alarms,
             shared,
             task: Some(task),
         }
@@ -268,6 +300,17 @@ impl Watcher {
     /// Every level change from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+
+    /// Every "leak suspected" from now on (with [`WatchConfig::leak_alarm`]).
+    pub fn leak_alarms(&self) -> broadcast::Receiver<Suspicion> {
+        self.alarms.subscribe()
+    }
+
+    /// What the leak alarm suspects now: each resource stays listed until its trend
+    /// clears. Empty without [`WatchConfig::leak_alarm`].
+    pub fn suspected(&self) -> Vec<Resource> {
+        lock(&self.shared).suspected.clone()
     }
 
     /// The samples kept, oldest first.

@@ -41,7 +41,9 @@ pub const USAGE: &str = "\
                      indexer scenarios: s1 s2 s3 inputs s5 s4 s4b;
                      --ops: S1/S2 operations (1000; quick 150), --concurrency: S3 (100);
                      --out: where report.json, chart.svg and the indexes go
-                     (target/stress); --inject-leak: S1 leaks on purpose (self-test)";
+                     (target/stress); --inject-leak: S1 leaks on purpose (self-test);
+                     --inject-slow-leak: each S1 operation keeps 256 KiB (the leak
+                     alarm's self-test)";
 
 /// How much work each scenario does.
 #[derive(Debug, Clone, Copy)]
@@ -119,6 +121,7 @@ pub fn main(args: &[String]) -> Result<bool> {
             },
             "--inject-leak" => options.inject_leak = true,
             "--inject-hang" => options.inject_hang = true,
+            "--inject-slow-leak" => options.inject_slow_leak = true,
             "--phase-limit" => {
                 phase_limit = Some(Duration::from_secs(
                     number("--phase-limit", args.next())? as u64

@@ -19,12 +19,22 @@ pub(super) async fn s1(ctx: &Ctx<'_>) -> Result<Scenario> {
         runs: usize,
         timeouts: usize,
         log_lines: u64,
+        /// The production leak alarm, fed a sample after each judged operation.
+        alarm: Option<(mem_watch::LeakAlarm, mem_watch::Probe)>,
+        suspicions: Vec<mem_watch::Suspicion>,
     }
-    let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
+    let seen = Arc::new(std::sync::Mutex::new(Seen {
+        alarm: Some((
+            mem_watch::LeakAlarm::new(ALARM_WINDOW.min(ops)).rss_tolerance(ALARM_RSS_PER_OP),
+            mem_watch::Probe::new()?,
+        )),
+        ..Seen::default()
+    }));
     let progress = Arc::new(std::sync::Mutex::new(
         ctx.recorder.progress("S1", ops as u64),
     ));
     let (inject_hang, inject_leak) = (ctx.options.inject_hang, ctx.options.inject_leak);
+    let slow_leak = ctx.options.inject_slow_leak;
     // The library's runner, one at a time after a warm-up operation: each judged one
     // indexes a repository; then the counts back to the baseline, exactly.
     let case = leakproof_stress::Operations::new("operations", ops)
@@ -61,6 +71,15 @@ pub(super) async fn s1(ctx: &Ctx<'_>) -> Result<Scenario> {
                     }
                 }
                 if !op.warmup {
+                    if slow_leak {
+                        // The alarm's self-test: 256 KiB resident and never freed, per
+                        // operation (written, so the pages are really taken).
+                        std::mem::forget(vec![1u8; 256 << 10]);
+                    }
+                    let seen = &mut *seen;
+                    if let Some((alarm, probe)) = seen.alarm.as_mut() {
+                        seen.suspicions.extend(alarm.push(probe.sample()));
+                    }
                     let failed = (op.index as u64 + 1).saturating_sub(seen.ok);
                     lock(&progress).step(failed);
                 }
@@ -70,10 +89,13 @@ pub(super) async fn s1(ctx: &Ctx<'_>) -> Result<Scenario> {
         .await;
     drop(progress);
     let took = started.elapsed();
-    let seen = take(seen);
+    let mut seen = take(seen);
     let (ok, ops) = (seen.ok, ops as u64);
     let (runs, timeouts, log_lines) = (seen.runs, seen.timeouts, seen.log_lines);
     add_checks(&mut s, case);
+    // The probe's descriptors go before the end's counts.
+    let alarm = seen.alarm.take().map(|(alarm, _probe)| alarm);
+    alarm_check(&mut s, alarm.as_ref(), &seen.suspicions, "operation");
     let db = DbCheck::read(&db_path)?;
     let api = indexer.api.stats();
     let secondary = servers.seen.secondary_limits.load(Ordering::Relaxed);
@@ -539,6 +561,86 @@ pub(super) async fn inputs(ctx: &Ctx<'_>) -> Result<Scenario> {
     );
     after.clean_leftovers(&before, &ctx.temp);
     Ok(s)
+}
+
+/// The leak alarm's window in S1: the last 100 operations (fewer if fewer are run).
+const ALARM_WINDOW: usize = 100;
+
+/// The alarm's memory tolerance in S1, per operation: 32 KiB. A fresh process running
+/// S1 grows about 10 KiB an operation over its first hundred (the caches and the
+/// index's connections warming), which the default 4 KiB would call a leak.
+const ALARM_RSS_PER_OP: f64 = 32.0 * 1024.0;
+
+/// The production leak alarm's verdict as a check: nothing suspected over the run,
+/// with the last window's trends (per `step`: an operation, a tick) as the evidence.
+fn alarm_check(
+    s: &mut Scenario,
+    alarm: Option<&mem_watch::LeakAlarm>,
+    suspicions: &[mem_watch::Suspicion],
+    step: &str,
+) {
+    use mem_watch::Resource;
+    // Memory in KiB, descriptors as they are.
+    let per_step = |resource: Resource, slope: f64| match resource {
+        Resource::Fds => format!("{slope:+.2} fds per {step}"),
+        _ => format!("{:+.1} KiB per {step}", slope / 1024.0),
+    };
+    let trends = alarm.map_or_else(String::new, |alarm| {
+        let show = |resource| {
+            alarm.trend(resource).map_or_else(String::new, |t| {
+                format!(
+                    "{} (confidence {:.2})",
+                    per_step(resource, t.slope),
+                    t.confidence
+                )
+            })
+        };
+        format!(
+            "last {} {step}s: memory {}, fds {}",
+            alarm.window(),
+            show(Resource::Memory),
+            show(Resource::Fds)
+        )
+    });
+    let observed = if suspicions.is_empty() {
+        format!("none; {trends}")
+    } else {
+        let raised: Vec<String> = suspicions
+            .iter()
+            .map(|x| {
+                format!(
+                    "leak suspected: {} {} (confidence {:.3}, {} -> {} over {} {step}s)",
+                    if x.resource == Resource::Fds {
+                        "fds"
+                    } else {
+                        "memory"
+                    },
+                    per_step(x.resource, x.trend.slope),
+                    x.trend.confidence,
+                    x.from,
+                    x.to,
+                    x.window
+                )
+            })
+            .collect();
+        raised.join("; ")
+    };
+    s.check(
+        &format!(
+            "no leak alarm (mem-watch's LeakAlarm, per {step}, {:.0} KiB)",
+            ALARM_RSS_PER_OP / 1024.0
+        ),
+        suspicions.is_empty(),
+        observed,
+    );
+    s.figure(
+        "leak alarm",
+        if suspicions.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{} raised", suspicions.len())
+        },
+    );
 }
 
 /// Locks `m`, a panic while it was held notwithstanding.

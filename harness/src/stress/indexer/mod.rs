@@ -66,6 +66,8 @@ pub struct Options {
     pub inject_leak: bool,
     /// The watchdog's test: S1's first operation leaks, then never finishes.
     pub inject_hang: bool,
+    /// The leak alarm's test: each of S1's operations keeps 256 KiB for good.
+    pub inject_slow_leak: bool,
     /// Where the report, the chart and the scenarios' files go.
     pub out: PathBuf,
 }
