@@ -16,7 +16,8 @@
 //! - Control: the same server without a gate refuses, so the zeros above mean
 //!   something.
 //! - On the real clock (not simulated): a local 50/s quota with burst 1, where every
-//!   late timer wake-up is quota lost; at least 97% of it must be used.
+//!   late timer wake-up is quota lost; the median spacing between grants must be
+//!   within 2.5% of the interval.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,7 +61,8 @@ pub fn scenarios(profile: Profile) -> Result<Vec<Scenario>> {
 
 /// A local quota with burst 1 on the real clock: every wake-up of the head waiter that
 /// comes late is quota lost for good, so this is where timer precision shows (tokio's
-/// timer alone: 94% of the quota here; judged at 97%, so a busy machine has slack).
+/// timer alone: 94% of the quota here). Judged by the median spacing, which a busy
+/// machine's few late wake-ups do not move.
 fn real_clock_spacing(seconds: u32) -> Result<Scenario> {
     const RATE: u32 = 50;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -114,13 +116,36 @@ fn real_clock_spacing(seconds: u32) -> Result<Scenario> {
         "burst-1 quota used",
         format!("{} of {expected}", grants.len()),
     );
+    // Judged robustly: the typical spacing between grants, which wake-ups made late by
+    // a busy machine do not move. The total does: on a slower 2-core VM (Firecracker),
+    // 108 to 149 of 150 over ten runs, with tokio's clock or the counter alike, while
+    // the median spacing stayed between 20.18 and 20.27 ms.
+    let mut gaps: Vec<Duration> = grants.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort_unstable();
+    let median_gap = gaps.get(gaps.len() / 2).copied().unwrap_or(Duration::MAX);
+    let interval = Duration::from_secs(1) / RATE;
+    let allowed = interval + interval / 40;
+    s.note(format!(
+        "quota used: {} of {expected} ({:.1}%; stalls of the machine count against it)",
+        grants.len(),
+        grants.len() as f64 * 100.0 / expected as f64
+    ));
+    s.figure(
+        "median spacing",
+        format!("{:.2} ms", median_gap.as_secs_f64() * 1000.0),
+    );
     s.check(
-        "quota used >= 97% (late timer wake-ups are quota lost for good)",
-        grants.len() * 100 >= expected * 97,
+        &format!(
+            "median spacing between grants within 2.5% of the {} ms interval (a late \
+             wake-up is quota lost for good; tokio's timer alone is about 1 ms late)",
+            interval.as_millis()
+        ),
+        median_gap <= allowed,
         format!(
-            "{} of {expected} ({:.1}%)",
-            grants.len(),
-            grants.len() as f64 * 100.0 / expected as f64
+            "{:.3} ms over {} gaps (allowed {:.3} ms)",
+            median_gap.as_secs_f64() * 1000.0,
+            gaps.len(),
+            allowed.as_secs_f64() * 1000.0
         ),
     );
     Ok(s)

@@ -542,6 +542,7 @@ impl ApiClientBuilder {
     /// scheme this build cannot speak is refused here with [`Error::UnsupportedScheme`].
     pub fn build(self) -> Result<ApiClient> {
         let scheme = base_scheme(&self.base)?;
+        speakable(&self.base, scheme, cfg!(feature = "rustls"))?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         let rules = match &self.proxy {
@@ -574,14 +575,8 @@ impl ApiClientBuilder {
         }
         #[cfg(not(feature = "rustls"))]
         {
-            if scheme == "https" {
-                return Err(Error::UnsupportedScheme {
-                    uri: self.base.clone(),
-                    scheme: scheme.to_string(),
-                    reason: "this build has no TLS: enable leakproof's `rustls` feature, \
-                             or bring a connector through `build_with`",
-                });
-            }
+            // `https` was refused above (`speakable`).
+            let _ = scheme;
             let client = builder.build(http);
             self.build_with(client)
         }
@@ -710,6 +705,21 @@ fn root_store(roots: TlsRoots) -> std::result::Result<rustls::RootCertStore, Str
         return Err(format!("no trusted root in {roots:?}"));
     }
     Ok(store)
+}
+
+/// Refuses an `https` base in a build without TLS (`has_tls`: the `rustls` feature), when
+/// the client is built rather than on every request. A function of its own so a build
+/// with TLS tests it too.
+fn speakable(base: &str, scheme: &str, has_tls: bool) -> Result<()> {
+    if scheme == "https" && !has_tls {
+        return Err(Error::UnsupportedScheme {
+            uri: base.to_string(),
+            scheme: scheme.to_string(),
+            reason: "this build has no TLS: enable leakproof's `rustls` feature, \
+                     or bring a connector through `build_with`",
+        });
+    }
+    Ok(())
 }
 
 /// The base's scheme, if this client can speak it (`http`, or `https` with a TLS
@@ -1465,5 +1475,30 @@ where
             method: method.clone(),
             uri: call.key_uri(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a build without TLS does with each base, tested in every build (the
+    /// no-TLS build itself is compiled by `cargo xtask compat`'s platform checks).
+    #[test]
+    fn a_build_without_tls_refuses_https_when_the_client_is_built() {
+        let base = "https://api.github.com";
+        match speakable(base, "https", false) {
+            Err(Error::UnsupportedScheme {
+                uri,
+                scheme,
+                reason,
+            }) => {
+                assert_eq!((uri.as_str(), scheme.as_str()), (base, "https"));
+                assert!(reason.contains("`rustls` feature"), "{reason}");
+            }
+            other => panic!("expected UnsupportedScheme, got {other:?}"),
+        }
+        assert!(speakable(base, "https", true).is_ok());
+        assert!(speakable("http://127.0.0.1:1", "http", false).is_ok());
     }
 }
