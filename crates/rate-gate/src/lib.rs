@@ -61,7 +61,8 @@
 //! A grant that does not wait is lock-free: a clock read, one 64-bit compare-and-swap
 //! that moves GCRA's timestamp, and a relaxed add that counts the grant. The default
 //! clock ([`Clock::Auto`]) reads the CPU's counter through `quanta` (feature `quanta`,
-//! on by default), as `governor` does, and costs a third of a `clock_gettime` on a VM;
+//! on by default), as `governor` does: 13 ns a reading against 30 to 40 ns for a
+//! `clock_gettime`, measured on a 2-core VM;
 //! a gate built where tokio's clock is paused reads tokio's clock instead, so
 //! `tokio::time::pause` works in tests (build the gate after pausing). `BENCHMARKS.md`
 //! has the figures against governor.
