@@ -81,17 +81,18 @@ async fn descriptors_over_the_baseline_degrade() {
     let files: Vec<std::fs::File> = (0..30)
         .map(|i| std::fs::File::create(dir.path().join(i.to_string())).unwrap())
         .collect();
+    // Other grades may speak too on a busy host (memory pressure): only the
+    // descriptors' reason is this test's.
+    let about_fds = |reasons: &[String]| reasons.iter().any(|r| r.contains("over the baseline"));
     let report = health.check();
-    assert_eq!(report.status, Status::Degraded);
+    assert!(report.status >= Status::Degraded, "{:?}", report.reasons);
     let fds = report.fds.clone().unwrap();
     assert!(fds.open >= fds.baseline + 30, "{fds:?}");
-    assert!(
-        report.reasons[0].contains("over the baseline"),
-        "{:?}",
-        report.reasons
-    );
+    assert!(about_fds(&report.reasons), "{:?}", report.reasons);
     drop(files);
-    assert_eq!(health.check().status, Status::Healthy);
+    let after = health.check();
+    assert!(!about_fds(&after.reasons), "{:?}", after.reasons);
+    assert!(after.fds.unwrap().open < fds.open);
 }
 
 #[tokio::test(start_paused = true, flavor = "current_thread")]
