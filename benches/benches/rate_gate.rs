@@ -23,14 +23,9 @@ const PLENTY: u32 = 1_000_000_000;
 
 fn ours(count: u32, burst: u32, clock: rate_gate::Clock) -> rate_gate::Gate {
     let quota = rate_gate::Quota::per_second(count).burst(burst).unwrap();
-    let builder = rate_gate::Gate::builder().quota(quota);
-    // `Auto` is the default: the builder is left as a user leaves it.
-    let gate = if clock == Auto {
-        builder.build()
-    } else {
-        builder.clock(clock).build()
-    };
-    // Outside a paused runtime the default reads the CPU's counter, as governor does.
+    let gate = rate_gate::Gate::builder().quota(quota).clock(clock).build();
+    // Outside a paused runtime the default (`Auto`) reads the CPU's counter, as
+    // governor does.
     assert_eq!(gate.clock(), if clock == Auto { Tsc } else { clock });
     gate
 }

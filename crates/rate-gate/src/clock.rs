@@ -28,8 +28,8 @@ pub enum Clock {
     Tokio,
     /// The CPU's time-stamp counter through `quanta` (feature `quanta`), the clock
     /// `governor` uses: 13 ns a reading against 30 to 40 ns for `clock_gettime` on a
-    /// 2-core VM, which
-    /// matters for in-process limits checked millions of times a second. quanta uses
+    /// 2-core VM, which matters for in-process limits checked millions of times a
+    /// second. quanta uses
     /// the counter only where the CPU declares it invariant (constant rate across
     /// cores, sleep states and frequency changes) and reads the OS's monotonic clock
     /// otherwise. It **ignores tokio's paused clock**: a gate on it, in a test that

@@ -2,8 +2,9 @@
 //!
 //! The quota is GCRA on one 64-bit atomic, `tat`: the theoretical arrival time of the
 //! next request in nanoseconds since the gate was built. A grant is one compare-and-swap
-//! on it, then a relaxed add to the count of permits granted beside it (on the same
-//! cache line), so `try_acquire` takes no lock while the server has imposed nothing.
+//! on it, then a relaxed add to the count of permits granted beside it (the two alone
+//! on their cache lines), so `try_acquire` takes no lock while the server has imposed
+//! nothing.
 //! (The two once shared one 128-bit word; its load and compare-and-swap cost about
 //! twice a 64-bit pair on x86_64.) A server pause or
 //! budget raises the `restricted` flag and every take goes through the `state` mutex
@@ -406,12 +407,15 @@ impl Gate {
     #[inline]
     fn take_quota(&self, n: u32, now: u64, (interval, burst): (u64, u32)) -> Take {
         let tat = &self.inner.ledger.tat;
-        if interval == 0 {
+        let granted = || {
             self.inner
                 .ledger
                 .granted
                 .fetch_add(u64::from(n), Ordering::Relaxed);
-            return Take::Granted;
+            Take::Granted
+        };
+        if interval == 0 {
+            return granted();
         }
         if n > burst {
             return Take::OverBurst(burst);
@@ -425,13 +429,7 @@ impl Gate {
                 return Take::Wait(next - horizon);
             }
             match tat.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => {
-                    self.inner
-                        .ledger
-                        .granted
-                        .fetch_add(u64::from(n), Ordering::Relaxed);
-                    return Take::Granted;
-                }
+                Ok(_) => return granted(),
                 Err(seen) => current = seen,
             }
         }

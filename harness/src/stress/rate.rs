@@ -125,12 +125,9 @@ fn real_clock_spacing(seconds: u32) -> Result<Scenario> {
     gaps.sort_unstable();
     let median_gap = gaps.get(gaps.len() / 2).copied().unwrap_or(Duration::MAX);
     let interval = Duration::from_secs(1) / RATE;
-    let allowed = interval + interval / 40;
-    s.note(format!(
-        "quota used: {} of {expected} ({:.1}%; stalls of the machine count against it)",
-        grants.len(),
-        grants.len() as f64 * 100.0 / expected as f64
-    ));
+    // Late wake-ups widen it; a gate granting early (over the quota) narrows it.
+    let band = (interval - interval / 40)..=(interval + interval / 40);
+    s.note("quota used (the figure) counts the machine's stalls against the gate");
     s.figure(
         "median spacing",
         format!("{:.2} ms", median_gap.as_secs_f64() * 1000.0),
@@ -141,12 +138,13 @@ fn real_clock_spacing(seconds: u32) -> Result<Scenario> {
              wake-up is quota lost for good; tokio's timer alone is about 1 ms late)",
             interval.as_millis()
         ),
-        median_gap <= allowed,
+        band.contains(&median_gap),
         format!(
-            "{:.3} ms over {} gaps (allowed {:.3} ms)",
+            "{:.3} ms over {} gaps (allowed {:.3} to {:.3} ms)",
             median_gap.as_secs_f64() * 1000.0,
             gaps.len(),
-            allowed.as_secs_f64() * 1000.0
+            band.start().as_secs_f64() * 1000.0,
+            band.end().as_secs_f64() * 1000.0
         ),
     );
     Ok(s)
