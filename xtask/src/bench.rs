@@ -140,7 +140,25 @@ const ABSOLUTE: &[(&str, f64, &str)] = &[
     ("mem-watch/snapshot", 10_000.0, "ours <= 10 µs"),
 ];
 
+/// Targets on the difference ours - peer, in ns per call: `(group prefix, ns, text)`.
+/// For `metrics-cost/*`, where `ours` is the build with the `metrics` feature and the
+/// peer (`off`) the build without.
+const DIFFERENCE: &[(&str, f64, &str)] = &[("metrics-cost/", 5.0, "on - off <= 5 ns per call")];
+
 const COMMAND: &[&str] = &["cargo", "bench", "-p", "leakproof-benches"];
+
+/// After [`COMMAND`] (which builds `metrics_cost` without the feature: its `off`), the
+/// same bench with the crates' `metrics` feature on (its `ours`).
+const METRICS_COMMAND: &[&str] = &[
+    "cargo",
+    "bench",
+    "-p",
+    "leakproof-benches",
+    "--features",
+    "metrics",
+    "--bench",
+    "metrics_cost",
+];
 
 struct Row {
     group: String,
@@ -154,6 +172,8 @@ struct Row {
     paired: Option<Paired>,
     /// The row's ratio in each run, when several were combined (see `combine`).
     runs: Vec<f64>,
+    /// The row's difference ours - peer (ns) in each run, likewise.
+    diffs: Vec<f64>,
 }
 
 /// `target/criterion/<group>/<peer>/paired.json`: the median and range of the per-round
@@ -174,6 +194,14 @@ impl Row {
             return median(&self.runs);
         }
         self.one_run_ratio()
+    }
+
+    /// ours - peer in ns: the median of the runs' differences when there were several.
+    fn difference(&self) -> f64 {
+        if !self.diffs.is_empty() {
+            return median(&self.diffs);
+        }
+        self.ours_ns - self.peer_ns
     }
 
     fn one_run_ratio(&self) -> f64 {
@@ -209,6 +237,7 @@ fn combine(runs: Vec<Vec<Row>>) -> Vec<Row> {
             {
                 Some(i) => {
                     out[i].runs.push(ratio);
+                    out[i].diffs.push(row.ours_ns - row.peer_ns);
                     times[i].0.push(row.ours_ns);
                     times[i].1.push(row.peer_ns);
                 }
@@ -216,6 +245,7 @@ fn combine(runs: Vec<Vec<Row>>) -> Vec<Row> {
                     times.push((vec![row.ours_ns], vec![row.peer_ns]));
                     out.push(Row {
                         runs: vec![ratio],
+                        diffs: vec![row.ours_ns - row.peer_ns],
                         ..row
                     });
                 }
@@ -278,6 +308,15 @@ pub fn main(args: &[String]) -> Result<bool> {
                 if !command.status()?.success() {
                     return Ok(false);
                 }
+                let mut metrics = Command::new(METRICS_COMMAND[0]);
+                metrics.args(&METRICS_COMMAND[1..]).current_dir(&root);
+                if !criterion_args.is_empty() {
+                    metrics.arg("--").args(criterion_args);
+                }
+                println!("==> and: {}", METRICS_COMMAND.join(" "));
+                if !metrics.status()?.success() {
+                    return Ok(false);
+                }
                 all.push(collect(&criterion_dir)?);
             }
             (combine(all), n)
@@ -315,7 +354,11 @@ fn target_of(row: &Row) -> Option<(bool, &'static str)> {
         .iter()
         .find(|(prefix, _, _)| row.group.starts_with(prefix))
         .map(|(_, max_ns, text)| (row.ours_ns <= *max_ns, *text));
-    ratio.or(absolute)
+    let difference = DIFFERENCE
+        .iter()
+        .find(|(prefix, _, _)| row.group.starts_with(prefix))
+        .map(|(_, max_ns, text)| (row.difference() <= *max_ns, *text));
+    ratio.or(absolute).or(difference)
 }
 
 /// Reads `target/criterion/<group>/<function>/new/estimates.json` (the group's name
@@ -365,6 +408,7 @@ fn collect(criterion_dir: &Path) -> Result<Vec<Row>> {
                 bytes,
                 paired,
                 runs: Vec::new(),
+                diffs: Vec::new(),
             });
         }
     }
@@ -500,8 +544,9 @@ fn render(rows: &[Row], runs: usize) -> Result<String> {
     writeln!(out, "- Machine: {}", machine())?;
     writeln!(
         out,
-        "- Command: `cargo xtask bench` (runs `{}`, {runs} time{})",
+        "- Command: `cargo xtask bench` (runs `{}` then `{}`, {runs} time{})",
         COMMAND.join(" "),
+        METRICS_COMMAND.join(" "),
         if runs == 1 { "" } else { "s" }
     )?;
     writeln!(out)?;
@@ -533,10 +578,25 @@ fn render(rows: &[Row], runs: usize) -> Result<String> {
             ),
             (None, _) => format!("{:.3}x", r.ours_ns / r.peer_ns),
         };
-        let (target, met) = match target_of(r) {
+        let (mut target, met) = match target_of(r) {
             Some((met, text)) => (text.to_string(), if met { "yes" } else { "no" }),
             None => ("context, no target".to_string(), "-"),
         };
+        if DIFFERENCE
+            .iter()
+            .any(|(prefix, _, _)| r.group.starts_with(prefix))
+        {
+            let (lo, hi) = r
+                .diffs
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+            let spread = if r.diffs.len() > 1 {
+                format!(", runs {lo:+.1} to {hi:+.1}")
+            } else {
+                String::new()
+            };
+            write!(target, " (median {:+.1} ns{spread})", r.difference())?;
+        }
         let throughput = match r.bytes {
             Some(bytes) => format!("{:.2} / {:.2} GB/s", bytes / r.ours_ns, bytes / r.peer_ns),
             None => "-".to_string(),
@@ -564,6 +624,7 @@ mod tests {
             bytes: None,
             paired: None,
             runs: Vec::new(),
+            diffs: Vec::new(),
         }
     }
 
@@ -585,5 +646,28 @@ mod tests {
         let table = render(&rows, 3).unwrap();
         assert!(table.contains("1.200x (3 runs: 1.000-3.000)"), "{table}");
         assert!(table.contains("1.000x (2 runs: 0.500-1.500)"), "{table}");
+    }
+
+    #[test]
+    fn metrics_cost_is_judged_on_the_difference_per_call() {
+        let runs = vec![
+            vec![row("metrics-cost/gate", 31.0, 30.0)],
+            vec![row("metrics-cost/gate", 38.0, 30.0)],
+            vec![row("metrics-cost/gate", 32.0, 30.5)],
+        ];
+        let rows = combine(runs);
+        assert_eq!(rows[0].diffs, vec![1.0, 8.0, 1.5]);
+        assert_eq!(rows[0].difference(), 1.5);
+        assert_eq!(
+            target_of(&rows[0]),
+            Some((true, "on - off <= 5 ns per call"))
+        );
+        let table = render(&rows, 3).unwrap();
+        assert!(
+            table.contains("(median +1.5 ns, runs +1.0 to +8.0)"),
+            "{table}"
+        );
+        let over = combine(vec![vec![row("metrics-cost/get", 40.0, 30.0)]]);
+        assert_eq!(target_of(&over[0]).map(|t| t.0), Some(false));
     }
 }

@@ -35,20 +35,20 @@ const TARGETS: &[&str] = &["x86_64-apple-darwin", "x86_64-unknown-freebsd"];
 /// Each portable crate with its pure-Rust features (every feature but C-backed codecs),
 /// checked without default features.
 const PORTABLE: &[(&str, &str)] = &[
-    ("scoped-temp", ""),
+    ("scoped-temp", "metrics"),
     (
         "bounded-stream",
-        "http-body,client,gzip,deflate,brotli,regex,spill",
+        "http-body,client,gzip,deflate,brotli,regex,spill,metrics",
     ),
-    ("rate-gate", "http,tower,redis,quanta"),
-    ("ttl-cache", ""),
-    ("mem-watch", ""),
+    ("rate-gate", "http,tower,redis,quanta,metrics"),
+    ("ttl-cache", "metrics"),
+    ("mem-watch", "metrics"),
     // The umbrella's defaults but `rustls` (ring builds C and assembly for its target),
     // and every pure-Rust extra; proc-reaper is a Linux-only dependency.
     (
         "leakproof",
         "temp,stream,gate,proc,mem,cache,client,json,serde,gzip,http-body,tower,deflate,\
-         brotli,regex,spill,rate-headers,redis,quanta",
+         brotli,regex,spill,rate-headers,redis,quanta,metrics,endpoint",
     ),
 ];
 

@@ -321,11 +321,14 @@ impl Stream for Decoded {
             let (decoded, encoded) = (this.decoded(), this.encoded());
             if decoded > grace && decoded > ratio.saturating_mul(encoded) {
                 this.done = true;
-                return Poll::Ready(Some(Err(Error::ExpansionRatio {
+                let error = Error::ExpansionRatio {
                     limit: ratio,
                     decoded,
                     encoded,
-                })));
+                };
+                #[cfg(feature = "metrics")]
+                crate::metrics::limit_error(&error);
+                return Poll::Ready(Some(Err(error)));
             }
         }
         if result.is_err() {

@@ -88,6 +88,12 @@
 //! `http-body` and `gzip` are on by default; `client`, `deflate`, `zstd`, `brotli`,
 //! `regex` and `spill` are opt-in.
 //!
+//! # Metrics
+//!
+//! With feature `metrics` (off by default), the bytes that passed each cap and the limits that ended streams go through the
+//! [`metrics`](https://docs.rs/metrics) facade, to whichever recorder the program
+//! installs: the `metrics` module lists each one and when it is recorded.
+//!
 //! # What this does not protect against
 //!
 //! - **Memory you keep.** The cap bounds what passes through; [`collect`] holds up to
@@ -129,6 +135,9 @@ mod error;
 mod limits;
 mod lines;
 mod meter;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod read;
 #[cfg(feature = "spill")]
 mod spill;

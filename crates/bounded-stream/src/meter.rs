@@ -65,6 +65,9 @@ pub(crate) struct Meter {
     truncated: bool,
     /// `None` when no time limit is set: nothing to poll, nothing allocated.
     timers: Option<Box<Timers>>,
+    /// Bytes already handed to the metrics facade.
+    #[cfg(feature = "metrics")]
+    published: u64,
 }
 
 impl Meter {
@@ -76,7 +79,16 @@ impl Meter {
             declared: None,
             truncated: false,
             timers: None,
+            #[cfg(feature = "metrics")]
+            published: 0,
         }
+    }
+
+    /// A limit ended the stream: counted (feature `metrics`), then returned.
+    fn refused(error: Error) -> Error {
+        #[cfg(feature = "metrics")]
+        crate::metrics::limit_error(&error);
+        error
     }
 
     /// Checks a declared length (Content-Length) before anything is read: over the cap
@@ -84,10 +96,10 @@ impl Meter {
     pub(crate) fn declare(&mut self, declared: u64) -> Result<(), Error> {
         if declared > self.limits.max_bytes {
             if self.limits.on_limit == OnLimit::Reject {
-                return Err(Error::ContentLengthTooLarge {
+                return Err(Self::refused(Error::ContentLengthTooLarge {
                     limit: self.limits.max_bytes,
                     declared,
-                });
+                }));
             }
             return Ok(()); // Truncating: a prefix is wanted, the length cannot match.
         }
@@ -112,6 +124,10 @@ impl Meter {
     pub(crate) fn accept(&mut self, len: usize) -> Result<Accept, Error> {
         let before = self.received;
         self.received = before.saturating_add(len as u64);
+        #[cfg(feature = "metrics")]
+        if self.received - self.published >= crate::metrics::FLUSH_BYTES {
+            self.publish();
+        }
         if let Some(declared) = self.declared
             && self.received > declared
         {
@@ -122,11 +138,11 @@ impl Meter {
         }
         if self.received > self.limits.max_bytes {
             return match self.limits.on_limit {
-                OnLimit::Reject => Err(Error::TooLarge {
+                OnLimit::Reject => Err(Self::refused(Error::TooLarge {
                     limit: self.limits.max_bytes,
                     received: self.received,
                     stage: self.stage,
-                }),
+                })),
                 OnLimit::Truncate => {
                     self.truncated = true;
                     self.received = self.limits.max_bytes;
@@ -177,7 +193,7 @@ impl Meter {
             .get_or_insert_with(|| Box::new(Timers::start(&self.limits)));
         while timers.sleep.is_elapsed() {
             if let Some(error) = timers.evaluate(Instant::now(), received) {
-                return Some(error);
+                return Some(Self::refused(error));
             }
         }
         None
@@ -194,10 +210,27 @@ impl Meter {
             .get_or_insert_with(|| Box::new(Timers::start(&self.limits)));
         while timers.sleep.as_mut().poll(cx).is_ready() {
             if let Some(error) = timers.evaluate(Instant::now(), received) {
-                return Poll::Ready(error);
+                return Poll::Ready(Self::refused(error));
             }
         }
         Poll::Pending
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Meter {
+    /// Hands the bytes counted since the last time to the metrics facade.
+    fn publish(&mut self) {
+        // `received` only shrinks when a truncation clamps it to the cap.
+        crate::metrics::bytes(self.stage, self.received.saturating_sub(self.published));
+        self.published = self.received.max(self.published);
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Drop for Meter {
+    fn drop(&mut self) {
+        self.publish();
     }
 }
 

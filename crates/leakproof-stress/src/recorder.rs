@@ -245,14 +245,24 @@ pub fn to_json(samples: &[Sample], marks: &[Mark]) -> (Value, Value) {
     (Value::Array(samples), Value::Array(marks))
 }
 
+/// A series of its own for the chart, below the recorder's four panels: one line,
+/// `points` as (seconds on the recorder's clock, value).
+#[derive(Debug, Clone, Default)]
+pub struct Panel {
+    /// The panel's caption.
+    pub title: String,
+    /// (seconds, value), in time order.
+    pub points: Vec<(f64, f64)>,
+}
+
 #[cfg(feature = "chart")]
-pub use chart::chart;
+pub use chart::{chart, chart_with};
 
 #[cfg(feature = "chart")]
 mod chart {
     use std::path::Path;
 
-    use super::{Mark, Sample};
+    use super::{Mark, Panel, Sample};
 
     /// The chart's width in pixels.
     const CHART_WIDTH: u32 = 1200;
@@ -294,9 +304,22 @@ mod chart {
         samples: &[Sample],
         marks: &[Mark],
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        chart_with(path, samples, marks, &[])
+    }
+
+    /// [`chart`] with `panels` of your own below its four, on the same time axis (each
+    /// a line in purple; the phase marks drawn on them too).
+    pub fn chart_with(
+        path: &Path,
+        samples: &[Sample],
+        marks: &[Mark],
+        panels: &[Panel],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         use plotters::prelude::*;
-        let root = SVGBackend::new(path, (CHART_WIDTH, 1000)).into_drawing_area();
+        let height = 250 * (4 + panels.len() as u32);
+        let root = SVGBackend::new(path, (CHART_WIDTH, height)).into_drawing_area();
         root.fill(&WHITE)?;
+        let areas = root.split_evenly((4 + panels.len(), 1));
         let t_max = samples.last().map_or(1.0, |s| s.t).max(1.0);
         let rows = label_rows(marks, t_max, f64::from(CHART_WIDTH - PLOT_INSET));
         type Series = (&'static str, fn(&Sample) -> f64, RGBColor);
@@ -318,12 +341,22 @@ mod chart {
                 RGBColor(214, 39, 40),
             ),
         ];
-        for (i, (area, (title, value, color))) in
-            root.split_evenly((4, 1)).iter().zip(series).enumerate()
-        {
-            let y_max = samples.iter().map(value).fold(0.0, f64::max) * 1.15 + 1.0;
+        // The recorder's four panels, then the caller's, each one line.
+        let lines = series
+            .iter()
+            .map(|(title, value, color)| {
+                let points: Vec<(f64, f64)> = samples.iter().map(|s| (s.t, value(s))).collect();
+                (title.to_string(), points, *color)
+            })
+            .chain(
+                panels
+                    .iter()
+                    .map(|p| (p.title.clone(), p.points.clone(), RGBColor(148, 103, 189))),
+            );
+        for (i, (area, (title, points, color))) in areas.iter().zip(lines).enumerate() {
+            let y_max = points.iter().map(|p| p.1).fold(0.0, f64::max) * 1.15 + 1.0;
             let mut chart = ChartBuilder::on(area)
-                .caption(title, ("sans-serif", 16))
+                .caption(&title, ("sans-serif", 16))
                 .margin(8)
                 .x_label_area_size(28)
                 .y_label_area_size(56)
@@ -346,10 +379,7 @@ mod chart {
                     )))?;
                 }
             }
-            chart.draw_series(LineSeries::new(
-                samples.iter().map(|s| (s.t, value(s))),
-                color.stroke_width(2),
-            ))?;
+            chart.draw_series(LineSeries::new(points, color.stroke_width(2)))?;
         }
         root.present()?;
         Ok(())

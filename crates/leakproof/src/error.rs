@@ -37,6 +37,24 @@ pub enum Error {
         /// What needed it.
         what: &'static str,
     },
+    /// The health endpoint could not listen on `addr`.
+    #[cfg(feature = "endpoint")]
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No Prometheus recorder could be installed: another `metrics` recorder was
+    /// installed first.
+    #[cfg(feature = "metrics")]
+    #[error("cannot install the Prometheus recorder: {reason}")]
+    Recorder {
+        /// What the facade or the exporter said.
+        reason: String,
+    },
     /// A temp entry could not be created or removed.
     #[cfg(feature = "temp")]
     #[error(transparent)]

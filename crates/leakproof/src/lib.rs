@@ -24,6 +24,12 @@
 //! change of grade through `tracing` and publishes it on a watch channel
 //! ([`HealthMonitor`]).
 //!
+//! With feature `metrics`, every crate reports through the `metrics` facade
+//! (the `leakproof::metrics` module lists each metric and when it is recorded); `Endpoint` (feature
+//! `endpoint`) serves `/healthz` (the report as JSON, 200 or 503), `/readyz` (503 once
+//! the shutdown has begun) and `/metrics` (Prometheus text) on an address you give,
+//! and stops with the [`Shutdown`].
+//!
 //! [`ApiClient`] (feature `client`) is one pooled hyper-util client behind a `rate-gate`
 //! gate fed by the response headers, with `ttl-cache` for GETs (ETag revalidation: a 304
 //! costs no quota), `bounded-stream` caps on every body, retries with backoff and jitter
@@ -97,8 +103,13 @@
 
 #[cfg(feature = "client")]
 mod client;
+#[cfg(feature = "endpoint")]
+mod endpoint;
 mod error;
 mod health;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod monitor;
 mod scope;
 mod shutdown;
@@ -116,6 +127,9 @@ pub use client::{
     DEFAULT_CALL_DEADLINE, DEFAULT_MAX_RATE_LIMIT_WAIT, DefaultConnector, HEURISTIC_MAX,
     ProxyConnector, RequestBuilder, Source,
 };
+#[cfg(feature = "endpoint")]
+#[cfg_attr(docsrs, doc(cfg(feature = "endpoint")))]
+pub use endpoint::{CONNECTION_LIMIT, Endpoint, EndpointBuilder, MAX_CONNECTIONS};
 pub use error::{Error, Result};
 pub use health::{
     CacheHealth, FdHealth, GateHealth, Health, HealthBuilder, HealthReport, MemoryHealth,

@@ -53,6 +53,8 @@ impl Health {
             what: "Health::monitor",
         })?;
         let first = self.check();
+        #[cfg(feature = "metrics")]
+        crate::metrics::health(&first);
         log_change(Status::Healthy, &first);
         let (sender, latest) = watch::channel(first);
         let health = self.clone();
@@ -63,6 +65,8 @@ impl Health {
             loop {
                 ticks.tick().await;
                 let report = health.check();
+                #[cfg(feature = "metrics")]
+                crate::metrics::health(&report);
                 sender.send_if_modified(|current| {
                     let changed = current.status != report.status;
                     if changed {

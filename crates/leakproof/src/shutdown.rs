@@ -161,6 +161,8 @@ struct Inner {
     /// then cancels `forced`, which the work watches.
     force_asked: CancellationToken,
     forced: CancellationToken,
+    /// Cancelled when `wait` has run the shutdown to its end.
+    ended: CancellationToken,
     cause: Mutex<Option<Cause>>,
     forced_by: Mutex<Option<ForcedBy>>,
     work: Mutex<BTreeMap<u64, Work>>,
@@ -296,6 +298,7 @@ impl ShutdownBuilder {
                 begun: CancellationToken::new(),
                 force_asked: CancellationToken::new(),
                 forced: CancellationToken::new(),
+                ended: CancellationToken::new(),
                 cause: Mutex::new(None),
                 forced_by: Mutex::new(None),
                 work: Mutex::new(BTreeMap::new()),
@@ -405,6 +408,13 @@ impl Shutdown {
     /// [`force`](Self::force)).
     pub fn forced_token(&self) -> CancellationToken {
         self.inner.forced.clone()
+    }
+
+    /// Cancelled when [`wait`](Self::wait) has run the shutdown to its end, just
+    /// before it returns the report: what must outlive the drain (a health endpoint
+    /// answering 503) stops here.
+    pub fn ended_token(&self) -> CancellationToken {
+        self.inner.ended.clone()
     }
 
     /// `true` once the shutdown has begun.
@@ -646,6 +656,7 @@ impl Shutdown {
                 "leakproof: shutdown forced"
             );
         }
+        self.inner.ended.cancel();
         report
     }
 

@@ -122,6 +122,8 @@ impl JobGuard {
                 end: end_fds,
             },
         };
+        #[cfg(feature = "metrics")]
+        crate::metrics::job_peak(report.rss.peak);
         tracing::info!(
             job = %report.name,
             duration_ms = report.duration.as_millis() as u64,

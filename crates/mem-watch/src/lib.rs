@@ -44,6 +44,12 @@
 //! # Ok::<(), mem_watch::Error>(())
 //! ```
 //!
+//! # Metrics
+//!
+//! With feature `metrics` (off by default), this process's resident memory, descriptors, limit and pressure, a watcher's level and leak alarms, and jobs' peaks go through the
+//! [`metrics`](https://docs.rs/metrics) facade, to whichever recorder the program
+//! installs: the `metrics` module lists each one and when it is recorded.
+//!
 //! # Platforms
 //!
 //! The figures come from Linux's procfs and cgroup files. The crate builds on other
@@ -75,11 +81,16 @@
 //!   the window or the tolerance.
 //! - **Linux only for the figures.** See Platforms below.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod alarm;
 mod budget;
 mod error;
 mod job;
 mod leak;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod parse;
 mod pressure;
 mod probe;

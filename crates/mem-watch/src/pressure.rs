@@ -68,6 +68,11 @@ impl PressureWatch {
     }
 
     /// The PSI trigger only: an error where the kernel refuses it (and off Linux).
+    ///
+    /// The kernel takes windows from 500 ms to 10 s; a process without
+    /// `CAP_SYS_RESOURCE` (non-root, or root in many containers) only windows that are
+    /// a multiple of 2 s (Linux 6.5+): `EINVAL` otherwise, and [`PressureWatch::new`]
+    /// then polls instead.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     pub fn trigger(stall: Duration, window: Duration) -> Result<Self> {
         let path = PathBuf::from("/proc/pressure/memory");

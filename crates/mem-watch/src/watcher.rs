@@ -217,6 +217,11 @@ impl Watcher {
                 let warning = config.warning.and_then(|t| t.bytes(limit));
                 let critical = config.critical.and_then(|t| t.bytes(limit));
                 let next = next_level(level, sample.rss, warning, critical, config.hysteresis);
+                #[cfg(feature = "metrics")]
+                {
+                    crate::metrics::sample(&sample);
+                    crate::metrics::level(next);
+                }
                 if let Some(alarm) = alarm.as_mut() {
                     for suspicion in alarm.push(sample) {
                         tracing::warn!(
@@ -228,9 +233,14 @@ impl Watcher {
                             window = suspicion.window,
                             "mem-watch: leak suspected"
                         );
+                        #[cfg(feature = "metrics")]
+                        crate::metrics::alarm(suspicion.resource);
                         let _ = alarms_tx.send(suspicion);
                     }
-                    lock(&task_shared).suspected = alarm.suspected();
+                    let suspected = alarm.suspected();
+                    #[cfg(feature = "metrics")]
+                    crate::metrics::suspected(&suspected);
+                    lock(&task_shared).suspected = suspected;
                 }
                 let hooks_due = {
                     let mut s = lock(&task_shared);

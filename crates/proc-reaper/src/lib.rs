@@ -73,6 +73,12 @@
 //! }
 //! ```
 //!
+//! # Metrics
+//!
+//! With feature `metrics` (off by default), children spawned, live and ended (by how), escapees, SIGKILLs and run times go through the
+//! [`metrics`](https://docs.rs/metrics) facade, to whichever recorder the program
+//! installs: the `metrics` module lists each one and when it is recorded.
+//!
 //! # Platforms
 //!
 //! Linux only (pidfds: 5.3+; subreapers: 3.4+; the cgroup path: 5.14+ with a writable
@@ -142,6 +148,8 @@
 //! - **Peak RSS precision.** `peak_rss` is `wait4`'s `ru_maxrss`: the largest of the
 //!   leader and the children it waited for, not the tree's sum.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 // Off Linux there is nothing to build on (no pidfd, no subreaper, no cgroup v2, no
 // /proc): fail with one clear message rather than a pile of unresolved names.
 #[cfg(not(target_os = "linux"))]
@@ -156,6 +164,9 @@ mod cgroup;
 mod error;
 #[cfg(target_os = "linux")]
 mod kill;
+#[cfg(all(target_os = "linux", feature = "metrics"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 #[cfg(target_os = "linux")]
 mod orphans;
 #[cfg(target_os = "linux")]

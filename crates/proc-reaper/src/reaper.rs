@@ -358,6 +358,8 @@ impl Spawn<'_> {
         let pid = std_child.id();
         let started = Instant::now();
         inner.leader(pid, true);
+        #[cfg(feature = "metrics")]
+        crate::metrics::spawned();
         drop(spawning);
         if self.join == Join::AfterSpawn {
             // Moved in from outside: it may have forked already, so its descendants too.
@@ -605,6 +607,15 @@ impl Child {
                 outputs.await
             }
         };
+        #[cfg(feature = "metrics")]
+        {
+            let how = match (timed_out, killed) {
+                (true, _) => "timed_out",
+                (false, true) => "killed",
+                (false, false) => "exited",
+            };
+            crate::metrics::ended(how, Some(&tree), Some(duration));
+        }
         Ok(Outcome {
             status: usage.status,
             timed_out,
@@ -653,6 +664,8 @@ impl Drop for Child {
         let leaders = self.reaper.inner.leaders.clone();
         let mut tree = Tree::new(pid, marker, self.cgroup.take(), leaders);
         tree.kill_now();
+        #[cfg(feature = "metrics")]
+        crate::metrics::ended("dropped", None, None);
         let inner = self.reaper.inner.clone();
         let job = move || {
             tree.end(Duration::ZERO);

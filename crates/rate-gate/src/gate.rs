@@ -166,6 +166,8 @@ struct Inner {
     /// The shared ledger, for a gate kept in Redis.
     #[cfg(feature = "redis")]
     remote: Option<std::sync::Arc<crate::shared::Remote>>,
+    /// Its name, in metrics and logs.
+    name: std::sync::Arc<str>,
 }
 
 /// Rate and concurrency limits in one `acquire`: a quota (GCRA), an optional cap on
@@ -197,6 +199,7 @@ pub struct GateBuilder {
     concurrency: Option<u32>,
     adaptive: bool,
     clock: Clock,
+    name: Option<std::sync::Arc<str>>,
     #[cfg(feature = "redis")]
     redis: Option<crate::RedisQuota>,
 }
@@ -246,6 +249,13 @@ impl GateBuilder {
         self
     }
 
+    /// The gate's name, for its metrics label (`gate="..."`, feature `metrics`) and
+    /// [`Gate::name`]. `"default"` unless set.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// The gate.
     pub fn build(&self) -> Gate {
         #[cfg(feature = "redis")]
@@ -267,7 +277,7 @@ impl GateBuilder {
         let local_quota = self.quota;
         let rates = Rates::default();
         rates.write(local_quota);
-        Gate {
+        let gate = Gate {
             inner: std::sync::Arc::new(Inner {
                 ledger: Ledger::default(),
                 rates,
@@ -286,8 +296,15 @@ impl GateBuilder {
                 built_quota: self.quota,
                 #[cfg(feature = "redis")]
                 remote,
+                name: self.name.clone().unwrap_or_else(|| "default".into()),
             }),
+        };
+        #[cfg(feature = "metrics")]
+        {
+            let inner: std::sync::Arc<dyn crate::metrics::Source> = gate.inner.clone();
+            crate::metrics::register(std::sync::Arc::downgrade(&inner));
         }
+        gate
     }
 }
 
@@ -580,6 +597,8 @@ impl Gate {
         counters.waited.fetch_add(1, Ordering::Relaxed);
         let waited = self.inner.clock.now().saturating_sub(started);
         counters.wait_ns.fetch_add(waited, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        crate::metrics::waited(&self.inner.name, waited as f64 / 1e9);
         drop(head_slot);
         Ok(slot.into_permit(Cow::Borrowed(self)))
     }
@@ -738,12 +757,12 @@ impl Gate {
 
     /// Permits out: slots held, less the one the head holds while it waits for quota.
     fn in_flight(&self) -> u64 {
-        match &self.inner.concurrency {
-            Some(slots) => slots
-                .taken()
-                .saturating_sub(u64::from(self.inner.head_slot.load(Ordering::SeqCst))),
-            None => 0,
-        }
+        self.inner.in_flight()
+    }
+
+    /// The name given by [`GateBuilder::name`] (`"default"` unless set).
+    pub fn name(&self) -> &str {
+        &self.inner.name
     }
 
     /// The clock this gate reads: [`Clock::Tokio`] or [`Clock::Tsc`], the default
@@ -754,24 +773,72 @@ impl Gate {
 
     /// What the gate has done so far.
     pub fn stats(&self) -> Stats {
-        let c = &self.inner.counters;
-        let now = self.inner.clock.now();
+        self.inner.stats()
+    }
+}
+
+impl Inner {
+    /// Permits out: slots held, less the one the head holds while it waits for quota.
+    fn in_flight(&self) -> u64 {
+        match &self.concurrency {
+            Some(slots) => slots
+                .taken()
+                .saturating_sub(u64::from(self.head_slot.load(Ordering::SeqCst))),
+            None => 0,
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let now = self.clock.now();
         let paused_for = self
-            .state()
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .paused_until
             .filter(|u| *u > now)
             .map(|u| Duration::from_nanos(u - now));
         Stats {
-            granted: self.inner.ledger.granted.load(Ordering::Relaxed),
+            granted: self.ledger.granted.load(Ordering::Relaxed),
             waited: c.waited.load(Ordering::Relaxed),
             total_wait: Duration::from_nanos(c.wait_ns.load(Ordering::Relaxed)),
             rejected: c.rejected.load(Ordering::Relaxed),
             in_flight: self.in_flight(),
-            concurrency: self.inner.concurrency.as_ref().map(Slots::limit),
+            concurrency: self.concurrency.as_ref().map(Slots::limit),
             paused_for,
             #[cfg(feature = "redis")]
-            redis: self.inner.remote.as_ref().map(|r| r.stats()),
+            redis: self.remote.as_ref().map(|r| r.stats()),
         }
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl crate::metrics::Source for Inner {
+    fn name(&self) -> &std::sync::Arc<str> {
+        &self.name
+    }
+
+    fn totals(&self) -> crate::metrics::Totals {
+        let stats = self.stats();
+        crate::metrics::Totals {
+            granted: stats.granted,
+            rejected: stats.rejected,
+            waited: stats.waited,
+        }
+    }
+
+    fn levels(&self) -> (u64, Option<u32>, f64) {
+        let stats = self.stats();
+        let paused = stats.paused_for.map_or(0.0, |d| d.as_secs_f64());
+        (stats.in_flight, stats.concurrency, paused)
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Drop for Inner {
+    fn drop(&mut self) {
+        use crate::metrics::Source;
+        crate::metrics::retire(&self.name, self.totals());
     }
 }
 

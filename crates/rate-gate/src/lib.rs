@@ -55,6 +55,10 @@
 //!   fails closed or falls back to a local share of the quota when Redis is away,
 //!   and can take permits in batches to save round trips (`BENCHMARKS.md` has the
 //!   latencies).
+//! - `metrics` (feature `metrics`): every gate's grants, refusals, waits, permits in
+//!   flight and pauses through the `metrics` facade, labelled by
+//!   [`GateBuilder::name`]; the counters are read from [`Stats`] when
+//!   `metrics::publish` runs, so the hot path costs nothing more.
 //!
 //! # Cost
 //!
@@ -102,6 +106,9 @@ mod error;
 mod feedback;
 mod gate;
 mod keyed;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod quota;
 #[cfg(feature = "redis")]
 mod shared;

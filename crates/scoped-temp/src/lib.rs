@@ -87,6 +87,12 @@
 //! file outside is removed, and the file it points to is left alone. Names are random
 //! and created with `O_EXCL`, as in [`tempfile`].
 //!
+//! # Metrics
+//!
+//! With feature `metrics` (off by default), entries created, removed and live, failed removals and reclaimed orphans go through the
+//! [`metrics`](https://docs.rs/metrics) facade, to whichever recorder the program
+//! installs: the `metrics` module lists each one and when it is recorded.
+//!
 //! # What this does not protect against
 //!
 //! - **A killed process cleans nothing up itself.** After SIGKILL or a power loss its
@@ -135,6 +141,7 @@
 //! instant later, so a sweep in that instant can take it, and the writer starts again
 //! under a new name. Windows is not supported.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 mod atomic;
@@ -143,6 +150,9 @@ mod error;
 mod file;
 mod fsops;
 mod lock;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod registry;
 mod sweep;
 

@@ -193,6 +193,8 @@ fn tear_down_if_idle() {
 fn insert(path: PathBuf, kind: EntryKind) -> u64 {
     let id = REGISTRY.next_id.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(path = %path.display(), ?kind, "scoped-temp: created");
+    #[cfg(feature = "metrics")]
+    crate::metrics::count(crate::metrics::CREATED, 1);
     let entry = Entry {
         path,
         kind,
@@ -418,7 +420,7 @@ pub(crate) fn register(path: PathBuf, kind: EntryKind) -> Guard {
 }
 
 fn remove_entry(path: &Path, kind: EntryKind) -> Result<()> {
-    match fsops::remove(path, kind.shape()) {
+    let result = match fsops::remove(path, kind.shape()) {
         Ok(()) => {
             tracing::debug!(path = %path.display(), "scoped-temp: removed");
             Ok(())
@@ -430,7 +432,13 @@ fn remove_entry(path: &Path, kind: EntryKind) -> Result<()> {
             path: path.to_path_buf(),
             source,
         }),
+    };
+    #[cfg(feature = "metrics")]
+    match &result {
+        Err(Error::Remove { .. }) => crate::metrics::count(crate::metrics::REMOVAL_FAILURES, 1),
+        _ => crate::metrics::count(crate::metrics::REMOVED, 1),
     }
+    result
 }
 
 /// Removes entry `id` (at `path`, of `kind`) from disk, then from the registry, so

@@ -131,6 +131,11 @@ pub fn sweep_orphans_with(root: impl AsRef<Path>, options: &SweepOptions) -> Res
                 report.removed.push(path);
                 report.bytes_freed += bytes;
                 report.entries += entries;
+                #[cfg(feature = "metrics")]
+                {
+                    crate::metrics::count(crate::metrics::ORPHANS_RECLAIMED, 1);
+                    crate::metrics::count(crate::metrics::ORPHAN_BYTES, bytes);
+                }
             }
             Ok(None) => report.live_skipped += 1,
             Err(error) => {

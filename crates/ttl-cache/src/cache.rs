@@ -105,6 +105,8 @@ pub(crate) struct Inner<K, V> {
     pub(crate) stale_served: AtomicU64,
     pub(crate) load_failures: AtomicU64,
     pub(crate) flights: Flights<K, V>,
+    /// The name given by [`Builder::name`].
+    name: Option<Arc<str>>,
 }
 
 /// A concurrent cache bounded by entry count or weight, with a default TTL, per-entry
@@ -152,6 +154,10 @@ impl<K, V> std::fmt::Debug for Cache<K, V> {
     }
 }
 
+/// Puts a built cache in the metrics registry.
+#[cfg(feature = "metrics")]
+type Register<K, V> = fn(&Arc<Inner<K, V>>);
+
 /// Builds a [`Cache`].
 pub struct Builder<K, V> {
     max_entries: Option<u64>,
@@ -161,6 +167,11 @@ pub struct Builder<K, V> {
     stale_for: Duration,
     shards: Option<usize>,
     listener: Option<Listener<K, V>>,
+    name: Option<Arc<str>>,
+    /// Registers the built cache with the metrics registry: set by [`Builder::name`],
+    /// where the bounds a registry entry needs are known.
+    #[cfg(feature = "metrics")]
+    register: Option<Register<K, V>>,
 }
 
 impl<K, V> std::fmt::Debug for Builder<K, V> {
@@ -255,7 +266,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
                 })
             })
             .collect();
-        Cache {
+        let cache = Cache {
             inner: Arc::new(Inner {
                 shards,
                 hasher: foldhash::fast::RandomState::default(),
@@ -273,8 +284,31 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
                 stale_served: AtomicU64::new(0),
                 load_failures: AtomicU64::new(0),
                 flights: Flights::default(),
+                name: self.name,
             }),
+        };
+        #[cfg(feature = "metrics")]
+        if let Some(register) = self.register {
+            register(&cache.inner);
         }
+        cache
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone + Send + Sync + 'static> Builder<K, V> {
+    /// The cache's name, shown by [`Cache::name`]. With feature `metrics`, a named
+    /// cache's figures are published under `cache="<name>"` (see the `metrics`
+    /// module); caches without a name are not published.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.into());
+        #[cfg(feature = "metrics")]
+        {
+            self.register = Some(|inner| {
+                let source: Arc<dyn crate::metrics::Source> = inner.clone();
+                crate::metrics::register(Arc::downgrade(&source));
+            });
+        }
+        self
     }
 }
 
@@ -289,6 +323,9 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
             stale_for: Duration::ZERO,
             shards: None,
             listener: None,
+            name: None,
+            #[cfg(feature = "metrics")]
+            register: None,
         }
     }
 
@@ -578,12 +615,23 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
 
     /// Hits, misses, loads, evictions by cause.
     pub fn stats(&self) -> Stats {
+        self.inner.stats()
+    }
+
+    /// The name given by [`Builder::name`], if any.
+    pub fn name(&self) -> Option<&str> {
+        self.inner.name.as_deref()
+    }
+}
+
+impl<K, V> Inner<K, V> {
+    fn stats(&self) -> Stats {
         let mut stats = Stats {
-            loads: self.inner.loads.load(Ordering::Relaxed),
-            load_failures: self.inner.load_failures.load(Ordering::Relaxed),
+            loads: self.loads.load(Ordering::Relaxed),
+            load_failures: self.load_failures.load(Ordering::Relaxed),
             ..Stats::default()
         };
-        for shard in self.inner.shards.iter() {
+        for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             stats.hits += shard.hits;
             stats.misses += shard.misses;
@@ -592,9 +640,45 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
             stats.removed += shard.evicted[Cause::Removed as usize];
             stats.replaced += shard.evicted[Cause::Replaced as usize];
         }
-        stats.revalidated = self.inner.revalidated.load(Ordering::Relaxed);
-        stats.stale_served = self.inner.stale_served.load(Ordering::Relaxed);
+        stats.revalidated = self.revalidated.load(Ordering::Relaxed);
+        stats.stale_served = self.stale_served.load(Ordering::Relaxed);
         stats
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl<K: Hash + Eq, V> Inner<K, V> {
+    /// Entries and weight held.
+    fn levels(&self) -> (u64, u64) {
+        self.shards.iter().fold((0, 0), |(n, w), shard| {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            (n + shard.lru.len() as u64, w + shard.weight)
+        })
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl<K: Hash + Eq + Send + Sync, V: Send + Sync> crate::metrics::Source for Inner<K, V> {
+    fn name(&self) -> &Arc<str> {
+        static UNNAMED: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| "".into());
+        self.name.as_ref().unwrap_or(&UNNAMED)
+    }
+
+    fn stats(&self) -> Stats {
+        Inner::stats(self)
+    }
+
+    fn levels(&self) -> (u64, u64) {
+        Inner::levels(self)
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl<K, V> Drop for Inner<K, V> {
+    fn drop(&mut self) {
+        if let Some(name) = &self.name {
+            crate::metrics::retire(name, &self.stats());
+        }
     }
 }
 

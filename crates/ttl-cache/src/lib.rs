@@ -55,6 +55,12 @@
 //! `BENCHMARKS.md` has the figures against moka, quick_cache and a `Mutex<LruCache>`.
 //! Each entry carries 28 bytes of its own beside the `lru` node.
 //!
+//! # Metrics
+//!
+//! With feature `metrics` (off by default), each named cache's hits, misses, loads, evictions by cause, entries and weight go (read from its exact stats when `metrics::publish` runs, so a `get` costs nothing more) through the
+//! [`metrics`](https://docs.rs/metrics) facade, to whichever recorder the program
+//! installs: the `metrics` module lists each one and when it is recorded.
+//!
 //! # Platforms
 //!
 //! Pure Rust on tokio: every platform tokio supports (checked for Linux, macOS and
@@ -74,8 +80,13 @@
 //! - **Clock changes.** Time is tokio's monotonic clock; wall-clock jumps do not expire
 //!   or revive entries.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod cache;
 mod load;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod stats;
 
 pub use cache::{Builder, Cache, Listener, Validators, Weigher};

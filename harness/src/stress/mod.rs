@@ -14,6 +14,7 @@ mod proc;
 mod rate;
 mod redis;
 mod report;
+mod scrape;
 mod stream;
 mod temp;
 

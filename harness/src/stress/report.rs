@@ -67,6 +67,11 @@ impl Recorder {
         }
     }
 
+    /// Seconds since the recorder started.
+    pub fn elapsed_secs(&self) -> f64 {
+        self.inner.elapsed().as_secs_f64()
+    }
+
     /// Marks the start of a scenario on the chart.
     pub fn mark(&self, label: &str) {
         self.inner.mark(label);
@@ -168,6 +173,8 @@ struct JsonReport<'a> {
     scenarios: Vec<JsonScenario<'a>>,
     marks: serde_json::Value,
     samples: serde_json::Value,
+    /// The harness's scrapes of its own `/metrics` and `/healthz` (S3).
+    scrapes: Vec<super::scrape::Scrape>,
 }
 
 /// Where the files went.
@@ -219,6 +226,10 @@ pub fn finish(
             .collect(),
         marks: json_marks,
         samples: json_samples,
+        scrapes: super::scrape::SCRAPES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone(),
     };
     std::fs::write(&files.json, serde_json::to_vec_pretty(&report)?)?;
     let junit = leakproof_stress::Report {
@@ -228,7 +239,8 @@ pub fn finish(
         ..Default::default()
     };
     std::fs::write(&files.junit, junit.junit_xml())?;
-    leakproof_stress::recorder::chart(&files.svg, &samples, &marks)
+    let panels = super::scrape::panels(&report.scrapes);
+    leakproof_stress::recorder::chart_with(&files.svg, &samples, &marks, &panels)
         .map_err(|e| format!("chart: {e}"))?;
     Ok(files)
 }

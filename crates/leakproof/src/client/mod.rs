@@ -356,7 +356,11 @@ pub const DEFAULT_MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 /// in flight, adaptive (halved on each rate-limit refusal, grown back by one per round
 /// of answers), the server's rate headers.
 fn default_gate() -> Gate {
-    Gate::builder().concurrency(32).adaptive().build()
+    default_gate_builder().build()
+}
+
+fn default_gate_builder() -> rate_gate::GateBuilder {
+    Gate::builder().concurrency(32).adaptive()
 }
 
 /// Options for an [`ApiClient`].
@@ -419,8 +423,9 @@ impl ApiClientBuilder {
     }
 
     /// The gate every request waits for (default: no quota of its own, at most 32
-    /// requests in flight, and the server's rate headers). Share one gate between the
-    /// clients that spend one quota.
+    /// requests in flight, and the server's rate headers, named after the base's host
+    /// for its metrics, as is the client's cache). Share one gate between the clients
+    /// that spend one quota.
     pub fn gate(mut self, gate: Gate) -> Self {
         self.gate = Some(gate);
         self
@@ -639,7 +644,11 @@ impl ApiClientBuilder {
                 .map_err(|e| bad(format!("header `{name}` value: {e}")))?;
             headers.append(name, value);
         }
-        let gate = self.gate.unwrap_or_else(default_gate);
+        // Named after the host, for their metrics (`gate="api.github.com"`).
+        let host = parsed.host().unwrap_or_default();
+        let gate = self
+            .gate
+            .unwrap_or_else(|| default_gate_builder().name(host).build());
         let token_gate = self
             .token_gate
             .unwrap_or_else(|| TokenGate(Arc::new(default_gate)));
@@ -648,6 +657,7 @@ impl ApiClientBuilder {
             .ttl(self.ttl)
             // Stale entries are kept a while for revalidation.
             .stale_for(Duration::from_secs(3600))
+            .name(host)
             .build();
         Ok(ApiClient {
             inner: Arc::new(Inner {

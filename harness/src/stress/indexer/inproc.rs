@@ -302,6 +302,17 @@ pub(super) async fn s3(ctx: &Ctx<'_>) -> Result<Scenario> {
         let ix = indexer.clone();
         move || ix.tools.available_permits() as u64
     };
+    // Its own health and metrics endpoint, scraped over HTTP while the operations run.
+    let health = leakproof::Health::builder()
+        .gate("api", indexer.api.gate())
+        .gate("codeload", indexer.codeload.gate())
+        .build()?;
+    let granted = || indexer.api.gate().stats().granted + indexer.codeload.gate().stats().granted;
+    let granted_before = granted();
+    let every = Duration::from_millis(ctx.profile.pick(500, 200) as u64);
+    let scraper =
+        super::super::scrape::Scraper::start("S3", health, ctx.recorder.elapsed_secs(), every)
+            .await?;
     // The library's runner: `concurrency` operations in flight, 10% faulted (errors,
     // panics, and cancellations after a few polls, so releases interleave), then the
     // counts back to the baseline taken after its warm-up, exactly, and the gauges.
@@ -365,6 +376,16 @@ pub(super) async fn s3(ctx: &Ctx<'_>) -> Result<Scenario> {
     let out_of_order = seen.out_of_order;
     let peak_in_flight = seen.peak_in_flight;
     add_checks(&mut s, case);
+    // Dropped children are reaped on the blocking pool: settled first, the last scrape
+    // must show none.
+    ctx.reaper.settle().await;
+    let scrapes = scraper.finish().await?;
+    scrape_checks(
+        &mut s,
+        &scrapes,
+        granted() - granted_before,
+        concurrency as f64,
+    );
     // The index's connection pool, as `Health` reports it: every connection back, idle.
     let pool = indexer.db.pool.clone();
     let health = leakproof::Health::builder()
@@ -644,6 +665,58 @@ fn alarm_check(
 }
 
 /// Locks `m`, a panic while it was held notwithstanding.
+/// S3's own endpoint, as its scraper saw it: every scrape answered; the grants
+/// `/metrics` shows over the run are the gates' own count; the permits in flight stay
+/// within the gates' limit and end at 0.
+fn scrape_checks(
+    s: &mut Scenario,
+    scrapes: &[super::super::scrape::Scrape],
+    granted: u64,
+    concurrency: f64,
+) {
+    let (first, last) = (&scrapes[0], &scrapes[scrapes.len() - 1]);
+    let answered = scrapes
+        .iter()
+        .filter(|x| x.metrics_status == 200 && x.healthz == 200)
+        .count();
+    s.check(
+        "own /metrics and /healthz scraped over HTTP during the run, every scrape answered 200",
+        scrapes.len() >= 3 && answered == scrapes.len(),
+        format!("{answered} of {} scrapes", scrapes.len()),
+    );
+    let shown = last.gate_granted - first.gate_granted;
+    s.check(
+        "grants in /metrics over the run = the gates' own count",
+        shown == granted as f64,
+        format!("{shown} in /metrics, {granted} counted by the gates"),
+    );
+    let peak = scrapes.iter().map(|x| x.gate_in_flight).fold(0.0, f64::max);
+    s.check(
+        "permits in flight per /metrics within both gates' limit, 0 at the end",
+        peak <= 2.0 * concurrency && last.gate_in_flight == 0.0,
+        format!("peak {peak}, last {}", last.gate_in_flight),
+    );
+    s.check(
+        "temp entries and children live per /metrics back to the first scrape's",
+        last.temp_live == first.temp_live && last.children_live == first.children_live,
+        format!(
+            "temp {} -> {}, children {} -> {}",
+            first.temp_live, last.temp_live, first.children_live, last.children_live
+        ),
+    );
+    let grades = |g: &str| scrapes.iter().filter(|x| x.grade == g).count();
+    s.figure(
+        "scrapes",
+        format!(
+            "{} of /metrics ({:.0} KiB) and /healthz: {} healthy, {} degraded; peak {peak} permits in flight",
+            scrapes.len(),
+            last.metrics_bytes as f64 / 1024.0,
+            grades("healthy"),
+            grades("degraded"),
+        ),
+    );
+}
+
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

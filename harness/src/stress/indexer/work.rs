@@ -242,10 +242,10 @@ impl Indexer {
         shutdown: Option<&leakproof::Shutdown>,
     ) -> crate::Result<Indexer> {
         let caps = Caps::default();
-        let client = |base: &str| {
+        let client = |base: &str, name: &str| {
             let mut builder = ApiClient::builder(base)
                 .header("user-agent", "leakproof-stress-indexer")
-                .gate(Gate::builder().concurrency(concurrency).build())
+                .gate(Gate::builder().name(name).concurrency(concurrency).build())
                 .limits(
                     Limits::new(1 << 20)
                         .idle_timeout(Duration::from_secs(10))
@@ -258,8 +258,8 @@ impl Indexer {
             builder.build().map_err(Box::new)
         };
         Ok(Indexer {
-            api: client(api)?,
-            codeload: client(codeload)?,
+            api: client(api, "api")?,
+            codeload: client(codeload, "codeload")?,
             codeload_base: codeload.to_string(),
             reaper,
             tools: Arc::new(Semaphore::new(caps.tools)),
