@@ -124,49 +124,41 @@ pub fn describe() {
 /// Hands every live gate's figures to the facade, summed by name. Cheap (a lock, and
 /// a few atomic loads per gate); run it before each scrape.
 pub fn publish() {
+    #[derive(Default)]
     struct Sum {
         totals: Totals,
         in_flight: u64,
         limit: Option<u64>,
         paused: f64,
     }
-    let sums = with(|r| {
-        let mut sums: HashMap<Arc<str>, Sum> = HashMap::new();
-        r.live.retain(|weak| {
-            let Some(gate) = weak.upgrade() else {
-                return false;
-            };
-            let (in_flight, limit, paused) = gate.levels();
-            let sum = sums.entry(gate.name().clone()).or_insert(Sum {
-                totals: Totals::default(),
-                in_flight: 0,
-                limit: None,
-                paused: 0.0,
-            });
-            sum.totals.add(gate.totals());
-            sum.in_flight += in_flight;
-            if let Some(limit) = limit {
-                *sum.limit.get_or_insert(0) += u64::from(limit);
-            }
-            sum.paused = sum.paused.max(paused);
-            true
-        });
+    // The live gates, held while they are read, outside the registry's lock: one
+    // dropped meanwhile retires into the registry from its `Drop`, which takes it.
+    let live: Vec<Arc<dyn Source>> = with(|r| {
+        r.live.retain(|weak| weak.strong_count() > 0);
+        r.live.iter().filter_map(Weak::upgrade).collect()
+    });
+    let mut sums: HashMap<Arc<str>, Sum> = HashMap::new();
+    for gate in &live {
+        let (in_flight, limit, paused) = gate.levels();
+        let sum = sums.entry(gate.name().clone()).or_default();
+        sum.totals.add(gate.totals());
+        sum.in_flight += in_flight;
+        if let Some(limit) = limit {
+            *sum.limit.get_or_insert(0) += u64::from(limit);
+        }
+        sum.paused = sum.paused.max(paused);
+    }
+    with(|r| {
         for (name, retired) in &r.retired {
-            let sum = sums.entry(name.clone()).or_insert(Sum {
-                totals: Totals::default(),
-                in_flight: 0,
-                limit: None,
-                paused: 0.0,
-            });
-            sum.totals.add(*retired);
+            sums.entry(name.clone()).or_default().totals.add(*retired);
         }
         for (name, sum) in &mut sums {
             let last = r.published.entry(name.clone()).or_default();
             last.max(sum.totals);
             sum.totals = *last;
         }
-        sums
     });
+    drop(live);
     for (name, sum) in sums {
         let gate = name.to_string();
         metrics::counter!(GRANTED, "gate" => gate.clone()).absolute(sum.totals.granted);

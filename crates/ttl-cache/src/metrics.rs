@@ -127,19 +127,21 @@ pub fn describe() {
 /// shard briefly, as [`Cache::stats`](crate::Cache::stats) does; run it before each
 /// scrape.
 pub fn publish() {
-    let sums = with(|r| {
-        let mut sums: HashMap<Arc<str>, (Counts, u64, u64)> = HashMap::new();
-        r.live.retain(|weak| {
-            let Some(cache) = weak.upgrade() else {
-                return false;
-            };
-            let (entries, weight) = cache.levels();
-            let sum = sums.entry(cache.name().clone()).or_default();
-            add(&mut sum.0, &counts(&cache.stats()));
-            sum.1 += entries;
-            sum.2 += weight;
-            true
-        });
+    // The live caches, held while they are read, outside the registry's lock: one
+    // dropped meanwhile retires into the registry from its `Drop`, which takes it.
+    let live: Vec<Arc<dyn Source>> = with(|r| {
+        r.live.retain(|weak| weak.strong_count() > 0);
+        r.live.iter().filter_map(Weak::upgrade).collect()
+    });
+    let mut sums: HashMap<Arc<str>, (Counts, u64, u64)> = HashMap::new();
+    for cache in &live {
+        let (entries, weight) = cache.levels();
+        let sum = sums.entry(cache.name().clone()).or_default();
+        add(&mut sum.0, &counts(&cache.stats()));
+        sum.1 += entries;
+        sum.2 += weight;
+    }
+    with(|r| {
         for (name, retired) in &r.retired {
             add(&mut sums.entry(name.clone()).or_default().0, retired);
         }
@@ -150,8 +152,8 @@ pub fn publish() {
                 .for_each(|(l, n)| *l = (*l).max(*n));
             sum.0 = *last;
         }
-        sums
     });
+    drop(live);
     for (name, (c, entries, weight)) in sums {
         let cache = name.to_string();
         let plain = [
