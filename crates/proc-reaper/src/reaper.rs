@@ -199,8 +199,9 @@ impl Reaper {
         reports
     }
 
-    /// Waits until every tree ended in the background (by a dropped [`Child`]) is gone
-    /// and reaped.
+    /// Waits until every tree ended in the background is gone and reaped: those of a
+    /// dropped [`Child`], and those whose `wait`, `wait_timeout` or `kill` was dropped
+    /// while the tree was being ended (that end runs on alone, and forgets the child).
     pub async fn settle(&self) {
         let mut ending = self.inner.ending.subscribe();
         let _ = ending.wait_for(|n| *n == 0).await;
@@ -575,25 +576,42 @@ impl Child {
         let mut std_child = self.std.take();
         let leaders = self.reaper.inner.leaders.clone();
         let mut tree = Tree::new(pid, marker, self.cgroup.clone(), leaders);
+        // Once reaped, the child is forgotten, wherever the reaping ran: also when this
+        // future is dropped while the blocking pool ends the tree (a cancelled `wait`),
+        // which then finishes alone.
+        let (inner, id) = (self.reaper.inner.clone(), self.id);
+        let forget = move || {
+            inner.children().remove(&id);
+            inner.leader(pid, false);
+        };
         // The common case, a leader that exited alone: one scan and a `wait4` that cannot
-        // block, on this thread. Anything alive means waiting: on the blocking pool.
+        // block, on this thread. Anything alive means waiting: on the blocking pool,
+        // counted in `ending` so that `Reaper::settle` waits for it.
         let (tree, reaped) = match tree.settled() {
-            Some(report) => (report, std_child.as_mut().map(reap)),
-            None => tokio::task::spawn_blocking(move || {
-                let tree = tree.end(grace);
+            Some(report) => {
                 let reaped = std_child.as_mut().map(reap);
-                (tree, reaped)
-            })
-            .await
-            .map_err(|e| Error::Reap {
-                pid,
-                source: std::io::Error::other(e),
-            })?,
+                forget();
+                (report, reaped)
+            }
+            None => {
+                let ending = self.reaper.inner.ending.clone();
+                ending.send_modify(|n| *n += 1);
+                tokio::task::spawn_blocking(move || {
+                    let tree = tree.end(grace);
+                    let reaped = std_child.as_mut().map(reap);
+                    forget();
+                    ending.send_modify(|n| *n -= 1);
+                    (tree, reaped)
+                })
+                .await
+                .map_err(|e| Error::Reap {
+                    pid,
+                    source: std::io::Error::other(e),
+                })?
+            }
         };
         let duration = self.started.elapsed();
         self.pidfd = None;
-        self.reaper.inner.children().remove(&self.id);
-        self.reaper.inner.leader(pid, false);
         let usage = reaped.unwrap_or_else(|| Err(std::io::Error::other("already reaped")));
         let usage = usage.map_err(|source| Error::Reap { pid, source })?;
         let (stdout, stderr) = (self.stdout.take(), self.stderr.take());
