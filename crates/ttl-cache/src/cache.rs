@@ -1,16 +1,15 @@
-//! The cache: shards of `lru::LruCache`, each behind a mutex, with TTL, TTI, weights,
-//! amortised expiry, an eviction listener and stats.
+//! The cache: shards of S3-FIFO stores (`store.rs`), each behind a read-write lock,
+//! with TTL, TTI, weights, amortised expiry, an eviction listener and stats.
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use lru::LruCache;
-use tokio::time::Instant;
-
+use crate::clock::{Clock, Source};
 use crate::load::Flights;
 use crate::stats::{Cause, Stats};
+use crate::store::{Entry, Store};
 
 /// Called with each entry that leaves the cache, and why (outside the shard's lock).
 pub type Listener<K, V> = Arc<dyn Fn(&K, &V, Cause) + Send + Sync>;
@@ -18,19 +17,9 @@ pub type Listener<K, V> = Arc<dyn Fn(&K, &V, Cause) + Send + Sync>;
 /// Gives an entry's weight (e.g. a response's size in bytes).
 pub type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> u64 + Send + Sync>;
 
-/// One entry. Times are nanoseconds since the cache's epoch (`u64::MAX`: never), so an
-/// entry carries 28 bytes of its own beside its value.
-pub(crate) struct Entry<V> {
-    pub(crate) value: V,
-    expires: u64,
-    touched: u64,
-    weight: u32,
-    validators: Option<Box<Validators>>,
-}
-
 /// The cache-wide times an entry is judged by, in nanoseconds (`u64::MAX`: none).
 #[derive(Clone, Copy)]
-struct Policy {
+pub(crate) struct Policy {
     tti: u64,
     stale: u64,
 }
@@ -38,17 +27,17 @@ struct Policy {
 impl<V> Entry<V> {
     /// Expired at `now`: at the TTL's instant exactly, or a TTI without a read.
     #[inline]
-    fn expired(&self, now: u64, p: Policy) -> bool {
-        now >= self.expires || (p.tti != u64::MAX && now >= self.touched.saturating_add(p.tti))
+    pub(crate) fn expired(&self, now: u64, p: Policy) -> bool {
+        now >= self.expires || (p.tti != u64::MAX && now >= self.touched().saturating_add(p.tti))
     }
 
     /// Past keeping: expired, and `stale_for` beyond that (an entry kept stale can still
     /// be revalidated or served while a refresh runs, never returned by `get`).
     #[inline]
-    fn dead(&self, now: u64, p: Policy) -> bool {
+    pub(crate) fn dead(&self, now: u64, p: Policy) -> bool {
         now >= self.expires.saturating_add(p.stale)
             || (p.tti != u64::MAX
-                && now >= self.touched.saturating_add(p.tti).saturating_add(p.stale))
+                && now >= self.touched().saturating_add(p.tti).saturating_add(p.stale))
     }
 }
 
@@ -77,23 +66,51 @@ impl Validators {
     }
 }
 
+/// The hasher for shard choice and lookups: one hash per operation.
+type Hasher = foldhash::fast::RandomState;
+
+/// The counters a lookup writes come first, beside the lock's own word, so that a
+/// lookup from another core takes one cache line, not two.
+#[repr(C)]
 struct Shard<K, V> {
-    lru: LruCache<K, Entry<V>, foldhash::fast::RandomState>,
-    weight: u64,
+    /// Counted under the read lock a lookup holds, so atomics.
+    hits: AtomicU64,
+    misses: AtomicU64,
+    store: Store<K, V, Hasher>,
     /// Writes since the last full sweep for expired entries.
     writes: usize,
-    hits: u64,
-    misses: u64,
     evicted: [u64; Cause::COUNT],
+}
+
+/// One shard and its lock, on cache lines of their own.
+type Slot<K, V> = Padded<RwLock<Shard<K, V>>>;
+
+/// A shard on cache lines of its own (no false sharing between neighbours).
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 /// What leaves a shard during one operation, handed to the listener after the lock.
 type Gone<K, V> = Vec<(K, V, Cause)>;
 
+/// An entry-bounded cache reserves room for this many entries at most when it is
+/// built: about 2 MiB of table written at once, 48 MiB more of `u64 -> u64` entries
+/// reserved and touched only as they fill.
+const RESERVED: usize = 1 << 20;
+
+/// At most this many entries in one shard, whatever the weights (indices are `u32`).
+const MAX_SHARD_ENTRIES: usize = (u32::MAX - 1) as usize;
+
 pub(crate) struct Inner<K, V> {
-    shards: Box<[Mutex<Shard<K, V>>]>,
-    hasher: foldhash::fast::RandomState,
-    epoch: Instant,
+    shards: Box<[Slot<K, V>]>,
+    hasher: Hasher,
+    clock: Source,
     policy: Policy,
     /// Per shard: the bound on entries or on weight.
     limit: u64,
@@ -109,11 +126,30 @@ pub(crate) struct Inner<K, V> {
     name: Option<Arc<str>>,
 }
 
+impl<K, V> Inner<K, V> {
+    /// The shard a hash belongs to: chosen by bits the lookup table does not use
+    /// (hashbrown takes the low bits for the bucket and the top 7 for its tag).
+    #[inline]
+    fn shard(&self, hash: u64) -> &RwLock<Shard<K, V>> {
+        &self.shards[((hash >> 40) as usize) & (self.shards.len() - 1)]
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A concurrent cache bounded by entry count or weight, with a default TTL, per-entry
 /// TTLs and an optional time-to-idle. Clones share the cache.
 ///
-/// Eviction is LRU within each shard (a key's shard is fixed by its hash), so across
-/// the cache it is approximately LRU; build with `.shards(1)` for exact LRU.
+/// Eviction is S3-FIFO within each shard (a key's shard is fixed by its hash): new
+/// keys pass through a small FIFO and stay only if they are read again, so a burst of
+/// one-off keys does not push out the keys that are read often. A hit takes a shared
+/// lock and sets a counter; it moves nothing.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -150,6 +186,7 @@ impl<K, V> std::fmt::Debug for Cache<K, V> {
             .field("limit_per_shard", &self.inner.limit)
             .field("ttl", &self.inner.ttl)
             .field("tti_ns", &self.inner.policy.tti)
+            .field("clock", &self.inner.clock.kind())
             .finish_non_exhaustive()
     }
 }
@@ -167,6 +204,7 @@ pub struct Builder<K, V> {
     stale_for: Duration,
     shards: Option<usize>,
     listener: Option<Listener<K, V>>,
+    clock: Clock,
     name: Option<Arc<str>>,
     /// Registers the built cache with the metrics registry: set by [`Builder::name`],
     /// where the bounds a registry entry needs are known.
@@ -182,6 +220,7 @@ impl<K, V> std::fmt::Debug for Builder<K, V> {
             .field("ttl", &self.ttl)
             .field("tti", &self.tti)
             .field("shards", &self.shards)
+            .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
 }
@@ -238,6 +277,13 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
         self
     }
 
+    /// The clock for TTLs (default [`Clock::Auto`]: coarse, or tokio's where tokio's
+    /// clock is paused when the cache is built).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// The cache.
     pub fn build(self) -> Cache<K, V> {
         let (total, weigher) = match self.max_weight {
@@ -254,23 +300,32 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
             .shards
             .unwrap_or_else(|| (cpus * 4).min(by_size).max(1).next_power_of_two());
         let limit = total.div_ceil(shards as u64).max(1);
+        // An entry bound reserves its room up front, up to `RESERVED` entries in all:
+        // growing by doubling would leave the old tables behind in the allocator.
+        let reserve = if weigher.is_none() {
+            limit.min((RESERVED / shards) as u64) as usize
+        } else {
+            0
+        };
+        let hasher = Hasher::default();
         let shards = (0..shards)
             .map(|_| {
-                Mutex::new(Shard {
-                    lru: LruCache::unbounded_with_hasher(foldhash::fast::RandomState::default()),
-                    weight: 0,
+                let mut store = Store::new(hasher.clone());
+                store.reserve(reserve);
+                Padded(RwLock::new(Shard {
+                    hits: AtomicU64::new(0),
+                    misses: AtomicU64::new(0),
+                    store,
                     writes: 0,
-                    hits: 0,
-                    misses: 0,
                     evicted: [0; Cause::COUNT],
-                })
+                }))
             })
             .collect();
         let cache = Cache {
             inner: Arc::new(Inner {
                 shards,
-                hasher: foldhash::fast::RandomState::default(),
-                epoch: Instant::now(),
+                hasher,
+                clock: Source::new(self.clock),
                 policy: Policy {
                     tti: self.tti.map_or(u64::MAX, nanos),
                     stale: nanos(self.stale_for),
@@ -323,22 +378,24 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
             stale_for: Duration::ZERO,
             shards: None,
             listener: None,
+            clock: Clock::Auto,
             name: None,
             #[cfg(feature = "metrics")]
             register: None,
         }
     }
 
-    /// Nanoseconds since the cache's epoch, on tokio's clock (so `pause` works).
+    /// Nanoseconds since the cache was built, on its clock.
     #[inline]
     fn now(&self) -> u64 {
-        nanos(self.inner.epoch.elapsed())
+        self.inner.clock.now()
     }
 
-    fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K, V>> {
-        let shards = &self.inner.shards;
-        let i = (self.inner.hasher.hash_one(key) as usize) & (shards.len() - 1);
-        shards[i].lock().unwrap_or_else(PoisonError::into_inner)
+    /// The key's hash and its shard.
+    #[inline]
+    fn locate(&self, key: &K) -> (u64, &RwLock<Shard<K, V>>) {
+        let hash = self.inner.hasher.hash_one(key);
+        (hash, self.inner.shard(hash))
     }
 
     fn tell(&self, gone: Gone<K, V>) {
@@ -352,32 +409,47 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
     /// The value for `key`, if present and not expired (an expired entry found here is
     /// removed). Counts a hit or a miss.
     pub fn get(&self, key: &K) -> Option<V> {
-        let now = self.now();
-        let mut gone = Vec::new();
-        let found = {
-            let mut shard = self.shard(key);
-            let found = match shard.lru.get_mut(key) {
-                Some(entry) if !entry.expired(now, self.inner.policy) => {
-                    entry.touched = now;
-                    Some(entry.value.clone())
-                }
-                Some(entry) => {
-                    if entry.dead(now, self.inner.policy) {
-                        shard.remove(key, Cause::Expired, &mut gone);
-                    }
-                    None
-                }
-                None => None,
+        let p = self.inner.policy;
+        let (hash, lock) = self.locate(key);
+        let now = {
+            let shard = read(lock);
+            let Some(i) = shard.store.find(hash, key) else {
+                shard.misses.fetch_add(1, Ordering::Relaxed);
+                return None;
             };
-            if found.is_some() {
-                shard.hits += 1;
+            let entry = shard.store.entry(i);
+            // An entry that never expires needs no clock.
+            let now = if entry.expires == u64::MAX && p.tti == u64::MAX {
+                0
             } else {
-                shard.misses += 1;
+                self.now()
+            };
+            if !entry.expired(now, p) {
+                entry.read();
+                if p.tti != u64::MAX {
+                    entry.touched.store(now, Ordering::Relaxed);
+                }
+                shard.hits.fetch_add(1, Ordering::Relaxed);
+                return Some(entry.value.clone());
             }
-            found
+            shard.misses.fetch_add(1, Ordering::Relaxed);
+            if !entry.dead(now, p) {
+                return None;
+            }
+            now
         };
+        // Past keeping: removed under the write lock, if nothing changed meanwhile.
+        let mut gone = Vec::new();
+        {
+            let mut shard = write(lock);
+            if let Some(i) = shard.store.find(hash, key)
+                && shard.store.entry(i).dead(now, p)
+            {
+                shard.remove(i, Cause::Expired, &mut gone);
+            }
+        }
         self.tell(gone);
-        found
+        None
     }
 
     pub(crate) fn inner_ttl(&self) -> Option<Duration> {
@@ -387,20 +459,22 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
     /// The live value for `key`, counting nothing and moving nothing.
     pub(crate) fn peek_live(&self, key: &K) -> Option<V> {
         let now = self.now();
-        self.shard(key)
-            .lru
-            .peek(key)
-            .filter(|e| !e.expired(now, self.inner.policy))
-            .map(|e| e.value.clone())
+        let (hash, lock) = self.locate(key);
+        let shard = read(lock);
+        let i = shard.store.find(hash, key)?;
+        let entry = shard.store.entry(i);
+        (!entry.expired(now, self.inner.policy)).then(|| entry.value.clone())
     }
 
     /// `true` if `key` is present and not expired; counts nothing, moves nothing.
     pub fn contains(&self, key: &K) -> bool {
         let now = self.now();
-        self.shard(key)
-            .lru
-            .peek(key)
-            .is_some_and(|e| !e.expired(now, self.inner.policy))
+        let (hash, lock) = self.locate(key);
+        let shard = read(lock);
+        shard
+            .store
+            .find(hash, key)
+            .is_some_and(|i| !shard.store.entry(i).expired(now, self.inner.policy))
     }
 
     /// Inserts with the default TTL; returns the value it replaced, if any.
@@ -426,24 +500,21 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
         ttl: Option<Duration>,
         validators: Validators,
     ) -> Option<V> {
-        self.insert_full(
-            key,
-            value,
-            ttl.or(self.inner.ttl),
-            Some(Box::new(validators)),
-        )
+        self.insert_full(key, value, ttl.or(self.inner.ttl), Some(validators))
     }
 
     /// For a conditional request: the value held for `key` (fresh or stale) and its
     /// validators, if it has any. Counts nothing, moves nothing.
     pub fn revalidation(&self, key: &K) -> Option<(V, Validators)> {
         let now = self.now();
-        let shard = self.shard(key);
-        let entry = shard.lru.peek(key)?;
+        let (hash, lock) = self.locate(key);
+        let shard = read(lock);
+        let i = shard.store.find(hash, key)?;
+        let entry = shard.store.entry(i);
         if entry.dead(now, self.inner.policy) {
             return None;
         }
-        let validators = entry.validators.as_deref()?.clone();
+        let validators = shard.store.validators(i)?.clone();
         Some((entry.value.clone(), validators))
     }
 
@@ -453,37 +524,44 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
     pub fn refresh(&self, key: &K, ttl: Option<Duration>) -> bool {
         let now = self.now();
         let ttl = ttl.or(self.inner.ttl);
-        let mut shard = self.shard(key);
-        match shard.lru.get_mut(key) {
-            Some(entry) if !entry.dead(now, self.inner.policy) => {
-                entry.expires = ttl.map_or(u64::MAX, |ttl| now.saturating_add(nanos(ttl)));
-                entry.touched = now;
-                self.inner.revalidated.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            _ => false,
+        let (hash, lock) = self.locate(key);
+        let mut shard = write(lock);
+        let Some(i) = shard.store.find(hash, key) else {
+            return false;
+        };
+        let entry = shard.store.entry_mut(i);
+        if entry.dead(now, self.inner.policy) {
+            return false;
         }
+        entry.expires = ttl.map_or(u64::MAX, |ttl| now.saturating_add(nanos(ttl)));
+        entry.touched.store(now, Ordering::Relaxed);
+        self.inner.revalidated.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// The value for `key` and whether it is fresh: stale values (expired, within
     /// `stale_for`) too. Counts a hit (fresh) or a miss (stale or absent).
     pub(crate) fn get_maybe_stale(&self, key: &K) -> Option<(V, bool)> {
         let now = self.now();
-        let mut shard = self.shard(key);
-        let found = match shard.lru.get_mut(key) {
-            Some(entry) if !entry.dead(now, self.inner.policy) => {
-                let fresh = !entry.expired(now, self.inner.policy);
-                if fresh {
-                    entry.touched = now;
-                }
-                Some((entry.value.clone(), fresh))
+        let p = self.inner.policy;
+        let (hash, lock) = self.locate(key);
+        let shard = read(lock);
+        let found = shard.store.find(hash, key).and_then(|i| {
+            let entry = shard.store.entry(i);
+            if entry.dead(now, p) {
+                return None;
             }
-            _ => None,
-        };
+            let fresh = !entry.expired(now, p);
+            if fresh {
+                entry.read();
+                entry.touched.store(now, Ordering::Relaxed);
+            }
+            Some((entry.value.clone(), fresh))
+        });
         if matches!(found, Some((_, true))) {
-            shard.hits += 1;
+            shard.hits.fetch_add(1, Ordering::Relaxed);
         } else {
-            shard.misses += 1;
+            shard.misses.fetch_add(1, Ordering::Relaxed);
         }
         found
     }
@@ -493,41 +571,58 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
         key: K,
         value: V,
         ttl: Option<Duration>,
-        validators: Option<Box<Validators>>,
+        validators: Option<Validators>,
     ) -> Option<V> {
         let now = self.now();
+        let p = self.inner.policy;
+        let limit = self.inner.limit;
         let weight = self.inner.weigher.as_ref().map_or(1, |w| w(&key, &value));
         let weight = u32::try_from(weight).unwrap_or(u32::MAX);
-        let entry = Entry {
-            value,
-            weight,
-            expires: ttl.map_or(u64::MAX, |ttl| now.saturating_add(nanos(ttl))),
-            touched: now,
-            validators,
-        };
+        let expires = ttl.map_or(u64::MAX, |ttl| now.saturating_add(nanos(ttl)));
+        let entry = Entry::new(value, expires, now, weight);
+        let (hash, lock) = self.locate(&key);
         let mut gone = Vec::new();
         let replaced = {
-            let mut shard = self.shard(&key);
-            let replaced = shard
-                .lru
-                .push(key.clone(), entry)
-                .and_then(|(old_key, old)| {
-                    // `push` returns the replaced entry (same key), never an eviction: the
-                    // LruCache is unbounded, the bound is ours.
-                    shard.weight -= u64::from(old.weight);
-                    let expired = old.expired(now, self.inner.policy);
-                    let value = old.value.clone();
-                    let cause = if expired {
-                        Cause::Expired
-                    } else {
-                        Cause::Replaced
-                    };
-                    shard.evicted[cause as usize] += 1;
-                    gone.push((old_key, old.value, cause));
-                    (!expired).then_some(value)
-                });
-            shard.weight += u64::from(weight);
-            shard.tidy(now, self.inner.limit, self.inner.policy, &key, &mut gone);
+            let mut guard = write(lock);
+            let shard = &mut *guard;
+            let found = shard.store.find(hash, &key);
+            let replaced = if u64::from(weight) > limit {
+                // Over the bound alone: never held, and what it replaces goes too.
+                let replaced = found.and_then(|i| shard.replaced(i, now, p, &mut gone));
+                shard.evicted[Cause::Capacity as usize] += 1;
+                gone.push((key, entry.value, Cause::Capacity));
+                replaced
+            } else if let Some(i) = found {
+                let mut room = Vec::new();
+                let (old, i) = {
+                    let Shard { store, evicted, .. } = shard;
+                    store.replace(hash, i, entry, |store, need| {
+                        make_room(store, evicted, limit, need, now, p, &mut room);
+                    })
+                };
+                let replaced = shard.replaced_by(key, old, now, p, &mut gone);
+                gone.append(&mut room);
+                if let Some(i) = i {
+                    shard.store.set_validators(i, validators);
+                }
+                replaced
+            } else {
+                make_room(
+                    &mut shard.store,
+                    &mut shard.evicted,
+                    limit,
+                    u64::from(weight),
+                    now,
+                    p,
+                    &mut gone,
+                );
+                let i = shard.store.insert(hash, key, entry);
+                if validators.is_some() {
+                    shard.store.set_validators(i, validators);
+                }
+                None
+            };
+            shard.tidy(now, p, &mut gone);
             replaced
         };
         self.tell(gone);
@@ -537,21 +632,19 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
     /// Removes `key`; returns its value if it was present and not expired.
     pub fn remove(&self, key: &K) -> Option<V> {
         let now = self.now();
+        let (hash, lock) = self.locate(key);
         let mut gone = Vec::new();
         let value = {
-            let mut shard = self.shard(key);
-            let expired = shard
-                .lru
-                .peek(key)
-                .map(|e| e.expired(now, self.inner.policy));
-            match expired {
-                Some(expired) => {
+            let mut shard = write(lock);
+            match shard.store.find(hash, key) {
+                Some(i) => {
+                    let expired = shard.store.entry(i).expired(now, self.inner.policy);
                     let cause = if expired {
                         Cause::Expired
                     } else {
                         Cause::Removed
                     };
-                    shard.remove(key, cause, &mut gone);
+                    shard.remove(i, cause, &mut gone);
                     gone.last().filter(|_| !expired).map(|(_, v, _)| v.clone())
                 }
                 None => None,
@@ -565,18 +658,15 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
     /// after a push); returns how many.
     pub fn invalidate_if(&self, mut predicate: impl FnMut(&K, &V) -> bool) -> usize {
         let mut removed = 0;
-        for shard in self.inner.shards.iter() {
+        for lock in self.inner.shards.iter() {
             let mut gone = Vec::new();
             {
-                let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
-                let keys: Vec<K> = shard
-                    .lru
-                    .iter()
-                    .filter(|(k, e)| predicate(k, &e.value))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for key in keys {
-                    shard.remove(&key, Cause::Removed, &mut gone);
+                let mut shard = write(lock);
+                // From the end: a removal moves the last entry, already seen, into the hole.
+                for i in (0..shard.store.len() as u32).rev() {
+                    if predicate(shard.store.key(i), &shard.store.entry(i).value) {
+                        shard.remove(i, Cause::Removed, &mut gone);
+                    }
                 }
             }
             removed += gone.len();
@@ -592,11 +682,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
 
     /// Entries held now, expired ones not yet swept included.
     pub fn len(&self) -> usize {
-        self.inner
-            .shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).lru.len())
-            .sum()
+        self.inner.shards.iter().map(|s| read(s).store.len()).sum()
     }
 
     /// `true` when no entry is held.
@@ -609,7 +695,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
         self.inner
             .shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).weight)
+            .map(|s| read(s).store.weight())
             .sum()
     }
 
@@ -622,6 +708,37 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
     pub fn name(&self) -> Option<&str> {
         self.inner.name.as_deref()
     }
+
+    /// The clock this cache reads (never [`Clock::Auto`], which is resolved at build).
+    pub fn clock(&self) -> Clock {
+        self.inner.clock.kind()
+    }
+}
+
+/// Evicts by S3-FIFO until `need` more fits under `limit` (or nothing is left to
+/// evict), counting each departure; an entry found dead on the way goes as expired.
+fn make_room<K: Hash + Eq, V>(
+    store: &mut Store<K, V, Hasher>,
+    evicted: &mut [u64; Cause::COUNT],
+    limit: u64,
+    need: u64,
+    now: u64,
+    p: Policy,
+    gone: &mut Gone<K, V>,
+) {
+    while store.weight().saturating_add(need) > limit || store.len() >= MAX_SHARD_ENTRIES {
+        let Some(i) = store.victim(limit, |e| e.dead(now, p)) else {
+            break;
+        };
+        let (key, entry, _) = store.remove(i);
+        let cause = if entry.expired(now, p) {
+            Cause::Expired
+        } else {
+            Cause::Capacity
+        };
+        evicted[cause as usize] += 1;
+        gone.push((key, entry.value, cause));
+    }
 }
 
 impl<K, V> Inner<K, V> {
@@ -632,9 +749,9 @@ impl<K, V> Inner<K, V> {
             ..Stats::default()
         };
         for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            stats.hits += shard.hits;
-            stats.misses += shard.misses;
+            let shard = read(shard);
+            stats.hits += shard.hits.load(Ordering::Relaxed);
+            stats.misses += shard.misses.load(Ordering::Relaxed);
             stats.expired += shard.evicted[Cause::Expired as usize];
             stats.evicted_capacity += shard.evicted[Cause::Capacity as usize];
             stats.removed += shard.evicted[Cause::Removed as usize];
@@ -651,8 +768,8 @@ impl<K: Hash + Eq, V> Inner<K, V> {
     /// Entries and weight held.
     fn levels(&self) -> (u64, u64) {
         self.shards.iter().fold((0, 0), |(n, w), shard| {
-            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            (n + shard.lru.len() as u64, w + shard.weight)
+            let shard = read(shard);
+            (n + shard.store.len() as u64, w + shard.store.weight())
         })
     }
 }
@@ -682,52 +799,70 @@ impl<K, V> Drop for Inner<K, V> {
     }
 }
 
-impl<K: Hash + Eq + Clone, V> Shard<K, V> {
-    fn remove(&mut self, key: &K, cause: Cause, gone: &mut Gone<K, V>) {
-        if let Some((key, entry)) = self.lru.pop_entry(key) {
-            self.weight -= u64::from(entry.weight);
-            self.evicted[cause as usize] += 1;
-            gone.push((key, entry.value, cause));
-        }
+impl<K: Hash + Eq, V> Shard<K, V> {
+    fn remove(&mut self, i: u32, cause: Cause, gone: &mut Gone<K, V>) {
+        let (key, entry, _) = self.store.remove(i);
+        self.evicted[cause as usize] += 1;
+        gone.push((key, entry.value, cause));
     }
 
-    /// After a write: expired entries at the LRU end go, then least recently used ones
-    /// while over the limit (never the one just written, unless it alone is over); and
-    /// every `len` writes, a full sweep for expired entries (amortised O(1) per write).
-    fn tidy(&mut self, now: u64, limit: u64, p: Policy, just_written: &K, gone: &mut Gone<K, V>) {
+    /// Removes the entry at `i`, replaced by a value too heavy to keep; gives back its
+    /// value if it was live.
+    fn replaced(&mut self, i: u32, now: u64, p: Policy, gone: &mut Gone<K, V>) -> Option<V>
+    where
+        V: Clone,
+    {
+        let (key, entry, _) = self.store.remove(i);
+        self.replaced_by(key, entry, now, p, gone)
+    }
+
+    /// Counts `old`, taken out of the store for a new value, as replaced (or expired,
+    /// if it was); gives back its value if it was live.
+    fn replaced_by(
+        &mut self,
+        key: K,
+        old: Entry<V>,
+        now: u64,
+        p: Policy,
+        gone: &mut Gone<K, V>,
+    ) -> Option<V>
+    where
+        V: Clone,
+    {
+        let expired = old.expired(now, p);
+        let cause = if expired {
+            Cause::Expired
+        } else {
+            Cause::Replaced
+        };
+        self.evicted[cause as usize] += 1;
+        let live = (!expired).then(|| old.value.clone());
+        gone.push((key, old.value, cause));
+        live
+    }
+
+    /// After a write: dead entries at the head of either FIFO go (a few per write), and
+    /// every `len` writes, a full sweep for dead entries (amortised O(1) per write).
+    fn tidy(&mut self, now: u64, p: Policy, gone: &mut Gone<K, V>) {
         for _ in 0..4 {
-            match self.lru.peek_lru() {
-                Some((k, e)) if e.dead(now, p) && k != just_written => {
-                    let k = k.clone();
-                    self.remove(&k, Cause::Expired, gone);
-                }
-                _ => break,
+            let dead = self
+                .store
+                .heads()
+                .into_iter()
+                .find(|&h| h != u32::MAX && self.store.entry(h).dead(now, p));
+            match dead {
+                Some(i) => self.remove(i, Cause::Expired, gone),
+                None => break,
             }
         }
-        while self.weight > limit {
-            let Some((key, entry)) = self.lru.pop_lru() else {
-                break;
-            };
-            self.weight -= u64::from(entry.weight);
-            let cause = if entry.expired(now, p) {
-                Cause::Expired
-            } else {
-                Cause::Capacity
-            };
-            self.evicted[cause as usize] += 1;
-            gone.push((key, entry.value, cause));
-        }
         self.writes += 1;
-        if self.writes >= self.lru.len().max(64) {
+        if self.writes >= self.store.len().max(64) {
             self.writes = 0;
-            let expired: Vec<K> = self
-                .lru
-                .iter()
-                .filter(|(_, e)| e.dead(now, p))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in expired {
-                self.remove(&key, Cause::Expired, gone);
+            // From the end: a removal moves the last entry, already seen, into the hole.
+            for i in (0..self.store.len() as u32).rev() {
+                if self.store.entry(i).dead(now, p) {
+                    self.remove(i, Cause::Expired, gone);
+                }
             }
         }
     }

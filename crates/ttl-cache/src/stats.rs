@@ -6,7 +6,7 @@
 pub enum Cause {
     /// Its TTL or time-to-idle passed.
     Expired = 0,
-    /// The cache was over its bound and it was the least recently used.
+    /// The cache was over its bound and S3-FIFO chose it (see the crate docs).
     Capacity = 1,
     /// `remove`, `invalidate_if` or `clear`.
     Removed = 2,

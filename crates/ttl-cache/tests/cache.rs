@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::advance;
-use ttl_cache::{Cache, Cause};
+use ttl_cache::{Cache, Cause, Clock};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -46,16 +46,81 @@ async fn time_to_idle_expires_entries_nobody_reads() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_least_recently_used_entry_is_evicted_first() {
+async fn an_entry_read_since_it_was_written_outlives_the_oldest_unread_one() {
     let c = cache(3);
     for (k, v) in [("a", 1), ("b", 2), ("c", 3)] {
         c.insert(k.into(), v);
     }
-    assert_eq!(c.get(&"a".into()), Some(1)); // a is now the most recently used
+    assert_eq!(c.get(&"a".into()), Some(1)); // a was read: it moves on, not out
     c.insert("d".into(), 4);
-    assert_eq!(c.get(&"b".into()), None, "b was the least recently used");
+    assert_eq!(
+        c.get(&"b".into()),
+        None,
+        "b was the oldest entry never read"
+    );
     assert!(c.contains(&"a".into()) && c.contains(&"c".into()) && c.contains(&"d".into()));
     assert_eq!(c.stats().evicted_capacity, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_one_off_keys_does_not_push_out_the_keys_read_often() {
+    // One shard, so the figures do not depend on how hashes fall.
+    let c: Cache<u64, u64> = Cache::builder().max_entries(1_000).shards(1).build();
+    let hot: Vec<u64> = (0..500).collect();
+    for round in 0..3 {
+        for &k in &hot {
+            if c.get(&k).is_none() {
+                assert_eq!(round, 0, "hot key {k} was lost before the scan");
+                c.insert(k, k);
+            }
+        }
+    }
+    // A crawl: 100,000 keys, each read once and never again.
+    for k in 1_000_000..1_100_000 {
+        assert_eq!(c.get(&k), None);
+        c.insert(k, k);
+        assert!(c.len() <= 1_000);
+    }
+    let kept = hot.iter().filter(|&&k| c.get(&k).is_some()).count();
+    assert_eq!(kept, 500, "every hot key survived the scan");
+    // The scan went through the cache (plain LRU would have kept none of the hot keys).
+    assert_eq!(c.stats().evicted_capacity, 100_500 - 1_000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_clock_follows_a_paused_tokio_and_the_coarse_one_does_not() {
+    let paused: Cache<&str, u32> = Cache::builder().ttl(Duration::from_secs(60)).build();
+    assert_eq!(
+        paused.clock(),
+        Clock::Tokio,
+        "built while tokio's clock is paused"
+    );
+    let coarse: Cache<&str, u32> = Cache::builder()
+        .ttl(Duration::from_secs(60))
+        .clock(Clock::Coarse)
+        .build();
+    assert_eq!(coarse.clock(), Clock::Coarse);
+    paused.insert("k", 1);
+    coarse.insert("k", 1);
+    advance(Duration::from_secs(60)).await;
+    assert_eq!(paused.get(&"k"), None, "expired on tokio's clock");
+    assert_eq!(
+        coarse.get(&"k"),
+        Some(1),
+        "the coarse clock did not move an hour"
+    );
+}
+
+#[test]
+fn outside_a_paused_runtime_the_default_clock_is_the_coarse_one() {
+    let c: Cache<u8, u8> = Cache::builder().build();
+    assert_eq!(c.clock(), Clock::Coarse);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let c: Cache<u8, u8> = rt.block_on(async { Cache::builder().build() });
+    assert_eq!(c.clock(), Clock::Coarse, "tokio's clock runs: not paused");
 }
 
 #[tokio::test(start_paused = true)]
