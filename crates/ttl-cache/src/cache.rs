@@ -7,6 +7,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use crate::clock::{Clock, Source};
+use crate::counters::Counters;
 use crate::load::Flights;
 use crate::stats::{Cause, Stats};
 use crate::store::{Entry, Store};
@@ -69,13 +70,7 @@ impl Validators {
 /// The hasher for shard choice and lookups: one hash per operation.
 type Hasher = foldhash::fast::RandomState;
 
-/// The counters a lookup writes come first, beside the lock's own word, so that a
-/// lookup from another core takes one cache line, not two.
-#[repr(C)]
 struct Shard<K, V> {
-    /// Counted under the read lock a lookup holds, so atomics.
-    hits: AtomicU64,
-    misses: AtomicU64,
     store: Store<K, V, Hasher>,
     /// Writes since the last full sweep for expired entries.
     writes: usize,
@@ -117,6 +112,8 @@ pub(crate) struct Inner<K, V> {
     weigher: Option<Weigher<K, V>>,
     ttl: Option<Duration>,
     listener: Option<Listener<K, V>>,
+    /// Hits and misses, counted per thread.
+    counters: Counters,
     pub(crate) loads: AtomicU64,
     pub(crate) revalidated: AtomicU64,
     pub(crate) stale_served: AtomicU64,
@@ -313,8 +310,6 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
                 let mut store = Store::new(hasher.clone());
                 store.reserve(reserve);
                 Padded(RwLock::new(Shard {
-                    hits: AtomicU64::new(0),
-                    misses: AtomicU64::new(0),
                     store,
                     writes: 0,
                     evicted: [0; Cause::COUNT],
@@ -326,6 +321,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
                 shards,
                 hasher,
                 clock: Source::new(self.clock),
+                counters: Counters::default(),
                 policy: Policy {
                     tti: self.tti.map_or(u64::MAX, nanos),
                     stale: nanos(self.stale_for),
@@ -414,7 +410,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
         let now = {
             let shard = read(lock);
             let Some(i) = shard.store.find(hash, key) else {
-                shard.misses.fetch_add(1, Ordering::Relaxed);
+                self.inner.counters.miss();
                 return None;
             };
             let entry = shard.store.entry(i);
@@ -429,10 +425,10 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
                 if p.tti != u64::MAX {
                     entry.touched.store(now, Ordering::Relaxed);
                 }
-                shard.hits.fetch_add(1, Ordering::Relaxed);
+                self.inner.counters.hit();
                 return Some(entry.value.clone());
             }
-            shard.misses.fetch_add(1, Ordering::Relaxed);
+            self.inner.counters.miss();
             if !entry.dead(now, p) {
                 return None;
             }
@@ -559,9 +555,9 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
             Some((entry.value.clone(), fresh))
         });
         if matches!(found, Some((_, true))) {
-            shard.hits.fetch_add(1, Ordering::Relaxed);
+            self.inner.counters.hit();
         } else {
-            shard.misses.fetch_add(1, Ordering::Relaxed);
+            self.inner.counters.miss();
         }
         found
     }
@@ -607,6 +603,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
                 }
                 replaced
             } else {
+                let to_main = shard.store.admit(hash, u64::from(weight), limit);
                 make_room(
                     &mut shard.store,
                     &mut shard.evicted,
@@ -616,7 +613,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
                     p,
                     &mut gone,
                 );
-                let i = shard.store.insert(hash, key, entry);
+                let i = shard.store.insert(hash, key, entry, to_main);
                 if validators.is_some() {
                     shard.store.set_validators(i, validators);
                 }
@@ -743,15 +740,16 @@ fn make_room<K: Hash + Eq, V>(
 
 impl<K, V> Inner<K, V> {
     fn stats(&self) -> Stats {
+        let (hits, misses) = self.counters.totals();
         let mut stats = Stats {
+            hits,
+            misses,
             loads: self.loads.load(Ordering::Relaxed),
             load_failures: self.load_failures.load(Ordering::Relaxed),
             ..Stats::default()
         };
         for shard in self.shards.iter() {
             let shard = read(shard);
-            stats.hits += shard.hits.load(Ordering::Relaxed);
-            stats.misses += shard.misses.load(Ordering::Relaxed);
             stats.expired += shard.evicted[Cause::Expired as usize];
             stats.evicted_capacity += shard.evicted[Cause::Capacity as usize];
             stats.removed += shard.evicted[Cause::Removed as usize];

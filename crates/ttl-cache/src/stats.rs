@@ -18,8 +18,10 @@ impl Cause {
     pub(crate) const COUNT: usize = 4;
 }
 
-/// What the cache has done so far. Always on: counted under the shard locks the
-/// operations take anyway, so they cost no extra synchronisation.
+/// What the cache has done so far. Always on and exact once the operations counted
+/// have returned: hits and misses in a cell per thread (a plain load and store, no
+/// atomic read-modify-write), evictions under the shard's write lock a write takes
+/// anyway, loads and revalidations in atomics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {

@@ -88,6 +88,32 @@ async fn a_burst_of_one_off_keys_does_not_push_out_the_keys_read_often() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_working_set_read_round_and_round_stays_when_it_is_a_little_too_big() {
+    // 1,100 keys read in a loop through a cache of 1,000: plain LRU evicts each key just
+    // before it is read again and never hits.
+    let c: Cache<u64, u64> = Cache::builder().max_entries(1_000).shards(1).build();
+    let mut warm = c.stats();
+    for round in 0..20 {
+        if round == 10 {
+            warm = c.stats(); // judged on the last ten rounds
+        }
+        for k in 0..1_100 {
+            if c.get(&k).is_none() {
+                c.insert(k, k);
+            }
+        }
+    }
+    let s = c.stats();
+    let (hits, misses) = (s.hits - warm.hits, s.misses - warm.misses);
+    let rate = hits as f64 / (hits + misses) as f64;
+    assert!(
+        rate > 0.85,
+        "hit rate {:.1}% ({hits} hits, {misses} misses)",
+        rate * 100.0
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_default_clock_follows_a_paused_tokio_and_the_coarse_one_does_not() {
     let paused: Cache<&str, u32> = Cache::builder().ttl(Duration::from_secs(60)).build();
     assert_eq!(
