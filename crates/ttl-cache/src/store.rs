@@ -448,7 +448,8 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
     pub(crate) fn victim(&mut self, limit: u64, dead: impl Fn(&Entry<V>) -> bool) -> Option<u32> {
         loop {
             let small_first = self.small.head != NIL
-                && (self.small.weight > limit * SMALL_PERCENT / 100 || self.main.head == NIL);
+                && (self.small.weight > limit.saturating_mul(SMALL_PERCENT) / 100
+                    || self.main.head == NIL);
             if small_first {
                 let i = self.small.head;
                 let e = &self.slots[i as usize].entry;

@@ -426,3 +426,88 @@ async fn a_stale_value_is_served_while_one_refresh_runs() {
         3
     );
 }
+
+#[test]
+fn four_threads_of_mixed_operations_keep_the_bound_and_count_every_lookup() {
+    use std::sync::atomic::AtomicU64;
+    let left = Arc::new(AtomicU64::new(0));
+    let heard = left.clone();
+    let c: Cache<u64, Vec<u8>> = Cache::builder()
+        .max_weight(4_000, |_, v: &Vec<u8>| v.len() as u64)
+        .shards(2)
+        .ttl(Duration::from_secs(3600))
+        .eviction_listener(move |_, _, _| {
+            heard.fetch_add(1, Ordering::Relaxed);
+        })
+        .build();
+    let (gets, inserts) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (c, gets, inserts) = (&c, &gets, &inserts);
+            s.spawn(move || {
+                let mut x = 0x2545_f491_4f6c_dd1d ^ (t + 1);
+                for _ in 0..50_000 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let k = x % 500;
+                    match (x >> 20) % 8 {
+                        0..=3 => {
+                            gets.fetch_add(1, Ordering::Relaxed);
+                            if let Some(v) = c.get(&k) {
+                                assert_eq!(
+                                    v.first().copied(),
+                                    Some(k as u8),
+                                    "a value with its key"
+                                );
+                            }
+                        }
+                        4 => {
+                            c.remove(&k);
+                        }
+                        5 => {
+                            let validators = ttl_cache::Validators::new(Some(format!("{k}")), None);
+                            c.insert_with_validators(
+                                k,
+                                vec![k as u8; (x >> 40) as usize % 60 + 1],
+                                None,
+                                validators,
+                            );
+                            inserts.fetch_add(1, Ordering::Relaxed);
+                        }
+                        6 => {
+                            if let Some((v, validators)) = c.revalidation(&k) {
+                                assert_eq!(v[0], k as u8);
+                                assert_eq!(
+                                    validators.etag,
+                                    Some(format!("{k}")),
+                                    "validators stay with their key"
+                                );
+                            }
+                        }
+                        _ => {
+                            c.insert(k, vec![k as u8; (x >> 40) as usize % 60 + 1]);
+                            inserts.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    assert!(c.weight() <= 4_000);
+                }
+            });
+        }
+    });
+    let s = c.stats();
+    assert_eq!(
+        s.hits + s.misses,
+        gets.load(Ordering::Relaxed),
+        "every lookup counted once"
+    );
+    assert_eq!(
+        left.load(Ordering::Relaxed) + c.len() as u64,
+        inserts.load(Ordering::Relaxed),
+        "every value inserted is held or was heard leaving"
+    );
+    assert_eq!(
+        s.replaced + s.evicted_capacity + s.removed + s.expired,
+        left.load(Ordering::Relaxed)
+    );
+}
