@@ -6,8 +6,10 @@
 //! An expired entry is never returned, and it does not sit in memory forever: expiry is
 //! checked on every access, the oldest entries are checked on every write, and every
 //! `len` writes a shard is swept whole (amortised O(1), no background thread).
-//! The cache never holds more than its bound (entries, or weight with a weigher). Stats
-//! are always on and exact. Concurrent misses for one key run one loader; a failed load
+//! "Expired" is by the cache's clock: the default, coarse one trails real time by at
+//! most one kernel tick (1 to 10 ms); [`Clock::Tokio`] is exact. The cache never holds
+//! more than its bound (entries, or weight with a weigher). Stats are always on and
+//! exact once the calls they count have returned. Concurrent misses for one key run one loader; a failed load
 //! caches nothing and every waiter gets its error; a cancelled loader hands the load to
 //! the next waiter instead of leaving it waiting forever.
 //!
