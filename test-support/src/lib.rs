@@ -34,4 +34,44 @@ pub mod metrics {
                 (series_name == name && labels.iter().all(has)).then(|| value.parse().ok())?
             })
     }
+
+    /// A thread that runs `publish` and reads one series over and over until
+    /// [`Monotonic::stop`], failing if the series ever goes back: a counter must stay
+    /// monotonic while the instances behind it come and go.
+    #[derive(Debug)]
+    pub struct Monotonic {
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        thread: std::thread::JoinHandle<()>,
+    }
+
+    /// Starts a [`Monotonic`] watch of `name` with `labels`, publishing with `publish`.
+    pub fn watch_monotonic(
+        publish: fn(),
+        name: &'static str,
+        labels: &'static [(&'static str, &'static str)],
+    ) -> Monotonic {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut last = 0.0;
+                while !stop.load(Ordering::SeqCst) {
+                    publish();
+                    let now = value(name, labels).unwrap_or(0.0);
+                    assert!(now >= last, "{name} went back from {last} to {now}");
+                    last = now;
+                }
+            })
+        };
+        Monotonic { stop, thread }
+    }
+
+    impl Monotonic {
+        /// Stops the watch; panics if the series went back.
+        pub fn stop(self) {
+            self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.thread.join().expect("the series never went back");
+        }
+    }
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use leakproof_test_support::metrics::{recorder, value};
+use leakproof_test_support::metrics::{recorder, value, watch_monotonic};
 use rate_gate::{Gate, Quota, metrics};
 
 #[test]
@@ -90,25 +90,12 @@ fn gates_dropped_while_publish_runs_neither_deadlock_nor_go_back() {
     // A gate whose last handle goes while `publish` holds it retires from its `Drop`
     // into the registry `publish` reads: both sides must not hold its lock at once.
     let quota = Quota::per_second(1000).burst(100).unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let publisher = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut last = 0.0;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                metrics::publish();
-                let now = value(metrics::GRANTED, &[("gate", "churn")]).unwrap_or(0.0);
-                assert!(now >= last, "went back from {last} to {now}");
-                last = now;
-            }
-        })
-    };
+    let watch = watch_monotonic(metrics::publish, metrics::GRANTED, &[("gate", "churn")]);
     for _ in 0..20_000 {
         let gate = Gate::builder().name("churn").quota(quota).build();
         drop(gate.try_acquire().unwrap());
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    publisher.join().unwrap();
+    watch.stop();
     metrics::publish();
     assert_eq!(
         value(metrics::GRANTED, &[("gate", "churn")]),

@@ -846,8 +846,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             let dead = self
                 .store
                 .heads()
-                .into_iter()
-                .find(|&h| h != u32::MAX && self.store.entry(h).dead(now, p));
+                .find(|&h| self.store.entry(h).dead(now, p));
             match dead {
                 Some(i) => self.remove(i, Cause::Expired, gone),
                 None => break,

@@ -440,8 +440,10 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
     }
 
     /// The oldest entry of each FIFO (for the expiry check after a write).
-    pub(crate) fn heads(&self) -> [u32; 2] {
+    pub(crate) fn heads(&self) -> impl Iterator<Item = u32> {
         [self.small.head, self.main.head]
+            .into_iter()
+            .filter(|&i| i != NIL)
     }
 
     /// Chooses the next entry to leave for room, by S3-FIFO, or `None` if no entry is

@@ -3,7 +3,7 @@
 
 #![cfg(feature = "metrics")]
 
-use leakproof_test_support::metrics::{recorder, value};
+use leakproof_test_support::metrics::{recorder, value, watch_monotonic};
 use ttl_cache::{Cache, metrics};
 
 #[test]
@@ -60,26 +60,13 @@ fn caches_dropped_while_publish_runs_neither_deadlock_nor_go_back() {
     recorder();
     // The last handle of a cache may be `publish`'s own: its `Drop` retires into the
     // registry `publish` reads, so `publish` must not hold that lock then.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let publisher = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut last = 0.0;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                metrics::publish();
-                let now = value(metrics::HITS, &[("cache", "churn")]).unwrap_or(0.0);
-                assert!(now >= last, "went back from {last} to {now}");
-                last = now;
-            }
-        })
-    };
+    let watch = watch_monotonic(metrics::publish, metrics::HITS, &[("cache", "churn")]);
     for i in 0..20_000u32 {
         let cache: Cache<u32, u32> = Cache::builder().max_entries(4).name("churn").build();
         cache.insert(i, i);
         assert_eq!(cache.get(&i), Some(i));
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    publisher.join().unwrap();
+    watch.stop();
     metrics::publish();
     assert_eq!(value(metrics::HITS, &[("cache", "churn")]), Some(20_000.0));
 }
