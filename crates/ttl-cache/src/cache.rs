@@ -404,16 +404,17 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
 
     /// The value for `key`, if present and not expired (an expired entry found here is
     /// removed). Counts a hit or a miss.
+    #[inline]
     pub fn get(&self, key: &K) -> Option<V> {
-        let p = self.inner.policy;
         let (hash, lock) = self.locate(key);
-        let now = {
+        {
             let shard = read(lock);
             let Some(i) = shard.store.find(hash, key) else {
                 self.inner.counters.miss();
                 return None;
             };
             let entry = shard.store.entry(i);
+            let p = self.inner.policy;
             // An entry that never expires needs no clock.
             let now = if entry.expires == u64::MAX && p.tti == u64::MAX {
                 0
@@ -428,19 +429,31 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
                 self.inner.counters.hit();
                 return Some(entry.value.clone());
             }
-            self.inner.counters.miss();
-            if !entry.dead(now, p) {
-                return None;
-            }
-            now
+        }
+        self.get_expired(hash, key, lock)
+    }
+
+    /// The rest of a `get` that found its entry expired (kept out of the hit's code):
+    /// a miss, and the entry removed if it is past keeping.
+    #[cold]
+    #[inline(never)]
+    fn get_expired(&self, hash: u64, key: &K, lock: &RwLock<Shard<K, V>>) -> Option<V> {
+        self.inner.counters.miss();
+        let p = self.inner.policy;
+        let now = self.now();
+        let dead = |shard: &Shard<K, V>| {
+            shard
+                .store
+                .find(hash, key)
+                .filter(|&i| shard.store.entry(i).dead(now, p))
         };
-        // Past keeping: removed under the write lock, if nothing changed meanwhile.
+        // Kept stale (or refreshed meanwhile): nothing to remove, no write lock. The
+        // read guard is gone at the end of this statement.
+        dead(&read(lock))?;
         let mut gone = Vec::new();
         {
             let mut shard = write(lock);
-            if let Some(i) = shard.store.find(hash, key)
-                && shard.store.entry(i).dead(now, p)
-            {
+            if let Some(i) = dead(&shard) {
                 shard.remove(i, Cause::Expired, &mut gone);
             }
         }
