@@ -340,8 +340,8 @@ fn vs_reqwest(c: &mut Criterion) {
         // The ratio that judges the target: measured in alternating batches, so that
         // the machine's slow drifts (which moved the two medians above apart by up to
         // 40% between runs) fall on both sides alike.
-        if selected(group) {
-            paired(group, "reqwest", ours_once, peer_once);
+        if leakproof_benches::selected(group) {
+            leakproof_benches::paired(group, "reqwest", 100, ours_once, peer_once);
         }
     }
 
@@ -360,65 +360,6 @@ fn vs_reqwest(c: &mut Criterion) {
         })
     });
     g.finish();
-}
-
-/// Whether the bench's command line selects `group` (criterion's filter, a regex, is
-/// approximated by a substring match of each free argument).
-fn selected(group: &str) -> bool {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    filters.is_empty()
-        || filters.iter().any(|f| {
-            f.split('|')
-                .any(|part| group.contains(part.trim_end_matches('$')))
-        })
-}
-
-/// Times `ours` and `peer` in alternating batches (31 rounds of 100 calls each, the
-/// order swapped every round) and writes the per-round ratios' median and range to
-/// `target/criterion/<group>/<peer>/paired.json`, which `cargo xtask bench` prefers to
-/// the ratio of the two separately measured medians.
-fn paired(group: &str, peer: &str, mut ours: impl FnMut(), mut theirs: impl FnMut()) {
-    const ROUNDS: usize = 31;
-    const BATCH: u32 = 100;
-    let time = |f: &mut dyn FnMut()| {
-        let start = std::time::Instant::now();
-        for _ in 0..BATCH {
-            f();
-        }
-        start.elapsed().as_secs_f64()
-    };
-    let mut ratios: Vec<f64> = (0..ROUNDS)
-        .map(|round| {
-            if round % 2 == 0 {
-                let a = time(&mut ours);
-                a / time(&mut theirs)
-            } else {
-                let b = time(&mut theirs);
-                time(&mut ours) / b
-            }
-        })
-        .collect();
-    ratios.sort_by(f64::total_cmp);
-    let (median, min, max) = (ratios[ROUNDS / 2], ratios[0], ratios[ROUNDS - 1]);
-    println!("{group} ours/{peer} paired: median {median:.3}x, range {min:.3}-{max:.3}x");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let dir = target
-        .join("criterion")
-        .join(group.replace('/', "_"))
-        .join(peer);
-    let json = format!(
-        "{{\"rounds\":{ROUNDS},\"batch\":{BATCH},\"median\":{median},\"min\":{min},\"max\":{max}}}\n"
-    );
-    if let Err(error) =
-        std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join("paired.json"), json))
-    {
-        eprintln!("{group}: paired.json not written: {error}");
-    }
 }
 
 fn config() -> Criterion {

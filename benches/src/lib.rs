@@ -1,3 +1,68 @@
 //! Benchmarks live in `benches/`; each runs one of our crates and its named peer on the
 //! same input in the same run. `cargo xtask bench` runs them and rewrites
 //! `BENCHMARKS.md`. Nothing is published from this package.
+
+/// Whether the bench's command line selects `group` (criterion's filter, a regex, is
+/// approximated by a substring match of each free argument).
+pub fn selected(group: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty()
+        || filters.iter().any(|f| {
+            f.split('|')
+                .any(|part| group.contains(part.trim_end_matches('$')))
+        })
+}
+
+/// Times `ours` and `peer` in alternating batches (31 rounds of `batch` calls each, the
+/// order swapped every round) and writes the per-round ratios' median and range to
+/// `target/criterion/<group>/<peer>/paired.json`, which `cargo xtask bench` prefers to
+/// the ratio of the two separately measured medians: the machine's slow drifts fall on
+/// both sides of each round alike.
+pub fn paired(
+    group: &str,
+    peer: &str,
+    batch: u32,
+    mut ours: impl FnMut(),
+    mut theirs: impl FnMut(),
+) {
+    const ROUNDS: usize = 31;
+    let time = |f: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        for _ in 0..batch {
+            f();
+        }
+        start.elapsed().as_secs_f64()
+    };
+    let mut ratios: Vec<f64> = (0..ROUNDS)
+        .map(|round| {
+            if round % 2 == 0 {
+                let a = time(&mut ours);
+                a / time(&mut theirs)
+            } else {
+                let b = time(&mut theirs);
+                time(&mut ours) / b
+            }
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let (median, min, max) = (ratios[ROUNDS / 2], ratios[0], ratios[ROUNDS - 1]);
+    println!("{group} ours/{peer} paired: median {median:.3}x, range {min:.3}-{max:.3}x");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target
+        .join("criterion")
+        .join(group.replace('/', "_"))
+        .join(peer);
+    let json = format!(
+        "{{\"rounds\":{ROUNDS},\"batch\":{batch},\"median\":{median},\"min\":{min},\"max\":{max}}}\n"
+    );
+    if let Err(error) =
+        std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join("paired.json"), json))
+    {
+        eprintln!("{group}: paired.json not written: {error}");
+    }
+}
