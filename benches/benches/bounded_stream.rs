@@ -127,17 +127,7 @@ fn pass_through(c: &mut Criterion) {
         // The two medians above, each about 2 to 8 ms, drifted apart by up to 30%
         // between runs here, more than the difference measured.
         if leakproof_benches::selected(name) {
-            leakproof_benches::paired(
-                name,
-                "uncapped",
-                5,
-                || {
-                    std::hint::black_box(ours());
-                },
-                || {
-                    std::hint::black_box(uncapped());
-                },
-            );
+            leakproof_benches::paired(name, "uncapped", 5, ours, uncapped);
         }
     }
 }
@@ -334,21 +324,14 @@ fn search_file(c: &mut Criterion) {
     // The ratios that judge the targets: per-round ratios of alternating runs. The
     // medians above drifted by up to 20% between runs here (memmem alone: 77 to 92 ms).
     for (group, ours) in [
-        ("bounded-stream/find_line_file", &find_line as &dyn Fn() -> u64),
+        (
+            "bounded-stream/find_line_file",
+            &find_line as &dyn Fn() -> u64,
+        ),
         ("bounded-stream/find_file", &find),
     ] {
         if leakproof_benches::selected(group) {
-            leakproof_benches::paired(
-                group,
-                "memmem",
-                1,
-                || {
-                    std::hint::black_box(ours());
-                },
-                || {
-                    std::hint::black_box(memmem());
-                },
-            );
+            leakproof_benches::paired(group, "memmem", 1, ours, memmem);
         }
     }
     let scan = || {

@@ -21,14 +21,20 @@ pub fn selected(group: &str) -> bool {
 /// `target/criterion/<group>/<peer>/paired.json`, which `cargo xtask bench` prefers to
 /// the ratio of the two separately measured medians: the machine's slow drifts fall on
 /// both sides of each round alike.
-pub fn paired(
+pub fn paired<A, B>(
     group: &str,
     peer: &str,
     batch: u32,
-    mut ours: impl FnMut(),
-    mut theirs: impl FnMut(),
+    mut ours: impl FnMut() -> A,
+    mut theirs: impl FnMut() -> B,
 ) {
     const ROUNDS: usize = 31;
+    let mut ours = || {
+        std::hint::black_box(ours());
+    };
+    let mut theirs = || {
+        std::hint::black_box(theirs());
+    };
     let time = |f: &mut dyn FnMut()| {
         let start = std::time::Instant::now();
         for _ in 0..batch {
