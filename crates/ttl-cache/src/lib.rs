@@ -20,7 +20,7 @@
 //!
 //! For an API cache the hit ratio is quota: every miss is a request. Eviction follows
 //! S3-FIFO (Yang et al., SOSP 2023), per shard:
-//! - a new key enters a small FIFO (1% of the bound) and moves to the main FIFO only if
+//! - a new key enters a small FIFO (0.5% of the bound) and moves to the main FIFO only if
 //!   it is read again before it reaches the small FIFO's head; otherwise it leaves, and
 //!   its hash is remembered in a ghost FIFO (half as many hashes as entries held);
 //! - a key that comes back while its hash is in the ghost goes to main if one of the
@@ -114,9 +114,9 @@
 //! - **Values that are large but unweighed.** Bounded by entry count, a cache of 10,000
 //!   responses of 10 MiB holds 100 GiB; bound by weight (`max_weight`) for that.
 //! - **Loops larger than the cache, perfectly.** A working set read round and round,
-//!   slightly larger than the bound, keeps 89.0% hits here against moka's 89.1 to
-//!   90.2%: the small FIFO (1%) and the shards' uneven shares cost a point
-//!   (`BENCHMARKS.md`).
+//!   10% larger than the bound, keeps 89.4% hits here against moka's 88.1 to 90.2% and
+//!   an optimum of 90.9%: the first two rounds miss while main fills, and the small
+//!   FIFO (0.5%) never hits on a loop (`BENCHMARKS.md`).
 //! - **A global eviction order.** Each shard evicts on its own (a key's shard is fixed
 //!   by its hash); use `.shards(1)` for one order at the cost of one lock.
 //! - **Expiry to the nanosecond by default.** With the coarse clock an entry may be
