@@ -114,9 +114,10 @@
 //! - **Values that are large but unweighed.** Bounded by entry count, a cache of 10,000
 //!   responses of 10 MiB holds 100 GiB; bound by weight (`max_weight`) for that.
 //! - **Loops larger than the cache, perfectly.** A working set read round and round,
-//!   10% larger than the bound, keeps 89.4% hits here against moka's 88.1 to 90.2% and
-//!   an optimum of 90.9%: the first two rounds miss while main fills, and the small
-//!   FIFO (0.5%) never hits on a loop (`BENCHMARKS.md`).
+//!   10% larger than the bound, keeps 89.4% hits here against moka's 88.1 to 90.2%
+//!   and Belady's optimum of about 90.4% on that trace: the first two rounds miss
+//!   while main fills, and the small FIFO (0.5%) never hits on a loop
+//!   (`BENCHMARKS.md`).
 //! - **A global eviction order.** Each shard evicts on its own (a key's shard is fixed
 //!   by its hash); use `.shards(1)` for one order at the cost of one lock.
 //! - **Expiry to the nanosecond by default.** With the coarse clock an entry may be

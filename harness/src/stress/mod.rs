@@ -44,7 +44,9 @@ pub const USAGE: &str = "\
                      --out: where report.json, chart.svg and the indexes go
                      (target/stress); --inject-leak: S1 leaks on purpose (self-test);
                      --inject-slow-leak: each S1 operation keeps 256 KiB (the leak
-                     alarm's self-test)";
+                     alarm's self-test); --inject-hang: S1's first operation never
+                     ends (the watchdog's self-test); --phase-limit SECS: the
+                     watchdog's limit per phase (300; full profile 1200)";
 
 /// How much work each scenario does.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +100,10 @@ pub fn main(args: &[String]) -> Result<bool> {
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "-h" | "--help" => {
+                println!("usage: cargo xtask stress [options]\n\n{USAGE}");
+                return Ok(true);
+            }
             "--quick" => profile.quick = true,
             "--only" => match args.next() {
                 Some(name)
