@@ -606,7 +606,11 @@ impl Gate {
     /// A permit now, if nobody waits, a slot is free and the quota allows; otherwise
     /// the nanoseconds until it might be (zero for a wait on others), or the error when
     /// it never could be.
-    #[inline]
+    ///
+    /// Always inlined: left to the compiler it was a call, and the permit came back
+    /// through memory, 20.7 against 14 ns for `try_acquire` here. Of what is left, the
+    /// compare-and-swap on `tat` and the add to `granted` take about equal shares.
+    #[inline(always)]
     fn try_take_now(&self, n: u32) -> Result<Permit<'_>, Result<u64, Error>> {
         if self.inner.waiting.load(Ordering::SeqCst) != 0 {
             return Err(Ok(0));
