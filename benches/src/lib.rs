@@ -2,18 +2,45 @@
 //! same input in the same run. `cargo xtask bench` runs them and rewrites
 //! `BENCHMARKS.md`. Nothing is published from this package.
 
-/// Whether the bench's command line selects `group` (criterion's filter, a regex, is
-/// approximated by a substring match of each free argument).
+/// Whether the bench's command line selects `group`: a free argument is criterion's
+/// filter, a regex matched against each benchmark's id (`group/function`), here against
+/// `group/ours`. An argument that is not a valid regex selects everything.
 pub fn selected(group: &str) -> bool {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    // Criterion's options that take a value as the next argument: not filters.
+    const VALUED: &[&str] = &[
+        "-c",
+        "--color",
+        "-s",
+        "--save-baseline",
+        "-b",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--profile-time",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--plotting-backend",
+        "--output-format",
+    ];
+    let id = format!("{group}/ours");
+    let mut filters = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if VALUED.contains(&arg.as_str()) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            filters.push(arg);
+        }
+    }
     filters.is_empty()
-        || filters.iter().any(|f| {
-            f.split('|')
-                .any(|part| group.contains(part.trim_end_matches('$')))
-        })
+        || filters
+            .iter()
+            .any(|f| regex::Regex::new(f).map_or(true, |re| re.is_match(&id)))
 }
 
 /// Times `ours` and `peer` in alternating batches (31 rounds of `batch` calls each, the

@@ -277,7 +277,8 @@ fn combine(runs: Vec<Vec<Row>>) -> Vec<Row> {
 const RUNS: usize = 3;
 
 /// `cargo xtask bench [--runs N] [-- CRITERION ARGS]`: runs every bench `N` times
-/// (default [`RUNS`]), then writes `BENCHMARKS.md`. `cargo xtask bench --collect-only`:
+/// (default [`RUNS`]), then writes `BENCHMARKS.md`; with criterion arguments (a
+/// filter), only the rows and sections that run measured are replaced (see [`splice`]). `cargo xtask bench --collect-only`:
 /// writes it from the results already in `target/criterion` (the last run plus any
 /// bench run by hand since), as one run.
 pub fn main(args: &[String]) -> Result<bool> {
@@ -347,7 +348,30 @@ pub fn main(args: &[String]) -> Result<bool> {
         report.push('\n');
         report.push_str(&fs::read_to_string(extra)?);
     }
-    fs::write(root.join("BENCHMARKS.md"), &report)?;
+    let path = root.join("BENCHMARKS.md");
+    // A filtered run measured some groups only: it replaces their rows (and the
+    // sections its benches wrote) and keeps the rest of the file as it was.
+    if runs.is_some()
+        && !criterion_args.is_empty()
+        && let Ok(existing) = fs::read_to_string(&path)
+    {
+        // `rows` is sorted by group: one mention each.
+        let mut groups: Vec<&str> = rows.iter().map(|r| r.group.as_str()).collect();
+        groups.dedup();
+        let note = format!(
+            "Re-run on {}: `cargo xtask bench --runs {runs_done} -- {}`, the rows of {}; the \
+             others are from the run above or an earlier re-run.",
+            today(),
+            criterion_args.join(" "),
+            groups
+                .iter()
+                .map(|g| format!("`{g}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        report = splice(&existing, &report, &note);
+    }
+    fs::write(&path, &report)?;
     println!("\n{report}");
     let met = rows.iter().all(|r| target_of(r).is_none_or(|(met, _)| met));
     if !met {
@@ -515,6 +539,107 @@ fn machine() -> String {
     )
 }
 
+/// The table rows of a `BENCHMARKS.md` (`| `group` | `peer` | ...`), by group and peer.
+fn row_key(line: &str) -> Option<(&str, &str)> {
+    let (group, rest) = line.strip_prefix("| `")?.split_once("` | `")?;
+    let (peer, _) = rest.split_once('`')?;
+    Some((group, peer))
+}
+
+/// `existing` with the rows and `### ` sections of `fresh` in place of its own (new ones
+/// added in order), every other row and section kept, and `note` as a line under the
+/// header's list.
+fn splice(existing: &str, fresh: &str, note: &str) -> String {
+    let fresh_rows: Vec<&str> = fresh.lines().filter(|l| row_key(l).is_some()).collect();
+    let sections = |text: &str| -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for line in text.lines() {
+            if line.starts_with("### ") {
+                out.push((line.to_string(), String::new()));
+            }
+            if let Some((_, body)) = out.last_mut() {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+        out
+    };
+    let fresh_sections = sections(fresh);
+    let lines: Vec<&str> = existing.lines().collect();
+    let first_row = lines.iter().position(|l| row_key(l).is_some());
+    let Some(first_row) = first_row else {
+        return fresh.to_string();
+    };
+    let end = lines[first_row..]
+        .iter()
+        .position(|l| row_key(l).is_none())
+        .map_or(lines.len(), |n| first_row + n);
+    let mut out = String::new();
+    // The header, with the note after its last list item.
+    let header = &lines[..first_row];
+    let last_item = header.iter().rposition(|l| l.starts_with("- "));
+    for (i, line) in header.iter().enumerate() {
+        out.push_str(line);
+        out.push('\n');
+        if Some(i) == last_item {
+            out.push_str(&format!("- {note}\n"));
+        }
+    }
+    // The rows: fresh ones replace theirs, the rest stay, in (group, peer) order.
+    let mut rows: Vec<&str> = lines[first_row..end]
+        .iter()
+        .copied()
+        .filter(|l| !fresh_rows.iter().any(|f| row_key(f) == row_key(l)))
+        .chain(fresh_rows.iter().copied())
+        .collect();
+    rows.sort_by_key(|l| row_key(l));
+    for row in rows {
+        out.push_str(row);
+        out.push('\n');
+    }
+    // After the table: sections the fresh run wrote replace theirs.
+    let rest = lines[end..].join("\n");
+    let (before, kept) = match rest.find("### ") {
+        Some(at) => (&rest[..at], sections(&rest[at..])),
+        None => (rest.as_str(), Vec::new()),
+    };
+    out.push_str(before);
+    let mut all = kept;
+    for (title, body) in fresh_sections {
+        match all.iter_mut().find(|(t, _)| *t == title) {
+            Some(slot) => slot.1 = body,
+            None => all.push((title, body)),
+        }
+    }
+    for (_, body) in all {
+        out.push_str(body.trim_end());
+        out.push_str("\n\n");
+    }
+    format!("{}\n", out.trim_end())
+}
+
+/// Today's date (UTC), as `YYYY-MM-DD`.
+fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    date_of(i64::try_from(secs / 86_400).unwrap_or(0))
+}
+
+/// Days since 1970-01-01 as a civil date (H. Hinnant's `civil_from_days`).
+fn date_of(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
 fn render(rows: &[Row], runs: usize) -> Result<String> {
     let mut out = String::new();
     writeln!(out, "# Benchmarks")?;
@@ -658,6 +783,35 @@ mod tests {
         let table = render(&rows, 3).unwrap();
         assert!(table.contains("1.200x (3 runs: 1.000-3.000)"), "{table}");
         assert!(table.contains("1.000x (2 runs: 0.500-1.500)"), "{table}");
+    }
+
+    #[test]
+    fn a_filtered_run_replaces_its_rows_and_sections_and_keeps_the_rest() {
+        let existing = "# Benchmarks\n\nintro\n\n- Machine: m\n- Command: c\n\n\
+            | case | peer |\n|---|---|\n\
+            | `a/x` | `p` | old a |\n| `b/y` | `p` | old b |\n| `c/z` | `q` | old c |\n\n\
+            ### b: extra\n\nold table\n\n### d: other\n\nkept\n";
+        let fresh = "# Benchmarks\n\n- Machine: m2\n\n| case | peer |\n|---|---|\n\
+            | `b/y` | `p` | new b |\n| `b/y` | `r` | new peer |\n\n\
+            ### b: extra\n\nnew table\n";
+        let out = splice(existing, fresh, "Re-run on today: b.");
+        assert_eq!(
+            out,
+            "# Benchmarks\n\nintro\n\n- Machine: m\n- Command: c\n- Re-run on today: b.\n\n\
+             | case | peer |\n|---|---|\n\
+             | `a/x` | `p` | old a |\n| `b/y` | `p` | new b |\n| `b/y` | `r` | new peer |\n\
+             | `c/z` | `q` | old c |\n\n\
+             ### b: extra\n\nnew table\n\n### d: other\n\nkept\n"
+        );
+        assert_eq!(row_key("| `b/y` | `r` | x |"), Some(("b/y", "r")));
+        assert_eq!(row_key("| case | peer |"), None);
+    }
+
+    #[test]
+    fn days_since_the_epoch_become_civil_dates() {
+        assert_eq!(date_of(0), "1970-01-01");
+        assert_eq!(date_of(11_016), "2000-02-29");
+        assert_eq!(date_of(20_789), "2026-12-02");
     }
 
     #[test]

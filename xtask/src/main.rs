@@ -40,8 +40,10 @@ commands:
                      (--no-verify: package without building the packaged sources)
   bench              run the benches in benches/ 3 times (--runs N) and rewrite
                      BENCHMARKS.md with each ratio's median and range over the runs
-                     (-- ARGS: passed to criterion; --collect-only: rewrite it from
-                     target/criterion, one run, no bench run)";
+                     (-- ARGS: passed to criterion, e.g. a filter: then only the
+                     rows it measured are replaced, the rest kept, and a line says
+                     so; --collect-only: rewrite it from target/criterion, one run,
+                     no bench run)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
