@@ -278,9 +278,9 @@ const RUNS: usize = 3;
 
 /// `cargo xtask bench [--runs N] [-- CRITERION ARGS]`: runs every bench `N` times
 /// (default [`RUNS`]), then writes `BENCHMARKS.md`; with criterion arguments (a
-/// filter), only the rows and sections that run measured are replaced (see [`splice`]). `cargo xtask bench --collect-only`:
-/// writes it from the results already in `target/criterion` (the last run plus any
-/// bench run by hand since), as one run.
+/// filter), only the rows and sections that run measured are replaced (see [`splice`]).
+/// `cargo xtask bench --collect-only`: writes it from the results already in
+/// `target/criterion` (the last run plus any bench run by hand since), as one run.
 pub fn main(args: &[String]) -> Result<bool> {
     let root = workspace_root();
     let criterion_dir = root.join("target/criterion");

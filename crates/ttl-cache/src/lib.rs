@@ -9,9 +9,10 @@
 //! "Expired" is by the cache's clock: the default, coarse one trails real time by at
 //! most one kernel tick (1 to 10 ms); [`Clock::Tokio`] is exact. The cache never holds
 //! more than its bound (entries, or weight with a weigher). Stats are always on and
-//! exact once the calls they count have returned. Concurrent misses for one key run one loader; a failed load
-//! caches nothing and every waiter gets its error; a cancelled loader hands the load to
-//! the next waiter instead of leaving it waiting forever.
+//! exact once the calls they count have returned. Concurrent misses for one key run
+//! one loader; a failed load caches nothing and every waiter gets its error; a
+//! cancelled loader hands the load to the next waiter instead of leaving it waiting
+//! forever.
 //!
 //! The peers: `moka` has no stats and its single-flight stalls when the leader is not
 //! polled; `quick_cache` has no TTL; `lru` is single-threaded.
