@@ -327,6 +327,42 @@ fn threads_racing_on_try_acquire_get_exactly_the_burst() {
     assert_eq!(stats.in_flight, 0);
 }
 
+/// The grant count lives in the quota's own word, carried out every 16 permits: it
+/// stays exact through carries, `acquire_n` sizes that cross several of them at once,
+/// racing threads, and quota changes that move the arrival time beside it.
+#[tokio::test]
+async fn the_grant_count_is_exact_through_carries_threads_and_quota_changes() {
+    let plenty = Quota::per_second(1_000_000_000)
+        .burst(1_000_000_000)
+        .unwrap();
+    let gate = Gate::builder().quota(plenty).build();
+    let mut expected = 0u64;
+    for n in [1u32, 15, 16, 17, 31, 33, 100, 7] {
+        drop(gate.acquire_n(n).await.unwrap());
+        expected += u64::from(n);
+        assert_eq!(gate.stats().granted, expected, "after acquire_n({n})");
+    }
+    let each: u64 = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| (0..20_003).filter(|_| gate.try_acquire().is_ok()).count()))
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap() as u64).sum()
+    });
+    assert_eq!(each, 3 * 20_003, "the plenty quota refused nobody");
+    expected += each;
+    assert_eq!(gate.stats().granted, expected);
+    // The whole burst at once puts the arrival time a second ahead; a slower quota then
+    // pulls it back to half a second (the debt is capped), beside the count.
+    drop(gate.acquire_n(1_000_000_000).await.unwrap());
+    expected += 1_000_000_000;
+    gate.set_quota(Quota::per_second(10).burst(5).unwrap());
+    assert_eq!(gate.stats().granted, expected);
+    assert!(gate.try_acquire().is_err(), "the capped debt still holds");
+    gate.set_quota(Quota::per_second(10).burst(1000).unwrap());
+    assert!(gate.try_acquire().is_ok());
+    assert_eq!(gate.stats().granted, expected + 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_waiting_head_is_not_counted_as_a_request_in_flight() {
     // The head of the line holds a concurrency slot while it waits for quota; when a
