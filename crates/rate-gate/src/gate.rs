@@ -1,8 +1,8 @@
 //! The gate: rate and concurrency in one FIFO `acquire`, bounded by the server's word.
 //!
 //! The quota is GCRA on one 64-bit atomic, the ledger's `word`: the theoretical arrival
-//! time of the next request in nanoseconds since the gate was built (its high 60 bits),
-//! and the count of permits granted modulo 16 (its low 4 bits). A grant is one
+//! time of the next request in nanoseconds since the gate was built (its low 60 bits),
+//! and the count of permits granted modulo 16 (its high 4 bits). A grant is one
 //! compare-and-swap on it; one grant in 16 then adds the carry to a second counter
 //! beside it (the two alone on their cache lines), so `try_acquire` takes no lock and,
 //! most of the time, one atomic read-modify-write while the server has imposed nothing.
@@ -138,27 +138,29 @@ pub struct Stats {
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Ledger {
-    /// GCRA's theoretical arrival time in ns on `clock`, shifted left by
-    /// [`COUNT_BITS`], and below it the permits granted modulo 16.
+    /// GCRA's theoretical arrival time in ns on `clock` (the low 60 bits), and above it
+    /// the permits granted modulo 16.
     word: AtomicU64,
     /// Permits granted, less the count in `word`: the carries out of it, and the grants
     /// of a gate without a quota (which never touch `word`).
     carried: AtomicU64,
 }
 
-/// The bits of `Ledger::word` that count grants.
-const COUNT_BITS: u32 = 4;
-/// The count in `Ledger::word`.
-const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+/// Where the grant count starts in `Ledger::word`. It sits above the arrival time so
+/// that a grant's new word is the new time with the count or-ed in: no shift between
+/// the clock's reading and the compare-and-swap.
+const COUNT_SHIFT: u32 = 60;
 /// The latest theoretical arrival time `Ledger::word` holds: 2^60 ns, 36 years after
-/// the gate was built. Later ones are kept as this (only a quota slower than one request
-/// in 36 years, or a gate older than that, would notice).
-const TAT_MAX: u64 = u64::MAX >> COUNT_BITS;
+/// the gate was built. No grant is allowed past it (a gate 36 years old refuses: never
+/// over the quota), and a quota change that would move the time later keeps this.
+const TAT_MAX: u64 = (1 << COUNT_SHIFT) - 1;
+/// One more than the largest count `Ledger::word` holds.
+const COUNT_WRAP: u64 = 1 << (64 - COUNT_SHIFT);
 
 impl Ledger {
     /// The theoretical arrival time.
     fn tat(&self) -> u64 {
-        self.word.load(Ordering::Acquire) >> COUNT_BITS
+        self.word.load(Ordering::Acquire) & TAT_MAX
     }
 
     /// Sets the theoretical arrival time where `f` says, keeping the count.
@@ -166,8 +168,7 @@ impl Ledger {
         let _ = self
             .word
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |word| {
-                f(word >> COUNT_BITS)
-                    .map(|tat| (tat.min(TAT_MAX) << COUNT_BITS) | (word & COUNT_MASK))
+                f(word & TAT_MAX).map(|tat| tat.min(TAT_MAX) | (word & !TAT_MAX))
             });
     }
 
@@ -175,7 +176,7 @@ impl Ledger {
     /// grant, a reading may miss (or count ahead) up to 15 per granting thread, for the
     /// moment between a grant's compare-and-swap and its carry.
     fn granted(&self) -> u64 {
-        let count = self.word.load(Ordering::Acquire) & COUNT_MASK;
+        let count = self.word.load(Ordering::Acquire) >> COUNT_SHIFT;
         self.carried.load(Ordering::Acquire) + count
     }
 }
@@ -473,24 +474,27 @@ impl Gate {
             return Take::OverBurst(burst);
         }
         let step = interval.saturating_mul(u64::from(n));
-        let horizon = now.saturating_add(interval.saturating_mul(u64::from(burst)));
+        // Capped so that a time allowed is one the word holds.
+        let horizon = now
+            .saturating_add(interval.saturating_mul(u64::from(burst)))
+            .min(TAT_MAX);
         let mut word = ledger.word.load(Ordering::Relaxed);
         loop {
-            let next = (word >> COUNT_BITS).max(now).saturating_add(step);
+            let next = (word & TAT_MAX).max(now).saturating_add(step);
             if next > horizon {
                 return Take::Wait(next - horizon);
             }
-            let count = (word & COUNT_MASK) + u64::from(n);
-            let new = (next.min(TAT_MAX) << COUNT_BITS) | (count & COUNT_MASK);
+            let count = (word >> COUNT_SHIFT) + u64::from(n);
+            let new = next | ((count % COUNT_WRAP) << COUNT_SHIFT);
             match ledger
                 .word
                 .compare_exchange_weak(word, new, Ordering::AcqRel, Ordering::Relaxed)
             {
                 Ok(_) => {
-                    if count > COUNT_MASK {
+                    if count >= COUNT_WRAP {
                         ledger
                             .carried
-                            .fetch_add(count & !COUNT_MASK, Ordering::Relaxed);
+                            .fetch_add(count - count % COUNT_WRAP, Ordering::Relaxed);
                     }
                     return Take::Granted;
                 }
