@@ -297,8 +297,14 @@ pub fn main(args: &[String]) -> Result<bool> {
         },
         other => return Err(format!("bench: unknown arguments {other:?}").into()),
     };
+    // Figures that are not times (hit ratios, bytes per entry), written by the benches
+    // as `target/criterion/<name>-extra.md`: each run's copy, by name.
+    let mut extras: Vec<(String, Vec<String>)> = Vec::new();
     let (rows, runs_done) = match runs {
-        None => (collect(&criterion_dir)?, 1),
+        None => {
+            read_extras(&criterion_dir, &mut extras)?;
+            (collect(&criterion_dir)?, 1)
+        }
         Some(n) => {
             let mut all = Vec::new();
             for run in 1..=n {
@@ -331,22 +337,16 @@ pub fn main(args: &[String]) -> Result<bool> {
                     return Ok(false);
                 }
                 all.push(collect(&criterion_dir)?);
+                read_extras(&criterion_dir, &mut extras)?;
             }
             (combine(all), n)
         }
     };
     let mut report = render(&rows, runs_done)?;
-    // Figures that are not times (hit ratios, bytes per entry), written by the benches
-    // as `target/criterion/<name>-extra.md`.
-    let mut extras: Vec<_> = fs::read_dir(&criterion_dir)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with("-extra.md"))
-        .collect();
     extras.sort();
-    for extra in extras {
+    for (_, texts) in &extras {
         report.push('\n');
-        report.push_str(&fs::read_to_string(extra)?);
+        report.push_str(&merge_extra(texts));
     }
     let path = root.join("BENCHMARKS.md");
     // A filtered run measured some groups only: it replaces their rows (and the
@@ -358,16 +358,24 @@ pub fn main(args: &[String]) -> Result<bool> {
         // `rows` is sorted by group: one mention each.
         let mut groups: Vec<&str> = rows.iter().map(|r| r.group.as_str()).collect();
         groups.dedup();
+        let mut measured = Vec::new();
+        if !groups.is_empty() {
+            let names: Vec<String> = groups.iter().map(|g| format!("`{g}`")).collect();
+            measured.push(format!("the rows of {}", names.join(", ")));
+        }
+        for (_, texts) in &extras {
+            let heading = texts.last().and_then(|t| t.lines().next()).unwrap_or("");
+            measured.push(format!(
+                "the section \"{}\"",
+                heading.trim_start_matches('#').trim()
+            ));
+        }
         let note = format!(
-            "Re-run on {}: `cargo xtask bench --runs {runs_done} -- {}`, the rows of {}; the \
-             others are from the run above or an earlier re-run.",
+            "Re-run on {}: `cargo xtask bench --runs {runs_done} -- {}`, {}; the rest is from \
+             the run above or an earlier re-run.",
             today(),
             criterion_args.join(" "),
-            groups
-                .iter()
-                .map(|g| format!("`{g}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            measured.join(" and "),
         );
         report = splice(&existing, &report, &note);
     }
@@ -378,6 +386,92 @@ pub fn main(args: &[String]) -> Result<bool> {
         println!("note: a target was missed (see the table); BENCHMARKS.md records it as measured");
     }
     Ok(true)
+}
+
+/// Adds this run's `<name>-extra.md` files in `criterion_dir` to `extras`, by name.
+fn read_extras(criterion_dir: &Path, extras: &mut Vec<(String, Vec<String>)>) -> Result<()> {
+    let Ok(dir) = fs::read_dir(criterion_dir) else {
+        return Ok(());
+    };
+    for path in dir.flatten().map(|e| e.path()) {
+        let name = path.to_string_lossy().into_owned();
+        if !name.ends_with("-extra.md") {
+            continue;
+        }
+        let text = fs::read_to_string(&path)?;
+        match extras.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, texts)) => texts.push(text),
+            None => extras.push((name, vec![text])),
+        }
+    }
+    Ok(())
+}
+
+/// The runs' copies of one bench's extra section as one: in each table row, a number
+/// (or percentage) that differs between runs becomes the median of the runs' with their
+/// range in brackets, at the precision the bench printed; a line saying so follows the
+/// text. Copies of different shapes (the bench changed between runs) give the last.
+fn merge_extra(texts: &[String]) -> String {
+    let Some(last) = texts.last() else {
+        return String::new();
+    };
+    let lines: Vec<Vec<&str>> = texts.iter().map(|t| t.lines().collect()).collect();
+    if texts.len() == 1 || lines.iter().any(|l| l.len() != lines[0].len()) {
+        return last.clone();
+    }
+    let mut out = String::new();
+    for (i, line) in lines[lines.len() - 1].iter().enumerate() {
+        let row: Vec<&str> = lines.iter().map(|l| l[i]).collect();
+        let merged = if line.starts_with('|') && !line.starts_with("|---") {
+            merge_row(&row)
+        } else {
+            None
+        };
+        out.push_str(merged.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "\nFrom {} runs: where the runs differ, the median of theirs with the range in \
+         brackets.",
+        texts.len()
+    );
+    out
+}
+
+/// One table row from the runs' copies of it (see [`merge_extra`]); `None` if the
+/// copies have different numbers of cells.
+fn merge_row(copies: &[&str]) -> Option<String> {
+    let cells: Vec<Vec<&str>> = copies.iter().map(|r| r.split('|').collect()).collect();
+    let width = cells[0].len();
+    if cells.iter().any(|c| c.len() != width) {
+        return None;
+    }
+    let last = &cells[cells.len() - 1];
+    let merged: Vec<String> = (0..width)
+        .map(|j| {
+            let texts: Vec<&str> = cells.iter().map(|c| c[j].trim()).collect();
+            let unit = if texts[0].ends_with('%') { "%" } else { "" };
+            let values: Option<Vec<f64>> = texts
+                .iter()
+                .map(|t| t.strip_suffix(unit)?.parse::<f64>().ok())
+                .collect();
+            match values {
+                Some(values) if texts.iter().any(|t| *t != texts[0]) => {
+                    let number = texts[0].strip_suffix(unit).unwrap_or(texts[0]);
+                    let d = number.split_once('.').map_or(0, |(_, f)| f.len());
+                    let (lo, hi) = values
+                        .iter()
+                        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                            (lo.min(v), hi.max(v))
+                        });
+                    format!(" {:.d$}{unit} ({lo:.d$}-{hi:.d$}) ", median(&values))
+                }
+                _ => last[j].to_string(),
+            }
+        })
+        .collect();
+    Some(merged.join("|"))
 }
 
 /// The row's target as `(met, text)`.
@@ -751,6 +845,38 @@ fn render(rows: &[Row], runs: usize) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extras_from_several_runs_show_the_median_and_range_of_what_differs() {
+        let run = |ours: &str, moka: &str| {
+            format!(
+                "### t: hit ratio\n\nWords.\n\n| cache | Zipf | bytes |\n|---|---|---|\n\
+                 | `ours` | {ours} | 40 |\n| `moka` | {moka} | 320 |\n"
+            )
+        };
+        let texts = [
+            run("79.20%", "90.03%"),
+            run("79.19%", "89.20%"),
+            run("79.19%", "90.20%"),
+        ];
+        let merged = merge_extra(&texts);
+        assert!(merged.starts_with(
+            "### t: hit ratio\n\nWords.\n\n| cache | Zipf | bytes |\n|---|---|---|\n"
+        ));
+        assert!(
+            merged.contains("| `ours` | 79.19% (79.19-79.20) | 40 |\n"),
+            "{merged}"
+        );
+        assert!(
+            merged.contains("| `moka` | 90.03% (89.20-90.20) | 320 |\n"),
+            "{merged}"
+        );
+        assert!(merged.contains("From 3 runs"));
+        // One run, or runs whose tables differ in shape: the last as it was.
+        assert_eq!(merge_extra(&texts[..1]), texts[0]);
+        let other = format!("{}| `extra` | 1% | 2 |\n", texts[0]);
+        assert_eq!(merge_extra(&[other, texts[2].clone()]), texts[2]);
+    }
 
     fn row(group: &str, ours_ns: f64, peer_ns: f64) -> Row {
         Row {
