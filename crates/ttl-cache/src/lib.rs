@@ -23,7 +23,7 @@
 //! S3-FIFO (Yang et al., SOSP 2023), per shard:
 //! - a new key enters a small FIFO (0.5% of the bound) and moves to the main FIFO only if
 //!   it is read again before it reaches the small FIFO's head; otherwise it leaves, and
-//!   its hash is remembered in a ghost FIFO (half as many hashes as entries held);
+//!   its hash is remembered in a ghost FIFO (up to 60% as many hashes as entries held);
 //! - a key that comes back while its hash is in the ghost goes to main if one of the
 //!   first four entries at main's head has not been read since it last came round (it
 //!   takes that one's place); otherwise it goes to small again (an admission rule of
@@ -34,7 +34,7 @@
 //! So a burst of one-off keys (a crawl, a scan) passes through the small FIFO and does
 //! not push out keys that are read often, and a hit sets a counter under a shared lock
 //! instead of moving the entry. On the traces in `BENCHMARKS.md` the hit ratio was
-//! 79.2% on Zipf (moka 78.8%, quick_cache 78.9%, plain LRU 73.6%), 70.9% on Zipf with
+//! 79.2% on Zipf (moka 78.8%, quick_cache 78.9%, plain LRU 73.6%), 71.0% on Zipf with
 //! one-off scans (70.4 to 70.5%, 70.9%, 63.9%) and 89.85% on a loop 10% larger than the
 //! cache (moka 87.5 to 90.2%, quick_cache 81.6%, LRU 0%).
 //!
@@ -88,8 +88,8 @@
 //! Memory: an entry takes its key, its value and 32 bytes of its own in one array per
 //! shard, plus a 4-byte index in the lookup table (about 10 bytes an entry with the
 //! table's spare room); nothing is allocated per entry. Once the cache evicts, the
-//! ghost FIFO adds up to 13 bytes per entry held (half as many 8-byte hashes, in a
-//! queue and a table). A cache bounded by entries reserves its table up front, up to a
+//! ghost FIFO adds up to about 18 bytes per entry held (60% as many 8-byte hashes, in a
+//! queue and a table; 17.8 bytes measured on a million entries). A cache bounded by entries reserves its table up front, up to a
 //! million entries (about 2 MiB written at once). Each thread that looks up in a cache
 //! gets a 128-byte cell for its counts; a thread's cell is folded into the totals once
 //! the thread has ended.
