@@ -642,7 +642,7 @@ fn row_key(line: &str) -> Option<(&str, &str)> {
 
 /// `existing` with the rows and `### ` sections of `fresh` in place of its own (new ones
 /// added in order), every other row and section kept, and `note` as a line under the
-/// header's list.
+/// header's list (replacing the line of an earlier re-run of the same command).
 fn splice(existing: &str, fresh: &str, note: &str) -> String {
     let fresh_rows: Vec<&str> = fresh.lines().filter(|l| row_key(l).is_some()).collect();
     let sections = |text: &str| -> Vec<(String, String)> {
@@ -669,8 +669,14 @@ fn splice(existing: &str, fresh: &str, note: &str) -> String {
         .position(|l| row_key(l).is_none())
         .map_or(lines.len(), |n| first_row + n);
     let mut out = String::new();
-    // The header, with the note after its last list item.
-    let header = &lines[..first_row];
+    // The header, with the note after its last list item, in place of an earlier
+    // re-run's note for the same command.
+    let command = |line: &str| line.split('`').nth(1).map(str::to_owned);
+    let header: Vec<&str> = lines[..first_row]
+        .iter()
+        .copied()
+        .filter(|l| !(l.starts_with("- Re-run on ") && command(l) == command(note)))
+        .collect();
     let last_item = header.iter().rposition(|l| l.starts_with("- "));
     for (i, line) in header.iter().enumerate() {
         out.push_str(line);
@@ -931,6 +937,19 @@ mod tests {
         );
         assert_eq!(row_key("| `b/y` | `r` | x |"), Some(("b/y", "r")));
         assert_eq!(row_key("| case | peer |"), None);
+        // A second re-run of the same command replaces the first one's line.
+        let again = splice(&out, fresh, "Re-run on later: `cmd b` again.");
+        let noted = splice(existing, fresh, "Re-run on today: `cmd b`, b.");
+        let twice = splice(&noted, fresh, "Re-run on later: `cmd b`, b.");
+        assert!(!twice.contains("Re-run on today"), "{twice}");
+        assert!(
+            twice.contains("- Re-run on later: `cmd b`, b.\n"),
+            "{twice}"
+        );
+        assert!(
+            again.contains("Re-run on today: b."),
+            "other commands' lines stay"
+        );
     }
 
     #[test]
