@@ -606,7 +606,12 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
                 let (old, i) = {
                     let Shard { store, evicted, .. } = shard;
                     store.replace(hash, i, entry, |store, need| {
-                        make_room(store, evicted, limit, need, now, p, &mut room);
+                        let room_for = Room {
+                            limit,
+                            need,
+                            newest_first: false,
+                        };
+                        make_room(store, evicted, room_for, now, p, &mut room);
                     })
                 };
                 let replaced = shard.replaced_by(key, old, now, p, &mut gone);
@@ -616,17 +621,21 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
                 }
                 replaced
             } else {
-                let to_main = shard.store.admit(hash, u64::from(weight), limit);
+                let admission = shard.store.admit(hash, u64::from(weight), limit);
+                let room_for = Room {
+                    limit,
+                    need: u64::from(weight),
+                    newest_first: admission.newest_first,
+                };
                 make_room(
                     &mut shard.store,
                     &mut shard.evicted,
-                    limit,
-                    u64::from(weight),
+                    room_for,
                     now,
                     p,
                     &mut gone,
                 );
-                let i = shard.store.insert(hash, key, entry, to_main);
+                let i = shard.store.insert(hash, key, entry, admission.to_main);
                 if validators.is_some() {
                     shard.store.set_validators(i, validators);
                 }
@@ -725,19 +734,31 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
     }
 }
 
-/// Evicts by S3-FIFO until `need` more fits under `limit` (or nothing is left to
-/// evict), counting each departure; an entry found dead on the way goes as expired.
+/// The room a write needs: `need` more weight under `limit`, from small's newest
+/// entries first when `newest_first` (see [`Store::admit`]).
+struct Room {
+    limit: u64,
+    need: u64,
+    newest_first: bool,
+}
+
+/// Evicts by S3-FIFO until the room is made (or nothing is left to evict), counting
+/// each departure; an entry found dead on the way goes as expired.
 fn make_room<K: Hash + Eq, V>(
     store: &mut Store<K, V, Hasher>,
     evicted: &mut [u64; Cause::COUNT],
-    limit: u64,
-    need: u64,
+    room: Room,
     now: u64,
     p: Policy,
     gone: &mut Gone<K, V>,
 ) {
+    let Room {
+        limit,
+        need,
+        newest_first,
+    } = room;
     while store.weight().saturating_add(need) > limit || store.len() >= MAX_SHARD_ENTRIES {
-        let Some(i) = store.victim(limit, |e| e.dead(now, p)) else {
+        let Some(i) = store.victim(limit, newest_first, |e| e.dead(now, p)) else {
             break;
         };
         let (key, entry, _) = store.remove(i);

@@ -89,10 +89,10 @@
 //! shard, plus a 4-byte index in the lookup table (about 10 bytes an entry with the
 //! table's spare room); nothing is allocated per entry. Once the cache evicts, the
 //! ghost FIFO adds up to about 18 bytes per entry held (60% as many 8-byte hashes, in a
-//! queue and a table; 17.8 bytes measured on a million entries). A cache bounded by entries reserves its table up front, up to a
-//! million entries (about 2 MiB written at once). Each thread that looks up in a cache
-//! gets a 128-byte cell for its counts; a thread's cell is folded into the totals once
-//! the thread has ended.
+//! queue and a table; 17.8 bytes measured on a million entries). A cache bounded by
+//! entries reserves its table up front, up to a million entries (about 2 MiB written at
+//! once). Each thread that looks up in a cache gets a 128-byte cell for its counts; a
+//! thread's cell is folded into the totals once the thread has ended.
 //!
 //! `BENCHMARKS.md` has the figures against moka, quick_cache and a `Mutex<LruCache>`.
 //!

@@ -32,16 +32,17 @@ const NIL: u32 = u32::MAX;
 /// Reads counted per entry, at most: main's head gets this many second chances.
 const MAX_FREQ: u8 = 3;
 /// The small FIFO's share of the bound, in thousandths (0.5%; moka's window is 1%).
-/// Measured on the three traces in `BENCHMARKS.md` with the admission rule below,
-/// Zipf / scans / loop: 1% gave 79.18 / 70.90 / 88.97%, 0.5% 79.18 / 70.89 / 89.40%,
-/// 0.2% 79.20 / 70.87 / 89.68% (the scans at quick_cache's 70.87-70.88%), 3% lost
-/// 0.1 point on Zipf and 1.8 on the loop. With `newest_first` (see `admit`): 0.5%
-/// 79.21 / 70.89 / 89.85%, 0.3% 79.20 / 70.87 / 90.06%, 0.2% 79.18 / 70.88 / 90.14%. Without the rule, the paper's 10% (and a
-/// ghost as long as the entries held) gave 78.2% on Zipf and 67% on the loop. On a
-/// loop, small's share never hits, and without `newest_first` the first two rounds
-/// missed while main filled (about 1.1 points of 2,000,000 gets). Moving small's unread overflow to main at
-/// that first fill won 0.5 on the loop but lost 0.17 on the scans (the one-off keys
-/// it kept lingered in main), so it is not done.
+/// Measured on the three traces in `BENCHMARKS.md` with the admission rule below, Zipf
+/// / scans / loop: 1% gave 79.18 / 70.90 / 88.97%, 0.5% 79.18 / 70.89 / 89.40%, 0.2%
+/// 79.20 / 70.87 / 89.68% (the scans at quick_cache's 70.87-70.88%), 3% lost 0.1 point
+/// on Zipf and 1.8 on the loop. With `newest_first` (see `admit`; ghost at 50%): 0.5%
+/// 79.21 / 70.89 / 89.85%, 0.3% 79.20 / 70.87 / 90.06%, 0.2% 79.18 / 70.88 / 90.14%.
+/// Without the rule, the paper's 10% (and a ghost as long as the entries held) gave
+/// 78.2% on Zipf and 67% on the loop. On a loop, small's share never hits, and without
+/// `newest_first` the first two rounds missed while main filled (about 1.1 points of
+/// 2,000,000 gets). Moving small's unread overflow to main at that first fill won 0.5
+/// on the loop but lost 0.17 on the scans (the one-off keys it kept lingered in main),
+/// so it is not done.
 const SMALL_PERMILLE: u64 = 5;
 /// How many of main's entries a key back from the ghost may pass over, looking for an
 /// unread one to replace, before it is sent to small instead. 1 lost 0.3 points on the
@@ -185,10 +186,17 @@ pub(crate) struct Store<K, V, S> {
     ghost: Ghost,
     /// Validators, by slot, for the entries that have them.
     validators: HashMap<u32, Validators>,
-    /// Set by `admit` for a key back from the ghost while small holds over half the
-    /// bound (the first fill): its room comes from small's newest entries.
-    newest_first: bool,
     hasher: S,
+}
+
+/// Where [`Store::admit`] sends a key that is not held, and where its room comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Admission {
+    /// To main (`true`) or to small.
+    pub(crate) to_main: bool,
+    /// Room from small's newest entries instead of its oldest (a key back from the
+    /// ghost during a first fill): pass it to [`Store::victim`].
+    pub(crate) newest_first: bool,
 }
 
 impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
@@ -203,7 +211,6 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
                 set: HashTable::new(),
             },
             validators: HashMap::new(),
-            newest_first: false,
             hasher,
         }
     }
@@ -345,39 +352,40 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
     ///
     /// While small holds over a quarter of the bound (the cache's first fill, or a
     /// refill after removals), a key admitted here takes its room from small's newest
-    /// entries instead of its oldest (`newest_first`): on a loop the oldest are the keys
-    /// read next, and FIFO order evicted each one just before its read, so the whole
-    /// second round missed (89.40 to 89.85% on the loop trace; a quarter rather than a
-    /// half or seven eighths: Zipf 79.21 against 79.17-79.19%, scans 70.89 against
-    /// 70.82-70.87%).
-    pub(crate) fn admit(&mut self, hash: u64, need: u64, limit: u64) -> bool {
+    /// entries instead of its oldest ([`Admission::newest_first`]): on a loop the
+    /// oldest are the keys read next, and FIFO order evicted each one just before its
+    /// read, so the whole second round missed (89.40 to 89.85% on the loop trace; a
+    /// quarter rather than a half or seven eighths: Zipf 79.21 against 79.17-79.19%,
+    /// scans 70.89 against 70.82-70.87%).
+    pub(crate) fn admit(&mut self, hash: u64, need: u64, limit: u64) -> Admission {
         if !self.ghost.take(hash) {
-            return false;
+            return Admission::default();
         }
-        self.newest_first = self.small.weight > limit / 4;
+        let to_main = Admission {
+            to_main: true,
+            newest_first: self.small.weight > limit / 4,
+        };
         let head = self.main.head;
         if head == NIL || self.weight().saturating_add(need) <= limit {
-            return true;
+            return to_main;
         }
         for _ in 0..ADMIT_STEPS {
             let head = self.main.head;
             let e = &self.slots[head as usize].entry;
             let freq = e.freq.load(Ordering::Relaxed);
             if freq == 0 {
-                return true;
+                return to_main;
             }
             e.freq.store(freq - 1, Ordering::Relaxed);
             self.unlink(head);
             self.link(head, Queue::Main);
         }
-        self.newest_first = false;
-        false
+        Admission::default()
     }
 
     /// Adds a key that is not held, to main or small as [`Store::admit`] said. Returns
     /// its index. The caller made room first.
     pub(crate) fn insert(&mut self, hash: u64, key: K, entry: Entry<V>, to_main: bool) -> u32 {
-        self.newest_first = false;
         let Ok(i) = u32::try_from(self.slots.len()) else {
             // The caller's room-making keeps a shard under `u32::MAX - 1` entries.
             unreachable!("a shard holds fewer than u32::MAX entries")
@@ -476,13 +484,19 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
     /// Chooses the next entry to leave for room, by S3-FIFO, or `None` if no entry is
     /// linked. `dead` entries are chosen as soon as they come up, whatever their reads.
     /// `limit` is the shard's bound: the small FIFO's share is `SMALL_PERMILLE` of it.
-    pub(crate) fn victim(&mut self, limit: u64, dead: impl Fn(&Entry<V>) -> bool) -> Option<u32> {
+    /// `newest_first` takes small's newest entries first ([`Admission::newest_first`]).
+    pub(crate) fn victim(
+        &mut self,
+        limit: u64,
+        newest_first: bool,
+        dead: impl Fn(&Entry<V>) -> bool,
+    ) -> Option<u32> {
         loop {
             let small_first = self.small.head != NIL
                 && (self.small.weight > limit.saturating_mul(SMALL_PERMILLE) / 1000
                     || self.main.head == NIL);
             if small_first {
-                let i = if self.newest_first {
+                let i = if newest_first {
                     self.small.tail
                 } else {
                     self.small.head
@@ -537,13 +551,13 @@ mod tests {
 
     fn put(s: &mut Store<u64, u64, S>, k: u64, limit: u64) -> Vec<u64> {
         let h = s.hasher.hash_one(k);
-        let to_main = s.admit(h, 1, limit);
+        let admission = s.admit(h, 1, limit);
         let mut gone = Vec::new();
         while s.weight() + 1 > limit {
-            let i = s.victim(limit, |_| false).unwrap();
+            let i = s.victim(limit, admission.newest_first, |_| false).unwrap();
             gone.push(s.remove(i).0);
         }
-        s.insert(h, k, Entry::new(k, u64::MAX, 0, 1), to_main);
+        s.insert(h, k, Entry::new(k, u64::MAX, 0, 1), admission.to_main);
         gone
     }
 
@@ -685,7 +699,7 @@ mod tests {
                         let (old, now) =
                             s.replace(h, i, Entry::new(k, u64::MAX, 0, weight), |s, need| {
                                 while s.weight() + need > limit {
-                                    let Some(v) = s.victim(limit, |_| false) else {
+                                    let Some(v) = s.victim(limit, false, |_| false) else {
                                         break;
                                     };
                                     s.remove(v);
@@ -696,12 +710,12 @@ mod tests {
                         s.set_validators(i, (weight == 0).then(Validators::default));
                     }
                     None => {
-                        let to_main = s.admit(h, u64::from(weight), limit);
+                        let admission = s.admit(h, u64::from(weight), limit);
                         while s.weight() + u64::from(weight) > limit {
-                            let v = s.victim(limit, |_| false).unwrap();
+                            let v = s.victim(limit, admission.newest_first, |_| false).unwrap();
                             s.remove(v);
                         }
-                        s.insert(h, k, Entry::new(k, u64::MAX, 0, weight), to_main);
+                        s.insert(h, k, Entry::new(k, u64::MAX, 0, weight), admission.to_main);
                     }
                 },
             }
