@@ -3,10 +3,12 @@
 //! governor reads it, since tokio's clock is not paused here), except in
 //! `try_acquire_tokio_clock` (`Clock::Tokio`, which costs a `clock_gettime`).
 //!
-//! - `try_acquire` (granted) vs governor's `check`: target at most 1.0x governor's time.
+//! - `try_acquire` (granted) vs governor's `check`: target at most 1.0x governor's time,
+//!   judged by paired ratios (alternating batches of 1,000,000 calls).
 //! - `try_acquire` refused (quota spent) vs `check` refused.
 //! - `contended_2threads`: two threads taking from one limiter; time per grant: target
-//!   at most 1.0x governor's.
+//!   at most 1.0x governor's, judged by paired ratios (alternating rounds of 1,000,000
+//!   grants on each thread).
 //! - `acquire_async`: `acquire().await` vs governor's `until_ready().await` when the
 //!   quota allows at once.
 
@@ -52,6 +54,18 @@ fn uncontended(c: &mut Criterion) {
         &|| gate.try_acquire().is_ok(),
         &|| limiter.check().is_ok(),
     );
+    // The ratio that judges the target, from paired rounds (alternating batches of
+    // 1,000,000 calls): a nanosecond's difference is within the drift of a shared
+    // machine between two separate measurements.
+    if leakproof_benches::selected("rate-gate/try_acquire") {
+        leakproof_benches::paired(
+            "rate-gate/try_acquire",
+            "governor",
+            1_000_000,
+            || gate.try_acquire().is_ok(),
+            || limiter.check().is_ok(),
+        );
+    }
 
     // The default clock (tokio's, which follows `tokio::time::pause`): clock_gettime.
     let gate = ours(PLENTY, PLENTY, Tokio);
@@ -105,6 +119,16 @@ fn contended(c: &mut Criterion) {
         b.iter_custom(|iters| two_threads(iters, &|| limiter.check().is_ok()))
     });
     g.finish();
+    // Paired rounds of 1,000,000 grants on each thread judge the target.
+    if leakproof_benches::selected("rate-gate/contended_2threads") {
+        leakproof_benches::paired(
+            "rate-gate/contended_2threads",
+            "governor",
+            1,
+            || two_threads(1_000_000, &|| gate.try_acquire().is_ok()),
+            || two_threads(1_000_000, &|| limiter.check().is_ok()),
+        );
+    }
 }
 
 fn acquire_async(c: &mut Criterion) {

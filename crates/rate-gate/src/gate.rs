@@ -374,15 +374,24 @@ impl Permit<'_> {
     pub fn gate(&self) -> &Gate {
         &self.gate
     }
+
+    /// Gives the concurrency slot back: out of line, so that dropping a permit that
+    /// holds none (a gate without a concurrency limit) stays a few inlined instructions.
+    /// (Inlined, the semaphore's code made the compiler call the permit's whole drop out
+    /// of line: `try_acquire` measured 1.12x governor's `check` then, 1.085x now.)
+    #[inline(never)]
+    fn give_back_slot(&self) {
+        if let Some(slots) = &self.gate.inner.concurrency {
+            slots.give_back();
+        }
+    }
 }
 
 impl Drop for Permit<'_> {
     #[inline]
     fn drop(&mut self) {
-        if self.holds_slot
-            && let Some(slots) = &self.gate.inner.concurrency
-        {
-            slots.give_back();
+        if self.holds_slot {
+            self.give_back_slot();
         }
     }
 }
