@@ -61,15 +61,18 @@ impl Limits {
         self
     }
 
-    /// Fail if no byte arrives for `timeout`. To keep the clock off the per-chunk path,
-    /// progress is sampled four times per `timeout`: the error comes between `timeout`
-    /// and `1.25 * timeout` after the last byte, never before `timeout`.
+    /// Fail if no byte arrives for `timeout`. To keep a precise clock off the per-chunk
+    /// path, progress is sampled four times per `timeout`: the error comes between
+    /// `timeout` and `1.25 * timeout` after the last byte, never before `timeout`.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle = Some(timeout);
         self
     }
 
-    /// Fail if the stream has not ended `deadline` after its first poll.
+    /// Fail if the stream has not ended `deadline` after its first poll: kept while the
+    /// source waits (tokio's timer) and while it is always ready, however long the
+    /// consumer holds the thread between chunks (each chunk is checked against the
+    /// coarse clock, so the error may come up to one kernel tick late, never early).
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
         self
@@ -80,7 +83,8 @@ impl Limits {
     ///
     /// Only the peer is judged: a window the stream was not polled in (its consumer was
     /// busy, say unpacking what it read) is not counted, and judging resumes with a new
-    /// window at the next poll.
+    /// window at the next poll; nor is a window in which the source never made the
+    /// stream wait (every byte was ready when asked for, so the consumer set the pace).
     pub fn min_rate(mut self, bytes: u64, window: Duration, grace: Duration) -> Self {
         self.min_rate = Some(MinRate {
             bytes,

@@ -162,3 +162,22 @@ async fn reader_time_limits_surface_as_timed_out_io_errors() {
         Ok(Error::IdleTimeout { received: 2, .. })
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn min_rate_does_not_blame_the_peer_for_a_consumer_that_reads_slowly() {
+    // Every byte is there the moment it is asked for (the source never waits); the
+    // consumer takes 1 s over each 10-byte chunk, far under 1 KiB / 10 s. The peer
+    // was never the one being waited for.
+    let ready = futures_util::stream::iter(
+        (0..60).map(|_| Ok::<_, io::Error>(Bytes::from_static(b"0123456789"))),
+    );
+    let limits =
+        Limits::new(1 << 20).min_rate(1024, Duration::from_secs(10), Duration::from_secs(5));
+    let mut bounded = std::pin::pin!(Bounded::new(ready, &limits));
+    let mut total = 0;
+    while let Some(chunk) = bounded.next().await {
+        total += chunk.unwrap().len();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(total, 600);
+}
