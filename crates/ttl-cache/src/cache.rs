@@ -99,6 +99,24 @@ type Gone<K, V> = Vec<(K, V, Cause)>;
 /// reserved and touched only as they fill.
 const RESERVED: usize = 1 << 20;
 
+/// The fewest entries a default shard holds: below this a shard starts to lose hits.
+const MIN_SHARD_ENTRIES: u64 = 64;
+
+/// The default number of shards (see [`Builder::shards`]): a power of two.
+fn default_shards(total: u64, weighted: bool) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if weighted {
+        return cpus.saturating_mul(4).next_power_of_two();
+    }
+    let wanted = cpus.saturating_mul(16).next_power_of_two();
+    // The most shards that each hold `MIN_SHARD_ENTRIES`, rounded down to a power of two.
+    let by_size = usize::try_from(total / MIN_SHARD_ENTRIES)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let by_size = 1 << (usize::BITS - 1 - by_size.leading_zeros());
+    wanted.min(by_size)
+}
+
 /// At most this many entries in one shard, whatever the weights (indices are `u32`).
 const MAX_SHARD_ENTRIES: usize = (u32::MAX - 1) as usize;
 
@@ -261,8 +279,16 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
         self
     }
 
-    /// The number of shards (rounded up to a power of two; default: 4 per CPU, fewer
-    /// for a small cache so that no shard holds fewer than 16 entries).
+    /// The number of shards (rounded up to a power of two). Default, for a cache
+    /// bounded by entries: 16 per CPU, fewer for a small cache so that each shard holds
+    /// at least 64 entries; for one bounded by weight, 4 per CPU (a shard's share of the
+    /// weight is the heaviest entry it can hold).
+    ///
+    /// Two threads' hits on one shard at once contend for its lock's cache line: on the
+    /// machine behind `BENCHMARKS.md`, 4 per CPU took 1.01x quick_cache's time for a
+    /// hit from 2 threads, 16 per CPU about 0.8x, with the same hit ratios. Under 64
+    /// entries a shard starts to lose hits (31 entries: 0.1 point on Zipf, 0.9 on a
+    /// loop).
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards.max(1).next_power_of_two());
         self
@@ -287,15 +313,9 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
             Some((max, weigher)) => (max, Some(weigher)),
             None => (self.max_entries.unwrap_or(10_000), None),
         };
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let by_size = if weigher.is_some() {
-            usize::MAX
-        } else {
-            (total / 16).max(1) as usize
-        };
         let shards = self
             .shards
-            .unwrap_or_else(|| (cpus * 4).min(by_size).max(1).next_power_of_two());
+            .unwrap_or_else(|| default_shards(total, weigher.is_some()));
         let limit = total.div_ceil(shards as u64).max(1);
         // An entry bound reserves its room up front, up to `RESERVED` entries in all:
         // growing by doubling would leave the old tables behind in the allocator.
@@ -896,5 +916,46 @@ impl<K: Hash + Eq, V> Shard<K, V> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_shards_are_a_power_of_two_of_at_least_64_entries_each() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let most = (cpus * 16).next_power_of_two();
+        for total in [
+            1,
+            63,
+            64,
+            127,
+            128,
+            1_000,
+            10_000,
+            100_000,
+            10_000_000,
+            u64::MAX,
+        ] {
+            let shards = default_shards(total, false);
+            assert!(shards.is_power_of_two(), "{total}: {shards}");
+            assert!(shards <= most, "{total}: {shards} > {most}");
+            if shards > 1 {
+                assert!(
+                    total / shards as u64 >= MIN_SHARD_ENTRIES,
+                    "{total}: {shards}"
+                );
+            }
+            // As many as allowed: twice as many would break one of the two bounds.
+            assert!(
+                shards == most || total / (2 * shards as u64) < MIN_SHARD_ENTRIES,
+                "{total}: {shards}"
+            );
+        }
+        assert_eq!(default_shards(1, false), 1);
+        let weighted = default_shards(1_000, true);
+        assert_eq!(weighted, (cpus * 4).next_power_of_two());
     }
 }
