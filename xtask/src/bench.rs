@@ -640,9 +640,21 @@ fn row_key(line: &str) -> Option<(&str, &str)> {
     Some((group, peer))
 }
 
+/// What a re-run note says it measured: the backquoted names after its command (the
+/// groups whose rows it wrote) and the quoted section titles.
+fn measured(note: &str) -> Vec<&str> {
+    let after_command = note.splitn(3, '`').nth(2).unwrap_or("");
+    let said = after_command
+        .split_once("; the rest")
+        .map_or(after_command, |(said, _)| said);
+    let quoted = |mark: char| said.split(mark).skip(1).step_by(2);
+    quoted('`').chain(quoted('"')).collect()
+}
+
 /// `existing` with the rows and `### ` sections of `fresh` in place of its own (new ones
 /// added in order), every other row and section kept, and `note` as a line under the
-/// header's list (replacing the line of an earlier re-run of the same command).
+/// header's list, in place of an earlier re-run's line that it makes stale: the same
+/// command's, or one whose rows and sections it all measured again.
 fn splice(existing: &str, fresh: &str, note: &str) -> String {
     let fresh_rows: Vec<&str> = fresh.lines().filter(|l| row_key(l).is_some()).collect();
     let sections = |text: &str| -> Vec<(String, String)> {
@@ -675,7 +687,13 @@ fn splice(existing: &str, fresh: &str, note: &str) -> String {
     let header: Vec<&str> = lines[..first_row]
         .iter()
         .copied()
-        .filter(|l| !(l.starts_with("- Re-run on ") && command(l) == command(note)))
+        .filter(|l| {
+            let stale = || {
+                let (earlier, now) = (measured(l), measured(note));
+                !earlier.is_empty() && earlier.iter().all(|m| now.contains(m))
+            };
+            !(l.starts_with("- Re-run on ") && (command(l) == command(note) || stale()))
+        })
         .collect();
     let last_item = header.iter().rposition(|l| l.starts_with("- "));
     for (i, line) in header.iter().enumerate() {
@@ -949,6 +967,31 @@ mod tests {
         assert!(
             again.contains("Re-run on today: b."),
             "other commands' lines stay"
+        );
+        // A wider re-run replaces the line of one whose rows and sections it covers.
+        let narrow = splice(
+            existing,
+            fresh,
+            "Re-run on today: `cmd b/y`, the rows of `b/y`; the rest is from `x`.",
+        );
+        let other = splice(
+            &narrow,
+            fresh,
+            "Re-run on today: `cmd b/`, the section \"b: extra\"; the rest is from `x`.",
+        );
+        assert!(other.contains("`cmd b/y`"), "not covered: {other}");
+        let wide = splice(
+            &other,
+            fresh,
+            "Re-run on later: `cmd b`, the rows of `b/y`, `b/z` and the section \"b: extra\"; \
+             the rest is from `x`.",
+        );
+        assert!(!wide.contains("Re-run on today"), "{wide}");
+        assert_eq!(
+            measured(
+                "Re-run on d: `c -- f`, the rows of `a/x`, `b/y` and the section \"s: t\"; the rest is from `z`."
+            ),
+            vec!["a/x", "b/y", "s: t"]
         );
     }
 
