@@ -285,8 +285,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
     /// weight is the heaviest entry it can hold).
     ///
     /// Two threads' hits on one shard at once contend for its lock's cache line: on the
-    /// machine behind `BENCHMARKS.md`, 4 per CPU took 1.01x quick_cache's time for a
-    /// hit from 2 threads, 16 per CPU about 0.8x, with the same hit ratios. Under 64
+    /// machine behind `BENCHMARKS.md`, 4 per CPU took about 1.01x quick_cache's time for
+    /// a hit from 2 threads, 16 per CPU 0.84x, with the same hit ratios. Under 64
     /// entries a shard starts to lose hits (31 entries: 0.1 point on Zipf, 0.9 on a
     /// loop).
     pub fn shards(mut self, shards: usize) -> Self {

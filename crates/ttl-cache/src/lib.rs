@@ -81,7 +81,7 @@
 //! is the kernel's coarse monotonic clock ([`Clock::Coarse`], one tick of resolution,
 //! 1 to 10 ms), or tokio's where tokio's clock is paused when the cache is built, so
 //! `tokio::time::pause` works in tests ([`Clock`]). On the machine behind
-//! `BENCHMARKS.md` a hit took 16.6 to 17.3 ns; `perf` puts about 63% of it on the read
+//! `BENCHMARKS.md` a hit took 16.6 to 18.9 ns; `perf` puts about 63% of it on the read
 //! lock's two atomic operations (taking and releasing it; quick_cache and a
 //! `Mutex<LruCache>` pay two as well) and about 7% on the clock read.
 //!
