@@ -794,7 +794,14 @@ fn render(rows: &[Row], runs: usize) -> Result<String> {
         out,
         "median of the runs' ratios with their range (the spread) after it; the target judges"
     )?;
-    writeln!(out, "that median.")?;
+    writeln!(
+        out,
+        "that median. Where a target is missed, the top comment of its bench (in"
+    )?;
+    writeln!(
+        out,
+        "`benches/benches/`) says where the time goes, from a profile."
+    )?;
     writeln!(out)?;
     writeln!(out, "- Machine: {}", machine())?;
     writeln!(
