@@ -108,10 +108,10 @@
 //!   a declared length otherwise, a surplus is [`Error::ContentLengthMismatch`].
 //! - **Time limits need tokio's timer.** Streams with time limits must be polled inside a
 //!   tokio runtime with time enabled; the timers start at the first poll. Without time
-//!   limits, any executor works. A source that is always ready is checked per chunk
-//!   against the kernel's coarse clock, so a limit over it is seen up to one kernel tick
-//!   (1 to 10 ms) late; under a paused tokio clock, only when the task yields to the
-//!   runtime (as time only moves then).
+//!   limits, any executor works. With a deadline, a source that is always ready is
+//!   checked per chunk against the kernel's coarse clock, so the deadline is seen up to
+//!   one kernel tick (1 to 10 ms) late; under a paused tokio clock, only when the task
+//!   yields to the runtime (as time only moves then).
 //! - **A source that blocks.** An `AsyncRead` that blocks its thread, or a `Stream` that
 //!   never yields `Pending` or data, cannot be interrupted by a timer.
 //! - **Over-long lines are seen only in part.** A needle past the first `max_line` bytes
