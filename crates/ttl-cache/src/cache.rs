@@ -109,12 +109,14 @@ fn default_shards(total: u64, weighted: bool) -> usize {
         return cpus.saturating_mul(4).next_power_of_two();
     }
     let wanted = cpus.saturating_mul(16).next_power_of_two();
-    // The most shards that each hold `MIN_SHARD_ENTRIES`, rounded down to a power of two.
-    let by_size = usize::try_from(total / MIN_SHARD_ENTRIES)
-        .unwrap_or(usize::MAX)
-        .max(1);
-    let by_size = 1 << (usize::BITS - 1 - by_size.leading_zeros());
-    wanted.min(by_size)
+    // The most shards that each hold `MIN_SHARD_ENTRIES`.
+    wanted.min(power_of_two_at_most(total / MIN_SHARD_ENTRIES))
+}
+
+/// The largest power of two no greater than `n` (1 for 0 and 1), as a shard count.
+fn power_of_two_at_most(n: u64) -> usize {
+    let n = usize::try_from(n).unwrap_or(usize::MAX).max(1);
+    1 << (usize::BITS - 1 - n.leading_zeros())
 }
 
 /// At most this many entries in one shard, whatever the weights (indices are `u32`).
@@ -125,8 +127,11 @@ pub(crate) struct Inner<K, V> {
     hasher: Hasher,
     clock: Source,
     policy: Policy,
-    /// Per shard: the bound on entries or on weight.
+    /// Per shard: the bound on entries or on weight, rounded down (see `larger`).
     limit: u64,
+    /// How many shards (the first ones) are bounded by one more than `limit`: the
+    /// remainder of the bound, so that the shards' bounds add up to it exactly.
+    larger: usize,
     weigher: Option<Weigher<K, V>>,
     ttl: Option<Duration>,
     listener: Option<Listener<K, V>>,
@@ -146,7 +151,17 @@ impl<K, V> Inner<K, V> {
     /// (hashbrown takes the low bits for the bucket and the top 7 for its tag).
     #[inline]
     fn shard(&self, hash: u64) -> &RwLock<Shard<K, V>> {
-        &self.shards[((hash >> 40) as usize) & (self.shards.len() - 1)]
+        &self.shards[self.shard_index(hash)]
+    }
+
+    #[inline]
+    fn shard_index(&self, hash: u64) -> usize {
+        ((hash >> 40) as usize) & (self.shards.len() - 1)
+    }
+
+    /// The bound of the shard a hash belongs to.
+    fn limit(&self, hash: u64) -> u64 {
+        self.limit + u64::from(self.shard_index(hash) < self.larger)
     }
 }
 
@@ -279,7 +294,9 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
         self
     }
 
-    /// The number of shards (rounded up to a power of two). Default, for a cache
+    /// The number of shards (rounded up to a power of two, and down to no more than the
+    /// bound, so that each shard holds at least one entry or unit). The shards split
+    /// the bound between them, their shares adding up to it exactly. Default, for a cache
     /// bounded by entries: 16 per CPU, fewer for a small cache so that each shard holds
     /// at least 64 entries; for one bounded by weight, 4 per CPU (a shard's share of the
     /// weight is the heaviest entry it can hold).
@@ -313,14 +330,18 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
             Some((max, weigher)) => (max, Some(weigher)),
             None => (self.max_entries.unwrap_or(10_000), None),
         };
+        // The shards' bounds add up to the bound exactly (a ceiling let 32 shards of a
+        // 10,000-entry cache hold 10,016); no more shards than leave each at least 1.
         let shards = self
             .shards
-            .unwrap_or_else(|| default_shards(total, weigher.is_some()));
-        let limit = total.div_ceil(shards as u64).max(1);
+            .unwrap_or_else(|| default_shards(total, weigher.is_some()))
+            .min(power_of_two_at_most(total));
+        let limit = total / shards as u64;
+        let larger = usize::try_from(total % shards as u64).unwrap_or(0);
         // An entry bound reserves its room up front, up to `RESERVED` entries in all:
         // growing by doubling would leave the old tables behind in the allocator.
         let reserve = if weigher.is_none() {
-            limit.min((RESERVED / shards) as u64) as usize
+            (limit + 1).min((RESERVED / shards) as u64) as usize
         } else {
             0
         };
@@ -347,6 +368,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
                     stale: nanos(self.stale_for),
                 },
                 limit,
+                larger,
                 weigher,
                 ttl: self.ttl,
                 listener: self.listener,
@@ -604,12 +626,12 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
     ) -> Option<V> {
         let now = self.now();
         let p = self.inner.policy;
-        let limit = self.inner.limit;
         let weight = self.inner.weigher.as_ref().map_or(1, |w| w(&key, &value));
         let weight = u32::try_from(weight).unwrap_or(u32::MAX);
         let expires = ttl.map_or(u64::MAX, |ttl| now.saturating_add(nanos(ttl)));
         let entry = Entry::new(value, expires, now, weight);
         let (hash, lock) = self.locate(&key);
+        let limit = self.inner.limit(hash);
         let mut gone = Vec::new();
         let replaced = {
             let mut guard = write(lock);
@@ -957,5 +979,9 @@ mod tests {
         assert_eq!(default_shards(1, false), 1);
         let weighted = default_shards(1_000, true);
         assert_eq!(weighted, (cpus * 4).next_power_of_two());
+        assert_eq!(
+            [0, 1, 2, 3, 64, 65, 127, 128].map(power_of_two_at_most),
+            [1, 1, 2, 2, 64, 64, 64, 128]
+        );
     }
 }

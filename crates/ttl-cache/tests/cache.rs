@@ -511,3 +511,25 @@ fn four_threads_of_mixed_operations_keep_the_bound_and_count_every_lookup() {
         left.load(Ordering::Relaxed)
     );
 }
+
+#[test]
+fn the_shards_together_hold_the_bound_exactly() {
+    // 10,001 splits evenly between no number of shards: the shares add up to it, none
+    // rounded up. Explicit shard counts, so that no host's CPU count matters, and the
+    // default's; a million shards is cut to 8,192 (1 or 2 entries each).
+    for shards in [Some(8), Some(32), Some(1 << 20), None] {
+        let mut builder = Cache::builder().max_entries(10_001);
+        if let Some(n) = shards {
+            builder = builder.shards(n);
+        }
+        let c: Cache<u64, u64> = builder.build();
+        for k in 0..100_000 {
+            c.insert(k, k);
+            if k % 97 == 0 {
+                assert!(c.len() <= 10_001, "{shards:?} shards: {} held", c.len());
+            }
+        }
+        // 100,000 keys fill every shard.
+        assert_eq!(c.len(), 10_001, "{shards:?} shards");
+    }
+}
