@@ -306,6 +306,11 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
     /// a hit from 2 threads, 16 per CPU 0.84x, with the same hit ratios. Under 64
     /// entries a shard starts to lose hits (31 entries: 0.1 point on Zipf, 0.9 on a
     /// loop).
+    ///
+    /// A key's shard is taken from bits 40 and up of its hash. Up to 1,024 shards
+    /// these spread even sequential integer keys evenly (100,000 keys, measured over
+    /// 150 processes' hash seeds); at 8,192 shards, 8 of the 150 seeds left shards
+    /// unused, which then hold nothing while the others are full.
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards.max(1).next_power_of_two());
         self
