@@ -8,7 +8,8 @@
 //!   on a page-cached file (`line_scan_file`, for the absolute GB/s).
 //! - On a page-cached 1 GiB log, 64 KiB blocking reads: `find_line_file` and
 //!   `find_file` vs a bare `memmem::find_iter` (at least 0.9x the throughput, judged by
-//!   the paired ratio of alternating runs), and
+//!   the paired ratio of alternating runs), `find_line_numbered_file` (the line search
+//!   with line numbers, context), and
 //!   `scan_lines_file` vs a bare memchr loop visiting each newline (at least 0.95x).
 //!
 //! Paired measurement, as in `scoped_temp.rs`: each function's timing loop alternates
@@ -23,11 +24,13 @@
 //! ignoring it measured 1.051 to 1.061x, one without it 1.019 to 1.025x, in the same
 //! session.
 //!
-//! Where the time goes in `find_line_file` (`perf record`, 2026-12-03, the 2-core VM
-//! behind `BENCHMARKS.md`; shares of the search's samples): about 56% in the kernel
-//! (mostly copying the page cache into the read buffer) and 34% in `memmem`, both of
-//! which the bare loop pays too, 9% in bytecount's newline count, which numbers the
-//! line of a hit and must see every byte before it, and 2% moving the incomplete line.
+//! Where the time goes in `find_line_numbered_file` (`perf record`, 2026-12-03, the
+//! 2-core VM behind `BENCHMARKS.md`, when `find_line` still numbered its match; shares
+//! of the search's samples): about 56% in the kernel (mostly copying the page cache into
+//! the read buffer) and 34% in `memmem`, both of which the bare loop pays too, 9% in
+//! bytecount's newline count, which numbers the line of a hit and must see every byte
+//! before it, and 2% moving the incomplete line. Hence `find_line` counts no lines
+//! unless asked (`LineFinder::line_numbers`), as ripgrep counts only under `-n`.
 //! Timed in memory (a 256 MiB log read through `&[u8]`, 64 KiB reads, nine rounds),
 //! the bare loop took 11.8 to 12.5 ms, the same loop plus bytecount's count 14.9 to
 //! 16.0 ms, and `find_line` 15.5 to 16.0 ms: the count is the gap, about 12.8 ms per
@@ -39,7 +42,9 @@ use std::io::{Read, Write};
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use bounded_stream::{Codec, DecodeLimits, Limits, decode, scan_lines, scan_lines_blocking};
+use bounded_stream::{
+    Codec, DecodeLimits, Limits, LineFinder, decode, scan_lines, scan_lines_blocking,
+};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
@@ -287,6 +292,7 @@ fn search_file(c: &mut Criterion) {
     // Writing the 1 GiB file takes a while: not for a run that measures none of these.
     let groups = [
         "bounded-stream/find_line_file",
+        "bounded-stream/find_line_numbered_file",
         "bounded-stream/find_file",
         "bounded-stream/scan_lines_file",
     ];
@@ -338,6 +344,17 @@ fn search_file(c: &mut Criterion) {
         &find_line,
         &[("memmem", &memmem), ("per-line", &per_line)],
     );
+    let numbered = LineFinder::new(NEEDLE)
+        .max_line(64 * 1024)
+        .line_numbers(true);
+    let find_line_numbered = || u64::from(numbered.find_blocking(open()).unwrap().is_some());
+    compare(
+        c,
+        "bounded-stream/find_line_numbered_file",
+        size,
+        &find_line_numbered,
+        &[("memmem", &memmem)],
+    );
     let find = || {
         bounded_stream::find_blocking(open(), NEEDLE)
             .unwrap()
@@ -356,6 +373,10 @@ fn search_file(c: &mut Criterion) {
         (
             "bounded-stream/find_line_file",
             &find_line as &dyn Fn() -> u64,
+        ),
+        (
+            "bounded-stream/find_line_numbered_file",
+            &find_line_numbered,
         ),
         ("bounded-stream/find_file", &find),
     ] {

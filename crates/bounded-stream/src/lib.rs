@@ -75,8 +75,10 @@
 //! skipped unbuffered; bytes are not UTF-8 checked, so nothing is lost. [`find`] searches
 //! raw bytes with `memchr`'s `memmem`; [`find_line`] finds the first line holding a
 //! needle the way ripgrep does, `memmem` over each read and the line around a hit found
-//! afterwards, with a vectorised newline count for its number (`find_line_regex`, with
-//! the `regex` feature, goes a line at a time). Each has a `_blocking` twin for files.
+//! afterwards; [`LineFinder`] adds its line number when asked (a vectorised count of
+//! every newline read, about a fifth more time), as ripgrep counts only under
+//! `--line-number` (`find_line_regex`, with the `regex` feature, goes a line at a time
+//! and always numbers). Each has a `_blocking` twin for files.
 //! Reads land at an aligned address, with an incomplete line kept just before it. [`tail_bytes`] and [`tail_lines`] keep
 //! the end of a stream in O(N) memory. `collect_or_spill` (feature `spill`) keeps a
 //! stream in memory up to a threshold and in a [`scoped-temp`] file past it.
@@ -175,8 +177,8 @@ pub use limits::{Limits, MinRate, OnLimit};
 #[cfg_attr(docsrs, doc(cfg(feature = "regex")))]
 pub use lines::find_line_regex;
 pub use lines::{
-    Line, LineMatch, LineSplitter, READ_CHUNK, ScanSummary, find, find_blocking, find_line,
-    find_line_blocking, scan_lines, scan_lines_blocking,
+    Line, LineFinder, LineMatch, LineSplitter, READ_CHUNK, ScanSummary, find, find_blocking,
+    find_line, find_line_blocking, scan_lines, scan_lines_blocking,
 };
 pub use read::BoundedRead;
 #[cfg(feature = "spill")]

@@ -298,26 +298,32 @@ pub fn scan_lines_blocking<R: Read>(
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LineMatch {
-    /// 1-based line number.
-    pub number: u64,
+    /// 1-based line number: `Some` when the search counted lines
+    /// ([`LineFinder::line_numbers`], and always from `find_line_regex`); `None`
+    /// from [`find_line`], which does not count them.
+    pub number: Option<u64>,
     /// The line (at most `max_line` bytes of it).
     pub line: bytes::Bytes,
 }
 
 /// The first line containing `needle` ("does this CI log contain `warning:`?"), in
-/// memory bounded by `max_line`. A needle past the first `max_line` bytes of an
-/// over-long line is not seen; use [`find`] to search raw bytes.
+/// memory bounded by `max_line`, without its line number ([`LineMatch::number`] is
+/// `None`). A needle past the first `max_line` bytes of an over-long line is not seen;
+/// use [`find`] to search raw bytes.
 ///
 /// Searched as ripgrep does: `memmem` over everything read, the line around a hit found
-/// afterwards, and line numbers from a vectorised newline count, so the scan does not
-/// stop at each line.
+/// afterwards, so the scan does not stop at each line. For the line's number too, use
+/// [`LineFinder`] with [`line_numbers`](LineFinder::line_numbers) set: counting every
+/// newline read made the search about 1.2x as long on a page-cached log.
 pub async fn find_line<R: AsyncRead + Unpin>(
     reader: R,
     needle: &[u8],
     max_line: usize,
 ) -> Result<Option<LineMatch>, Error> {
-    let mut search = LineSearch::new(needle, max_line);
-    drive(reader, &mut search).await
+    LineFinder::new(needle)
+        .max_line(max_line)
+        .find(reader)
+        .await
 }
 
 /// [`find_line`] for a blocking reader (a file in the page cache): no async round trip
@@ -327,8 +333,75 @@ pub fn find_line_blocking<R: Read>(
     needle: &[u8],
     max_line: usize,
 ) -> Result<Option<LineMatch>, Error> {
-    let mut search = LineSearch::new(needle, max_line);
-    drive_blocking(reader, &mut search)
+    LineFinder::new(needle)
+        .max_line(max_line)
+        .find_blocking(reader)
+}
+
+/// A line search with its settings: [`find_line`]'s search, with line numbers when
+/// asked (as ripgrep's searcher counts lines only under `--line-number`).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), bounded_stream::Error> {
+/// use bounded_stream::LineFinder;
+///
+/// let log = &b"step 1 ok\nwarning: deprecated flag\nstep 2 ok\n"[..];
+/// let hit = LineFinder::new(b"warning:")
+///     .max_line(64 * 1024)
+///     .line_numbers(true)
+///     .find(log)
+///     .await?;
+/// assert_eq!(hit.map(|m| m.number), Some(Some(2)));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LineFinder<'n> {
+    needle: &'n [u8],
+    max_line: usize,
+    numbers: bool,
+}
+
+impl<'n> LineFinder<'n> {
+    /// A search for the first line holding `needle`: lines of up to [`READ_CHUNK`]
+    /// bytes searched whole, no line numbers.
+    pub fn new(needle: &'n [u8]) -> Self {
+        LineFinder {
+            needle,
+            max_line: READ_CHUNK,
+            numbers: false,
+        }
+    }
+
+    /// The longest line kept in memory (at least 1): the search's memory is this plus
+    /// one [`READ_CHUNK`]. A needle past the first `max_line` bytes of a longer line is
+    /// not seen.
+    pub fn max_line(mut self, max_line: usize) -> Self {
+        self.max_line = max_line;
+        self
+    }
+
+    /// Count lines, so that a match carries its [`number`](LineMatch::number): every
+    /// newline read is counted (vectorised), about a fifth more time on a page-cached
+    /// log. Default: off.
+    pub fn line_numbers(mut self, count: bool) -> Self {
+        self.numbers = count;
+        self
+    }
+
+    /// Searches `reader` to its first matching line or its end.
+    pub async fn find<R: AsyncRead + Unpin>(&self, reader: R) -> Result<Option<LineMatch>, Error> {
+        let mut search = LineSearch::new(self);
+        drive(reader, &mut search).await
+    }
+
+    /// [`find`](Self::find) for a blocking reader (a file in the page cache): no async
+    /// round trip per chunk. Run it on a blocking thread.
+    pub fn find_blocking<R: Read>(&self, reader: R) -> Result<Option<LineMatch>, Error> {
+        let mut search = LineSearch::new(self);
+        drive_blocking(reader, &mut search)
+    }
 }
 
 /// A search fed one read at a time: where the next read goes, and what a read's
@@ -373,8 +446,10 @@ struct LineSearch<'n> {
     /// Start of the line not yet complete (everything before it was searched).
     start: usize,
     end: usize,
-    /// The number of the line at `start`.
+    /// The number of the line at `start`, when `numbers`.
     line: u64,
+    /// Count lines ([`LineFinder::line_numbers`]).
+    numbers: bool,
     max_line: usize,
     /// The line at `start` began in an earlier read and was over `max_line`: its
     /// searchable start is gone, the rest is skipped up to its newline.
@@ -383,8 +458,8 @@ struct LineSearch<'n> {
 }
 
 impl<'n> LineSearch<'n> {
-    fn new(needle: &'n [u8], max_line: usize) -> Self {
-        let max_line = max_line.max(1);
+    fn new(settings: &LineFinder<'n>) -> Self {
+        let (needle, max_line) = (settings.needle, settings.max_line.max(1));
         let (buf, head) = read_buffer(max_line);
         LineSearch {
             finder: Finder::new(needle),
@@ -394,6 +469,7 @@ impl<'n> LineSearch<'n> {
             start: head,
             end: head,
             line: 1,
+            numbers: settings.numbers,
             max_line,
             skipping: false,
             received: 0,
@@ -420,7 +496,9 @@ impl<'n> LineSearch<'n> {
             {
                 return Some(found);
             }
-            self.line += count_lines(&self.buf[from..complete]);
+            if self.numbers {
+                self.line += count_lines(&self.buf[from..complete]);
+            }
             self.start = complete;
         }
         if self.skipping {
@@ -446,10 +524,12 @@ impl<'n> LineSearch<'n> {
             let line_start = memchr::memrchr(b'\n', &self.buf[at..hit]).map_or(at, |i| at + i + 1);
             let line_end = memchr::memchr(b'\n', &self.buf[hit..to]).map_or(to, |i| hit + i);
             if hit + self.finder.needle().len() <= line_start + self.max_line {
-                let line = self.line + count_lines(&self.buf[from..line_start]);
+                let number = self
+                    .numbers
+                    .then(|| self.line + count_lines(&self.buf[from..line_start]));
                 let end = line_end.min(line_start + self.max_line);
                 return Some(LineMatch {
-                    number: line,
+                    number,
                     line: bytes::Bytes::copy_from_slice(&self.buf[line_start..end]),
                 });
             }
@@ -465,7 +545,7 @@ impl<'n> LineSearch<'n> {
     /// The over-long line at `from` (its searchable start `buf[from..cut]`) as a match.
     fn found(&self, from: usize, cut: usize) -> LineMatch {
         LineMatch {
-            number: self.line,
+            number: self.numbers.then_some(self.line),
             line: bytes::Bytes::copy_from_slice(&self.buf[from..cut]),
         }
     }
@@ -506,7 +586,8 @@ fn count_lines(bytes: &[u8]) -> u64 {
     bytecount::count(bytes, b'\n') as u64
 }
 
-/// The first line matching `regex`, like [`find_line`].
+/// The first line matching `regex`, like [`find_line`], with its number (the regex
+/// runs line by line, which counts them anyway).
 #[cfg(feature = "regex")]
 #[cfg_attr(docsrs, doc(cfg(feature = "regex")))]
 pub async fn find_line_regex<R: AsyncRead + Unpin>(
@@ -531,7 +612,7 @@ async fn first_line<R: AsyncRead + Unpin>(
         }
         let line_bytes = bytes::Bytes::copy_from_slice(line.bytes);
         found = Some(LineMatch {
-            number: line.number,
+            number: Some(line.number),
             line: line_bytes,
         });
         ControlFlow::Break(())

@@ -4,8 +4,8 @@ use std::io;
 use std::ops::ControlFlow;
 
 use bounded_stream::{
-    Error, find, find_line, find_line_regex, scan_lines, scan_lines_blocking, tail_bytes,
-    tail_lines,
+    Error, LineFinder, find, find_line, find_line_regex, scan_lines, scan_lines_blocking,
+    tail_bytes, tail_lines,
 };
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -130,7 +130,18 @@ async fn a_huge_single_line_is_reported_truncated_not_buffered() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(found.number, 2);
+    assert_eq!(
+        (found.number, &found.line[..]),
+        (None, &b"warning: after the long line"[..])
+    );
+    let numbered = LineFinder::new(b"warning:")
+        .max_line(1024)
+        .line_numbers(true)
+        .find(&data[..])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(numbered.number, Some(2));
     assert_eq!(
         find(&data[..], b"warning:").await.unwrap(),
         Some((64 << 20) + 1)
@@ -146,7 +157,16 @@ async fn find_line_and_regex_report_the_line() {
         .unwrap();
     assert_eq!(
         (hit.number, &hit.line[..]),
-        (3, &b"warning: deprecated flag --foo"[..])
+        (None, &b"warning: deprecated flag --foo"[..])
+    );
+    let numbered = LineFinder::new(b"warning:").line_numbers(true);
+    assert_eq!(
+        numbered.find(&log[..]).await.unwrap().unwrap().number,
+        Some(3)
+    );
+    assert_eq!(
+        numbered.find_blocking(&log[..]).unwrap().unwrap().number,
+        Some(3)
     );
     let re = regex::bytes::Regex::new(r"step \d ok$").unwrap();
     assert_eq!(
@@ -155,7 +175,7 @@ async fn find_line_and_regex_report_the_line() {
             .unwrap()
             .unwrap()
             .number,
-        1
+        Some(1)
     );
     assert!(
         find_line(&log[..], b"error:", 4096)

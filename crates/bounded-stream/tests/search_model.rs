@@ -7,7 +7,9 @@
 use std::io::Read;
 use std::ops::ControlFlow;
 
-use bounded_stream::{find, find_blocking, find_line, find_line_blocking, scan_lines_blocking};
+use bounded_stream::{
+    LineFinder, find, find_blocking, find_line, find_line_blocking, scan_lines_blocking,
+};
 use proptest::prelude::*;
 
 /// Hands out `data` in pieces of the sizes given, in turn.
@@ -28,14 +30,14 @@ impl Read for Pieces<'_> {
     }
 }
 
-fn model_line(data: &[u8], needle: &[u8], max_line: usize) -> Option<(u64, Vec<u8>)> {
+fn model_line(data: &[u8], needle: &[u8], max_line: usize) -> Option<(Option<u64>, Vec<u8>)> {
     let finder = memchr::memmem::Finder::new(needle);
     let mut found = None;
     scan_lines_blocking(data, max_line, |line| {
         if finder.find(line.bytes).is_none() {
             return ControlFlow::Continue(());
         }
-        found = Some((line.number, line.bytes.to_vec()));
+        found = Some((Some(line.number), line.bytes.to_vec()));
         ControlFlow::Break(())
     })
     .unwrap();
@@ -61,12 +63,27 @@ proptest! {
         sizes in prop::collection::vec(1usize..40, 1..6),
     ) {
         let want = model_line(&data, &needle, max_line);
+        // Numbered, in odd pieces and async.
+        let numbered = LineFinder::new(&needle).max_line(max_line).line_numbers(true);
+        let reader = Pieces { data: &data, sizes: sizes.clone(), turn: 0 };
+        let got = numbered
+            .find_blocking(reader)
+            .unwrap()
+            .map(|m| (m.number, m.line.to_vec()));
+        prop_assert_eq!(&got, &want);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let got_async = runtime
+            .block_on(numbered.find(&data[..]))
+            .unwrap()
+            .map(|m| (m.number, m.line.to_vec()));
+        prop_assert_eq!(&got_async, &want);
+        // The default, unnumbered: the same line.
+        let want = want.map(|(_, line)| (None, line));
         let reader = Pieces { data: &data, sizes: sizes.clone(), turn: 0 };
         let got = find_line_blocking(reader, &needle, max_line)
             .unwrap()
             .map(|m| (m.number, m.line.to_vec()));
         prop_assert_eq!(&got, &want);
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let got_async = runtime
             .block_on(find_line(&data[..], &needle, max_line))
             .unwrap()

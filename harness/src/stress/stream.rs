@@ -74,11 +74,14 @@ async fn log_scan(profile: Profile) -> Result<Scenario> {
         peak_kib as f64 / 1024.0,
         if reset { "" } else { " (VmHWM could not be reset: peak is since process start)" }
     ));
-    let line = found.as_ref().map(|m| m.number).unwrap_or(0);
+    let line = found
+        .as_ref()
+        .map(|m| String::from_utf8_lossy(&m.line[..m.line.len().min(40)]).into_owned())
+        .unwrap_or_default();
     s.check(
         "the warning line was found",
         found.is_some(),
-        format!("line {line}"),
+        format!("{line:?}"),
     );
     s.check(
         "peak RSS under 15 MB above baseline",
