@@ -173,6 +173,14 @@ impl<K, V> Inner<K, V> {
 /// 3,000 processes at 64 shards (and 3 at 16), which then held nothing while the others
 /// evicted. One multiply per lookup. Any `shift` works with `shards` a power of two (the
 /// mask covers one shard, where `shift` is 63).
+///
+/// The price: under most seeds those raw bits spread sequential keys more evenly than
+/// chance (a Weyl sequence), and the mixed ones spread them as chance does. The 1,000
+/// hottest of 11,000 sequential keys over 32 shards: the fullest shard held a median of
+/// 34 (raw) against 43 (mixed), over 3,000 seeds; the stress harness's cache group
+/// (Zipf over 20,000 integer endpoints) evicted about 2,500 for capacity instead of
+/// 1,000 and made about 1% more API calls. Kept: the raw bits' worst seeds were a cache
+/// that held half its bound.
 #[inline]
 fn shard_index(hash: u64, shift: u32, shards: usize) -> usize {
     ((hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize) & (shards - 1)
