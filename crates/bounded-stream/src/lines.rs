@@ -41,7 +41,10 @@ pub struct ScanSummary {
 }
 
 /// The line splitter behind every scan: feed it bytes, it calls back per line. Its
-/// buffer is `max_line + READ_CHUNK` bytes, allocated once.
+/// buffer holds one read (`READ_CHUNK`) and the incomplete line before it: room for
+/// `READ_CHUNK` of that at first (or `max_line`, if smaller), doubled while a longer
+/// incomplete line needs it, never past `max_line`. So `max_line` is a bound, not an
+/// allocation: a generous one costs nothing until a line that long comes.
 #[derive(Debug)]
 pub struct LineSplitter {
     buf: Vec<u8>,
@@ -58,7 +61,7 @@ impl LineSplitter {
     /// A splitter for lines of at most `max_line` bytes (longer ones are truncated).
     pub fn new(max_line: usize) -> Self {
         let max_line = max_line.max(1);
-        let (buf, head) = read_buffer(max_line);
+        let (buf, head) = read_buffer(max_line.min(INITIAL_KEEP));
         LineSplitter {
             buf,
             head,
@@ -73,7 +76,14 @@ impl LineSplitter {
     /// Space to read the next bytes into (`READ_CHUNK`, at an aligned address); then
     /// call [`filled`](Self::filled) with how many were written.
     pub fn spare(&mut self) -> &mut [u8] {
-        make_room(&mut self.buf, self.head, &mut self.start, &mut self.end)
+        let max_line = self.max_line;
+        make_room(
+            &mut self.buf,
+            &mut self.head,
+            &mut self.start,
+            &mut self.end,
+            max_line,
+        )
     }
 
     /// Processes `n` new bytes written into [`spare`](Self::spare).
@@ -184,31 +194,55 @@ impl LineSplitter {
 /// needle's possible start) used to misalign every read by their length.
 const ALIGN: usize = 64;
 
+/// Room for an incomplete line set aside before any line needs more: a larger
+/// `max_line` is grown into (`make_room`). Allocating `max_line` up front made
+/// `scan_lines(reader, 1 << 40, ..)` ask for 1 TiB and abort the process.
+const INITIAL_KEEP: usize = READ_CHUNK;
+
 /// A read buffer with room for `keep` bytes carried over (an incomplete line, a needle's
 /// possible start) in front of a `READ_CHUNK` read area at an aligned address; returns
 /// it and where the read area starts (the "head").
 fn read_buffer(keep: usize) -> (Vec<u8>, usize) {
-    let mut buf = vec![0; keep + ALIGN + READ_CHUNK];
-    let misaligned = (buf.as_ptr() as usize + keep) % ALIGN;
-    let head = keep + (ALIGN - misaligned) % ALIGN;
+    let mut buf = vec![0; keep.saturating_add(ALIGN + READ_CHUNK)];
+    let head = keep + aligning(&buf, keep);
     buf.truncate(head + READ_CHUNK);
     (buf, head)
 }
 
-/// Moves the carried bytes `buf[*start..*end]` (at most `head` of them) to end at
-/// `head`, and returns the read area after them.
+/// Moves the carried bytes `buf[*start..*end]` (at most `max_keep` of them) to end at
+/// `head`, and returns the read area after them. More than `head` of them: the buffer
+/// first grows to twice the room (or as much as they need), up to `max_keep`, in place
+/// where the allocator can (a large block is remapped, not copied beside the old one).
 fn make_room<'b>(
-    buf: &'b mut [u8],
-    head: usize,
+    buf: &'b mut Vec<u8>,
+    head: &mut usize,
     start: &mut usize,
     end: &mut usize,
+    max_keep: usize,
 ) -> &'b mut [u8] {
-    if *end != head {
+    if *end != *head {
         let len = *end - *start;
-        buf.copy_within(*start..*end, head - len);
-        (*start, *end) = (head - len, head);
+        if len > *head {
+            let keep = head.saturating_mul(2).min(max_keep).max(len);
+            buf.copy_within(*start..*end, 0);
+            let grown = keep.saturating_add(ALIGN + READ_CHUNK);
+            // Exact: `resize` alone would double the capacity.
+            buf.reserve_exact(grown.saturating_sub(buf.len()));
+            buf.resize(grown, 0);
+            *head = keep + aligning(buf, keep);
+            buf.truncate(*head + READ_CHUNK);
+            buf.copy_within(0..len, *head - len);
+        } else {
+            buf.copy_within(*start..*end, *head - len);
+        }
+        (*start, *end) = (*head - len, *head);
     }
-    &mut buf[head..]
+    &mut buf[*head..]
+}
+
+/// The padding after `buf[..at]` that puts the next byte at an `ALIGN` address.
+fn aligning(buf: &[u8], at: usize) -> usize {
+    (ALIGN - (buf.as_ptr() as usize).wrapping_add(at) % ALIGN) % ALIGN
 }
 
 /// Hands `buf[from..to]` (cut to `max_line`) to the callback as the next line.
@@ -374,9 +408,9 @@ impl<'n> LineFinder<'n> {
         }
     }
 
-    /// The longest line kept in memory (at least 1): the search's memory is this plus
-    /// one [`READ_CHUNK`]. A needle past the first `max_line` bytes of a longer line is
-    /// not seen.
+    /// The longest line kept in memory (at least 1): the search's memory is at most
+    /// this plus one [`READ_CHUNK`], and grows to it only as long lines come. A needle
+    /// past the first `max_line` bytes of a longer line is not seen.
     pub fn max_line(mut self, max_line: usize) -> Self {
         self.max_line = max_line;
         self
@@ -433,8 +467,9 @@ fn drive_blocking<S: Search>(mut reader: impl Read, search: &mut S) -> Result<S:
     }
 }
 
-/// The line search behind [`find_line`]: the splitter's buffer (`max_line` plus one read
-/// chunk), searched a read at a time instead of a line at a time.
+/// The line search behind [`find_line`]: the splitter's buffer (room for an incomplete
+/// line, grown up to `max_line` as needed, then one read chunk), searched a read at a
+/// time instead of a line at a time.
 struct LineSearch<'n> {
     finder: Finder<'n>,
     /// A needle holding a newline is in no line: the input is read to its end (so read
@@ -460,7 +495,7 @@ struct LineSearch<'n> {
 impl<'n> LineSearch<'n> {
     fn new(settings: &LineFinder<'n>) -> Self {
         let (needle, max_line) = (settings.needle, settings.max_line.max(1));
-        let (buf, head) = read_buffer(max_line);
+        let (buf, head) = read_buffer(max_line.min(INITIAL_KEEP));
         LineSearch {
             finder: Finder::new(needle),
             in_no_line: memchr::memchr(b'\n', needle).is_some(),
@@ -523,11 +558,11 @@ impl<'n> LineSearch<'n> {
             let hit = at + hit;
             let line_start = memchr::memrchr(b'\n', &self.buf[at..hit]).map_or(at, |i| at + i + 1);
             let line_end = memchr::memchr(b'\n', &self.buf[hit..to]).map_or(to, |i| hit + i);
-            if hit + self.finder.needle().len() <= line_start + self.max_line {
+            if hit + self.finder.needle().len() <= line_start.saturating_add(self.max_line) {
                 let number = self
                     .numbers
                     .then(|| self.line + count_lines(&self.buf[from..line_start]));
-                let end = line_end.min(line_start + self.max_line);
+                let end = line_end.min(line_start.saturating_add(self.max_line));
                 return Some(LineMatch {
                     number,
                     line: bytes::Bytes::copy_from_slice(&self.buf[line_start..end]),
@@ -556,7 +591,14 @@ impl Search for LineSearch<'_> {
 
     /// Space for the next read, the incomplete line moved just before it.
     fn spare(&mut self) -> &mut [u8] {
-        make_room(&mut self.buf, self.head, &mut self.start, &mut self.end)
+        let max_line = self.max_line;
+        make_room(
+            &mut self.buf,
+            &mut self.head,
+            &mut self.start,
+            &mut self.end,
+            max_line,
+        )
     }
 
     fn step(&mut self, read: io::Result<usize>) -> ControlFlow<Result<Option<LineMatch>, Error>> {
@@ -673,7 +715,15 @@ impl Search for ByteSearch<'_> {
     type Answer = Option<u64>;
 
     fn spare(&mut self) -> &mut [u8] {
-        make_room(&mut self.buf, self.head, &mut self.start, &mut self.end)
+        // The room set aside is the needle's length less one: the most ever carried.
+        let keep = self.head;
+        make_room(
+            &mut self.buf,
+            &mut self.head,
+            &mut self.start,
+            &mut self.end,
+            keep,
+        )
     }
 
     fn step(&mut self, read: io::Result<usize>) -> ControlFlow<Result<Option<u64>, Error>> {

@@ -4,8 +4,8 @@ use std::io;
 use std::ops::ControlFlow;
 
 use bounded_stream::{
-    Error, LineFinder, find, find_line, find_line_regex, scan_lines, scan_lines_blocking,
-    tail_bytes, tail_lines,
+    Error, LineFinder, READ_CHUNK, find, find_line, find_line_blocking, find_line_regex,
+    scan_lines, scan_lines_blocking, tail_bytes, tail_lines,
 };
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -217,5 +217,88 @@ async fn a_read_error_is_reported_with_the_count() {
             source,
         }) => assert_eq!(source.kind(), io::ErrorKind::BrokenPipe),
         other => panic!("expected Source error, got {other:?}"),
+    }
+}
+
+/// Lines around and past the room set aside at first (`READ_CHUNK`), under a `max_line`
+/// far larger: each is seen whole, under any chunking, by the scan, the line search and
+/// the blocking scan; and one `max_line` smaller than such a line still truncates it.
+#[test]
+fn lines_longer_than_the_first_room_grow_it_up_to_max_line() {
+    let mut data = Vec::new();
+    for (i, len) in [
+        10,
+        READ_CHUNK - 1,
+        READ_CHUNK,
+        READ_CHUNK + 1,
+        3,
+        2 * READ_CHUNK + 7,
+        300_000,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        data.extend(std::iter::repeat_n(b'a' + i as u8, len));
+        data.push(b'\n');
+    }
+    data.extend_from_slice(&[b'z'; 200_000]);
+    data.extend_from_slice(b" warning: at the end of a long last line");
+    let rt = runtime();
+    for max_line in [1 << 20, 150_000] {
+        let want = model(&data, max_line);
+        for sizes in [&[READ_CHUNK][..], &[7_001, 100_000, 1], &[1 << 20]] {
+            let mut got = Vec::new();
+            rt.block_on(scan_lines(chunked(&data, sizes), max_line, |line| {
+                got.push((line.bytes.to_vec(), line.truncated));
+                ControlFlow::Continue(())
+            }))
+            .unwrap();
+            assert!(got == want, "max_line {max_line}, reads of {sizes:?}");
+            let found = rt
+                .block_on(find_line(chunked(&data, sizes), b"warning:", max_line))
+                .unwrap();
+            // The needle is past the first 150,000 bytes of its line.
+            assert_eq!(
+                found.map(|m| m.line.len()),
+                (max_line > 200_040).then_some(200_040),
+                "max_line {max_line}, reads of {sizes:?}"
+            );
+        }
+        let mut blocking = Vec::new();
+        scan_lines_blocking(&data[..], max_line, |line| {
+            blocking.push((line.bytes.to_vec(), line.truncated));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert!(blocking == want, "blocking, max_line {max_line}");
+    }
+}
+
+/// `max_line` is a bound, not an allocation: any value, `usize::MAX` included, is
+/// taken (it once asked the allocator for all of it, and `1 << 40` aborted the process).
+#[tokio::test]
+async fn any_max_line_is_taken_without_allocating_it() {
+    let log = b"step 1 ok\nwarning: deprecated flag\n";
+    for max_line in [1 << 40, usize::MAX] {
+        let mut lines = 0;
+        let summary = scan_lines(&log[..], max_line, |_| {
+            lines += 1;
+            ControlFlow::Continue(())
+        })
+        .await
+        .unwrap();
+        assert_eq!((lines, summary.lines), (2, 2));
+        let hit = LineFinder::new(b"warning:")
+            .max_line(max_line)
+            .line_numbers(true)
+            .find(&log[..])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(hit.number, Some(2));
+        let blocking = find_line_blocking(&log[..], b"warning:", max_line).unwrap();
+        assert_eq!(blocking.map(|m| m.line.len()), Some(24));
+        let tail = tail_lines(&log[..], 1, max_line).await.unwrap();
+        assert_eq!(tail, vec![Bytes::from_static(b"warning: deprecated flag")]);
     }
 }

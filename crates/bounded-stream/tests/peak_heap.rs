@@ -35,6 +35,20 @@ mod counting {
             // SAFETY: forwarded unchanged.
             unsafe { System.dealloc(ptr, layout) }
         }
+
+        // Counted as the allocator holds it: a block grown in place (or remapped) is
+        // not held twice, as the default's allocate-copy-free would count it.
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            if new_size >= layout.size() {
+                let grow = new_size - layout.size();
+                let now = CURRENT.fetch_add(grow, Ordering::Relaxed) + grow;
+                PEAK.fetch_max(now, Ordering::Relaxed);
+            } else {
+                CURRENT.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+            // SAFETY: forwarded unchanged.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
     }
 
     #[global_allocator]
@@ -102,6 +116,36 @@ fn peak_heap_follows_the_cap_not_the_input() {
     assert!(
         peak <= max_line + READ_CHUNK + 2 * CHUNK + SLACK,
         "scan: peak {peak}"
+    );
+
+    // 2b. A `max_line` of 1 TiB is a bound, not an allocation: over 16 MiB of short
+    //     lines the splitter keeps its first room (a read chunk for the incomplete
+    //     line, one for the read); one line of 1 MiB grows it to twice that at most.
+    let short = tokio_util::io::StreamReader::new(
+        futures_util::stream::repeat_with(|| {
+            Ok::<_, std::io::Error>(Bytes::from(b"ok\n".repeat(CHUNK / 3)))
+        })
+        .take(16 * MIB / CHUNK),
+    );
+    let (summary, peak) = peak_during(
+        &rt,
+        scan_lines(short, 1 << 40, |_| ControlFlow::Continue(())),
+    );
+    assert_eq!(summary.unwrap().truncated_lines, 0);
+    assert!(
+        peak <= 2 * READ_CHUNK + 2 * CHUNK + SLACK,
+        "scan, 1 TiB max_line, short lines: peak {peak}"
+    );
+    let one_mib_line = tokio_util::io::StreamReader::new(endless().take(MIB / CHUNK));
+    let (summary, peak) = peak_during(
+        &rt,
+        scan_lines(one_mib_line, 1 << 40, |_| ControlFlow::Continue(())),
+    );
+    assert_eq!(summary.unwrap().truncated_lines, 0);
+    // The room doubled to 1 MiB, the old 512 KiB still held while the line moves.
+    assert!(
+        peak <= 2 * MIB + READ_CHUNK + 4 * CHUNK + SLACK,
+        "scan, 1 TiB max_line, a 1 MiB line: peak {peak}"
     );
 
     // 3. Decoding a 256 MiB gzip bomb to the end (no cap hit): memory is the decoder's
