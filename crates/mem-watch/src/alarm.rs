@@ -103,7 +103,8 @@ impl LeakAlarm {
             rss_tolerance: 4096.0,
             fd_tolerance: 0.5,
             confidence: 0.99,
-            samples: VecDeque::with_capacity(window),
+            // Grown as samples come: a window of `usize::MAX` is taken, not allocated.
+            samples: VecDeque::with_capacity(window.min(4096)),
             raised_memory: false,
             raised_fds: false,
         }

@@ -48,6 +48,10 @@ impl LeakReport {
     }
 }
 
+/// Samples set aside up front; more rounds grow the list as they run (a `rounds` of
+/// `usize::MAX` asked for all of it at once and panicked).
+const PREALLOCATED_ROUNDS: usize = 4096;
+
 impl LeakCheck {
     /// `rounds` measured rounds after 5 warm-up rounds; a leak is a trend above 4 KiB
     /// (one page) of resident memory or 0.5 descriptors per round.
@@ -82,8 +86,8 @@ impl LeakCheck {
     pub fn run(&self, mut op: impl FnMut()) -> Result<LeakReport> {
         self.check_rounds()?;
         let mut probe = Probe::new()?;
-        let mut samples = Vec::with_capacity(self.rounds);
-        for round in 0..self.warmup + self.rounds {
+        let mut samples = Vec::with_capacity(self.rounds.min(PREALLOCATED_ROUNDS));
+        for round in 0..self.warmup.saturating_add(self.rounds) {
             op();
             if round >= self.warmup {
                 samples.push(probe.sample());
@@ -100,8 +104,8 @@ impl LeakCheck {
     {
         self.check_rounds()?;
         let mut probe = Probe::new()?;
-        let mut samples = Vec::with_capacity(self.rounds);
-        for round in 0..self.warmup + self.rounds {
+        let mut samples = Vec::with_capacity(self.rounds.min(PREALLOCATED_ROUNDS));
+        for round in 0..self.warmup.saturating_add(self.rounds) {
             op().await;
             if round >= self.warmup {
                 samples.push(probe.sample());

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use mem_watch::{LeakAlarm, Resource, Sample, Source, WatchConfig, Watcher};
+use mem_watch::{LeakAlarm, LeakCheck, Resource, Sample, Source, WatchConfig, Watcher};
 
 const MIB: u64 = 1 << 20;
 
@@ -141,4 +141,29 @@ async fn a_watcher_raises_a_leak_per_tick_and_says_what_it_suspects() {
     );
     assert_eq!(watcher.suspected(), [Resource::Memory]);
     watcher.stop().await;
+}
+
+/// A window of `usize::MAX` is taken as a bound, not allocated (it once panicked): the
+/// window never fills, so nothing is raised, and the trend of what it holds is there.
+#[test]
+fn a_window_of_usize_max_is_a_bound_not_an_allocation() {
+    let mut alarm = LeakAlarm::new(usize::MAX);
+    let raised = feed(&mut alarm, |i| 50 * MIB + i * MIB, |_| 20, 200);
+    assert!(raised.is_empty(), "{raised:?}");
+    let trend = alarm.trend(Resource::Memory).unwrap();
+    assert_eq!(trend.slope, MIB as f64);
+}
+
+/// Any number of rounds is taken without allocating for all of them first (a `rounds`
+/// of `usize::MAX` once panicked on its sample list before running anything): the
+/// first round runs.
+#[test]
+fn any_number_of_rounds_is_taken() {
+    let ran = std::panic::catch_unwind(|| {
+        let _ = LeakCheck::new(usize::MAX)
+            .warmup(usize::MAX)
+            .run(|| std::panic::panic_any("the first round ran"));
+    });
+    let payload = ran.unwrap_err();
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"the first round ran"));
 }

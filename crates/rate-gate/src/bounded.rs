@@ -87,7 +87,8 @@ where
     let total = items.len();
     let mut pending = items.into_iter().enumerate();
     let mut results: Vec<Option<R>> = (0..total).map(|_| None).collect();
-    let mut running: Vec<Slot<'a, R>> = Vec::with_capacity(limit.max(1));
+    // No more slots than items: a `limit` of `usize::MAX` ("no limit") is taken as is.
+    let mut running: Vec<Slot<'a, R>> = Vec::with_capacity(limit.clamp(1, total.max(1)));
     let mut done = 0;
     let mut stopped = false;
     loop {

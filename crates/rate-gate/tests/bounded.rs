@@ -62,3 +62,27 @@ async fn the_first_error_stops_the_run_and_cancels_the_rest() {
     assert!(started.get() <= 10, "{} items started", started.get());
     assert_eq!(finished.get(), 6, "items 0-4 and the failing 7");
 }
+
+/// "No limit" as `usize::MAX` is taken: every item runs at once, nothing is allocated
+/// for the limit itself (a slot list of `limit` entries once panicked).
+#[tokio::test(start_paused = true)]
+async fn a_limit_of_usize_max_runs_everything_at_once() {
+    let (in_flight, peak) = (Cell::new(0), Cell::new(0));
+    let out = map_bounded(
+        0..5u64,
+        usize::MAX,
+        |i| {
+            let (in_flight, peak) = (&in_flight, &peak);
+            async move {
+                in_flight.set(in_flight.get() + 1);
+                peak.set(peak.get().max(in_flight.get()));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                in_flight.set(in_flight.get() - 1);
+                i
+            }
+        },
+        |_, _| {},
+    )
+    .await;
+    assert_eq!((out, peak.get()), ((0..5).collect::<Vec<_>>(), 5));
+}
