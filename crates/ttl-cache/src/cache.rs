@@ -368,7 +368,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
         // An entry bound reserves its room up front, up to `RESERVED` entries in all:
         // growing by doubling would leave the old tables behind in the allocator.
         let reserve = if weigher.is_none() {
-            (limit + 1).min((RESERVED / shards) as u64) as usize
+            limit.saturating_add(1).min((RESERVED / shards) as u64) as usize
         } else {
             0
         };

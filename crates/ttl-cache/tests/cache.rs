@@ -543,3 +543,23 @@ fn the_shards_together_hold_the_bound_exactly() {
     }
     assert_eq!(c.len(), 100);
 }
+
+/// Any bound is taken, `u64::MAX` in one shard included (its room set aside up front
+/// once overflowed computing one more than the bound).
+#[test]
+fn any_bound_is_taken() {
+    for shards in [1, 64] {
+        let c: Cache<u64, u64> = Cache::builder()
+            .max_entries(u64::MAX)
+            .shards(shards)
+            .build();
+        c.insert(1, 10);
+        assert_eq!(c.get(&1), Some(10));
+        let w: Cache<u64, u64> = Cache::builder()
+            .max_weight(u64::MAX, |_, v| *v)
+            .shards(shards)
+            .build();
+        w.insert(2, u64::MAX);
+        assert_eq!(w.get(&2), Some(u64::MAX));
+    }
+}
