@@ -172,7 +172,7 @@ pub use client::CappedClient;
 )]
 pub use decode::{DECODE_CHUNK, DecodeLimits, Decoded, collect_decoded, decode};
 pub use error::{Codec, DecodeFailure, Error, Stage};
-pub use limits::{Limits, MinRate, OnLimit};
+pub use limits::{LONGEST_LIMIT, Limits, MinRate, OnLimit};
 #[cfg(feature = "regex")]
 #[cfg_attr(docsrs, doc(cfg(feature = "regex")))]
 pub use lines::find_line_regex;

@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+/// The longest time limit kept as given: 100 years, "never" in practice. A longer one
+/// (`Duration::MAX`, say) is taken as this, since adding it to the clock's reading would
+/// overflow (it once panicked on the stream's first poll).
+pub const LONGEST_LIMIT: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// What happens at the byte cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnLimit {
@@ -64,8 +69,9 @@ impl Limits {
     /// Fail if no byte arrives for `timeout`. To keep a precise clock off the per-chunk
     /// path, progress is sampled four times per `timeout`: the error comes between
     /// `timeout` and `1.25 * timeout` after the last byte, never before `timeout`.
+    /// Longer than [`LONGEST_LIMIT`] (`Duration::MAX` for "never", say) is taken as it.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle = Some(timeout);
+        self.idle = Some(timeout.min(LONGEST_LIMIT));
         self
     }
 
@@ -73,8 +79,9 @@ impl Limits {
     /// source waits (tokio's timer) and while it is always ready, however long the
     /// consumer holds the thread between chunks (each chunk is checked against the
     /// coarse clock, so the error may come up to one kernel tick late, never early).
+    /// Longer than [`LONGEST_LIMIT`] is taken as it.
     pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = Some(deadline);
+        self.deadline = Some(deadline.min(LONGEST_LIMIT));
         self
     }
 
@@ -85,11 +92,14 @@ impl Limits {
     /// busy, say unpacking what it read) is not counted, and judging resumes with a new
     /// window at the next poll; nor is a window in which the source never made the
     /// stream wait (every byte was ready when asked for, so the consumer set the pace).
+    ///
+    /// A `window` under 1 ms is taken as 1 ms (a zero window once looped for ever), and
+    /// a `window` or `grace` longer than [`LONGEST_LIMIT`] as it.
     pub fn min_rate(mut self, bytes: u64, window: Duration, grace: Duration) -> Self {
         self.min_rate = Some(MinRate {
             bytes,
-            window,
-            grace,
+            window: window.clamp(Duration::from_millis(1), LONGEST_LIMIT),
+            grace: grace.min(LONGEST_LIMIT),
         });
         self
     }

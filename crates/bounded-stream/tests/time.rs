@@ -181,3 +181,32 @@ async fn min_rate_does_not_blame_the_peer_for_a_consumer_that_reads_slowly() {
     }
     assert_eq!(total, 600);
 }
+
+/// `Duration::MAX` for "never" is taken (adding it to the clock once panicked on the
+/// first poll): the limits are kept as `LONGEST_LIMIT`, and a slow drip finishes.
+#[tokio::test(start_paused = true)]
+async fn duration_max_limits_mean_never() {
+    let limits = Limits::new(100)
+        .idle_timeout(Duration::MAX)
+        .deadline(Duration::MAX)
+        .min_rate(1, Duration::MAX, Duration::MAX);
+    let got = collect(drip(5, Duration::from_secs(3600)), &limits).await;
+    assert_eq!(got.unwrap().len(), 5);
+}
+
+/// A zero `min_rate` window is taken as 1 ms (it once looped for ever at the first
+/// check): a peer that stalls is still caught, and the error says the window used.
+#[tokio::test(start_paused = true)]
+async fn a_zero_min_rate_window_is_one_millisecond() {
+    let stalls = drip(1, Duration::from_millis(1)).chain(futures_util::stream::pending());
+    let err = collect(
+        stalls,
+        &Limits::new(100).min_rate(1, Duration::ZERO, Duration::ZERO),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::TooSlow { window, .. } if window == Duration::from_millis(1)),
+        "{err:?}"
+    );
+}

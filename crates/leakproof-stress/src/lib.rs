@@ -105,6 +105,11 @@ pub use report::{Case, Check, Report};
 pub use soak::{SERVICE_PID_VAR, Soak};
 pub use torture::{Torture, spread};
 
+/// The longest time a setting keeps as given (a deadline, a timeout, a settle time, an
+/// interval): 100 years. A longer one (`Duration::MAX`, say) is taken as this: added to
+/// the clock's reading it would overflow.
+pub const LONGEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
 /// The environment variable every process the command starts inherits: its value names
 /// the torture run and the round, so a survivor is found wherever it was re-parented.
 pub const MARKER_VAR: &str = "LEAKPROOF_STRESS_RUN";

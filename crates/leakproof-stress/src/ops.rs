@@ -172,13 +172,13 @@ impl Operations {
     /// How long the counts have to come back after the last operation (default 10 s;
     /// the wait ends as soon as they are back).
     pub fn settle(mut self, d: Duration) -> Self {
-        self.settle = d;
+        self.settle = d.min(crate::LONGEST_LIMIT);
         self
     }
 
     /// The watchdog: how long all the operations may take (default 300 s).
     pub fn time_limit(mut self, d: Duration) -> Self {
-        self.limit = d;
+        self.limit = d.min(crate::LONGEST_LIMIT);
         self
     }
 

@@ -86,7 +86,7 @@ impl Soak {
     /// over those samples rather than one per round: for a load that runs long (one
     /// round of a long load test). The tolerances are then per sample.
     pub fn interval(mut self, every: Duration) -> Self {
-        self.interval = Some(every.max(Duration::from_millis(1)));
+        self.interval = Some(every.clamp(Duration::from_millis(1), crate::LONGEST_LIMIT));
         self
     }
 
@@ -104,25 +104,25 @@ impl Soak {
 
     /// Time between the service's start and the first load run (default 1 s).
     pub fn ready(mut self, d: Duration) -> Self {
-        self.ready = d;
+        self.ready = d.min(crate::LONGEST_LIMIT);
         self
     }
 
     /// Time one load run may take before it is ended and counted as failed.
     pub fn load_timeout(mut self, d: Duration) -> Self {
-        self.load_timeout = d;
+        self.load_timeout = d.min(crate::LONGEST_LIMIT);
         self
     }
 
     /// Time the service has to exit after SIGTERM (default 10 s).
     pub fn deadline(mut self, d: Duration) -> Self {
-        self.deadline = d;
+        self.deadline = d.min(crate::LONGEST_LIMIT);
         self
     }
 
     /// Time what the service started has to go once it exited (default 2 s).
     pub fn settle(mut self, d: Duration) -> Self {
-        self.settle = d;
+        self.settle = d.min(crate::LONGEST_LIMIT);
         self
     }
 

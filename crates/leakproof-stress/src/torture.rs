@@ -108,14 +108,14 @@ impl Torture {
 
     /// How long the command has to exit after SIGTERM (default 10 s).
     pub fn deadline(mut self, d: Duration) -> Self {
-        self.deadline = d;
+        self.deadline = d.min(crate::LONGEST_LIMIT);
         self
     }
 
     /// How long a completed run may take before it counts as hung and is ended
     /// (default 600 s).
     pub fn timeout(mut self, d: Duration) -> Self {
-        self.timeout = d;
+        self.timeout = d.min(crate::LONGEST_LIMIT);
         self
     }
 
@@ -123,14 +123,14 @@ impl Torture {
     /// before it counts as left behind (default 2 s). The judging stops waiting as
     /// soon as nothing is left.
     pub fn settle(mut self, d: Duration) -> Self {
-        self.settle = d;
+        self.settle = d.min(crate::LONGEST_LIMIT);
         self
     }
 
     /// The span the random signal points are drawn from (default: the median time of
     /// the completed runs; 1 s without any).
     pub fn window(mut self, d: Duration) -> Self {
-        self.window = Some(d);
+        self.window = Some(d.min(crate::LONGEST_LIMIT));
         self
     }
 

@@ -202,3 +202,20 @@ fn a_gauge_off_its_value_and_an_unexpected_error_are_named() {
         );
     });
 }
+
+/// `Duration::MAX` for "as long as it takes" is taken as the settle time and the time
+/// limit (added to the clock's reading it once panicked): a clean scenario passes.
+#[test]
+fn duration_max_settle_and_time_limit_are_taken() {
+    alone(current(), async {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().to_path_buf();
+        let case = Operations::new("tidy", 5)
+            .settle(Duration::MAX)
+            .time_limit(Duration::MAX)
+            .temp_root(&path)
+            .run(|op| tidy(path.clone(), op))
+            .await;
+        assert!(case.passed(), "{:?}", failed(&case));
+    });
+}

@@ -114,6 +114,11 @@ mod monitor;
 mod scope;
 mod shutdown;
 
+/// The longest time limit kept as given (a shutdown's deadline and child grace, an API
+/// call's deadline): 100 years, "never" in practice. A longer one (`Duration::MAX`,
+/// say) is taken as this, since adding it to the clock's reading would overflow.
+pub const LONGEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
 #[cfg(feature = "json")]
 #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 pub use client::Paginate;

@@ -263,16 +263,18 @@ impl ShutdownBuilder {
     /// When the process is done, counted from the signal (default 25 s): work in flight
     /// runs until the deadline less the [release reserve](Self::release_reserve), is
     /// forced then, and the forced release (unwinding, child trees, temp entries) ends
-    /// by the deadline, at most [`PAST_DEADLINE`] after it.
+    /// by the deadline, at most [`PAST_DEADLINE`] after it. Longer than 100 years
+    /// (`Duration::MAX`, say) is taken as 100 years: added to the clock's reading it
+    /// would overflow (it once panicked when the shutdown began).
     pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = deadline;
+        self.deadline = deadline.min(crate::LONGEST_LIMIT);
         self
     }
 
     /// How long child trees still alive at the end get between SIGTERM and SIGKILL
     /// (default 2 s, and never past the deadline once forcing).
     pub fn child_grace(mut self, grace: Duration) -> Self {
-        self.child_grace = grace;
+        self.child_grace = grace.min(crate::LONGEST_LIMIT);
         self
     }
 

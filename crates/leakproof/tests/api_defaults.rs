@@ -664,3 +664,19 @@ async fn concurrent_gets_that_differ_in_a_header_do_not_share_an_answer() {
     assert!(html.text().contains("text/html"), "{}", html.text());
     assert_eq!(server.hits("GET", "/cache/vary"), 2, "each sent its own");
 }
+
+/// `Duration::MAX` for "no deadline" is taken (it once panicked on every call): a call
+/// answers as under the default.
+#[tokio::test(start_paused = true)]
+async fn a_deadline_of_duration_max_is_taken() {
+    let server = serve().await;
+    let api = ApiClient::builder(&format!("http://{}", server.addr))
+        .no_proxy()
+        .deadline(Duration::MAX)
+        .max_rate_limit_wait(Duration::MAX)
+        .backoff(Duration::MAX, Duration::MAX)
+        .build()
+        .unwrap();
+    let response = api.get("/other").await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+}

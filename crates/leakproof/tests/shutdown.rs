@@ -188,3 +188,29 @@ async fn the_sweep_ends_child_trees_nobody_waited_for() {
         "pid {pid} still there"
     );
 }
+
+/// `Duration::MAX` for "no deadline" is taken as a shutdown's deadline and child grace
+/// (it once panicked when the shutdown began): work in flight is waited for.
+#[tokio::test(start_paused = true)]
+async fn a_deadline_of_duration_max_waits_for_the_work() {
+    let _serial = SERIAL.lock().await;
+    let shutdown = Shutdown::builder()
+        .deadline(Duration::MAX)
+        .child_grace(Duration::MAX)
+        .build();
+    let (s, token) = (shutdown.clone(), shutdown.token());
+    let op = tokio::spawn(async move {
+        s.run("op", |_scope| async move {
+            token.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<_, Error>(())
+        })
+        .await
+    });
+    tokio::task::yield_now().await;
+    shutdown.trigger();
+    let report = shutdown.wait().await;
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.finished, ["op"]);
+    op.await.unwrap().unwrap().0.unwrap();
+}

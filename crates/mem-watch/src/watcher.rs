@@ -87,10 +87,11 @@ pub struct WatchConfig {
 }
 
 impl WatchConfig {
-    /// Sample every `interval`; keep 600 samples; no thresholds; 5% hysteresis.
+    /// Sample every `interval` (at least 1 ms: a zero interval once panicked the
+    /// watcher's task); keep 600 samples; no thresholds; 5% hysteresis.
     pub fn new(interval: Duration) -> Self {
         WatchConfig {
-            interval,
+            interval: interval.max(Duration::from_millis(1)),
             history: 600,
             warning: None,
             critical: None,

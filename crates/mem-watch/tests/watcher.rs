@@ -154,3 +154,14 @@ fn next_level_never_flaps_around_a_threshold() {
         "once up, small dips under the line do not bring it down"
     );
 }
+
+/// A zero interval is taken as 1 ms (tokio's interval refuses zero, and the watcher's
+/// task once panicked on it, silently): the watcher samples.
+#[tokio::test(start_paused = true)]
+async fn a_zero_interval_samples_every_millisecond() {
+    let (source, _) = script(&[1, 2, 3, 4, 5, 6, 7, 8], None);
+    let watcher = Watcher::start_with(WatchConfig::new(Duration::ZERO).history(3), source);
+    tokio::time::sleep(Duration::from_micros(5500)).await;
+    let rss: Vec<u64> = watcher.history().iter().map(|s| s.rss).collect();
+    assert_eq!(rss, vec![4, 5, 6]);
+}

@@ -189,6 +189,8 @@ pub use orphans::{OrphanReport, sweep_dead_owners};
 #[cfg(target_os = "linux")]
 pub use output::{Captured, LineSink, Stream};
 #[cfg(target_os = "linux")]
-pub use reaper::{Child, ChildInfo, DEFAULT_GRACE, Join, MARKER_VAR, Outcome, Reaper, Spawn};
+pub use reaper::{
+    Child, ChildInfo, DEFAULT_GRACE, Join, LONGEST_GRACE, MARKER_VAR, Outcome, Reaper, Spawn,
+};
 #[cfg(target_os = "linux")]
 pub use supervise::{SUPERVISOR_VAR, SuperviseOptions, Supervisor, supervise, supervise_with};

@@ -12,6 +12,11 @@ use std::time::{Duration, SystemTime};
 use rustix::process::{Pid, PidfdFlags, pidfd_open};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
+
+/// The longest grace kept as given: 100 years, "wait for it to exit" in practice. A
+/// longer one (`Duration::MAX`, say) is taken as this: added to the clock's reading it
+/// would overflow (it once panicked when the tree was ended).
+pub const LONGEST_GRACE: Duration = Duration::from_secs(100 * 365 * 86_400);
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -152,9 +157,9 @@ impl Reaper {
         self.children().len()
     }
 
-    /// Ends every live child's tree: SIGTERM, up to `grace`, then SIGKILL; returns one
-    /// report per tree. The handles still reap their leaders (awaiting them returns at
-    /// once), or do so when dropped.
+    /// Ends every live child's tree: SIGTERM, up to `grace` (at most [`LONGEST_GRACE`]),
+    /// then SIGKILL; returns one report per tree. The handles still reap their leaders
+    /// (awaiting them returns at once), or do so when dropped.
     pub async fn shutdown(&self, grace: Duration) -> Vec<TreeReport> {
         self.end_trees(grace, None).await
     }
@@ -173,6 +178,7 @@ impl Reaper {
         grace: Duration,
         until: Option<std::time::Instant>,
     ) -> Vec<TreeReport> {
+        let grace = grace.min(LONGEST_GRACE);
         let trees: Vec<Tree> = self
             .children()
             .values()
@@ -291,8 +297,9 @@ impl Spawn<'_> {
     }
 
     /// Time between SIGTERM and SIGKILL on timeout and [`Child::kill`] (default 5 s).
+    /// Longer than [`LONGEST_GRACE`] (`Duration::MAX`, say) is taken as it.
     pub fn grace(mut self, grace: Duration) -> Self {
-        self.grace = grace;
+        self.grace = grace.min(LONGEST_GRACE);
         self
     }
 

@@ -270,3 +270,36 @@ async fn exited_leaves_the_tree_for_a_look_and_wait_ends_it() {
         assert!(zombies().is_empty());
     }
 }
+
+/// `Duration::MAX` for "as long as it takes" is taken as a grace and as a time limit
+/// (a grace of `Duration::MAX` once panicked when the tree was ended): a child that
+/// exits is waited for, one on timeout still gets SIGTERM and goes, and a shutdown
+/// with such a grace ends what is left.
+#[tokio::test]
+async fn duration_max_grace_and_limits_are_taken() {
+    let _serial = SERIAL.lock().await;
+    let reaper = Reaper::new().unwrap();
+    let mut quick = Command::new("sleep");
+    quick.arg("0.05");
+    let child = reaper.command(quick).grace(Duration::MAX).spawn().unwrap();
+    let outcome = child.wait_timeout(Duration::MAX).await.unwrap();
+    assert!(!outcome.timed_out && outcome.status.success());
+
+    let mut slow = Command::new("sleep");
+    slow.arg("30");
+    let child = reaper.command(slow).grace(Duration::MAX).spawn().unwrap();
+    let pid = child.pid();
+    let outcome = child.wait_timeout(Duration::from_millis(50)).await.unwrap();
+    assert!(outcome.timed_out);
+    assert!(gone(pid));
+
+    let mut slow = Command::new("sleep");
+    slow.arg("30");
+    let child = reaper.spawn(slow).unwrap();
+    let pid = child.pid();
+    let reports = reaper.shutdown(Duration::MAX).await;
+    assert_eq!(reports.len(), 1);
+    // The handle reaps its leader, at once.
+    assert!(!child.wait().await.unwrap().status.success());
+    assert!(gone(pid));
+}

@@ -131,9 +131,11 @@ impl BatcherBuilder {
         self
     }
 
-    /// How long a batch stays open after its first item (default 10 ms).
+    /// How long a batch stays open after its first item (default 10 ms). Longer than
+    /// 100 years (`Duration::MAX`, say) is taken as 100 years: added to the clock's
+    /// reading it would overflow (it once panicked the batching task).
     pub fn window(mut self, window: Duration) -> Self {
-        self.window = window;
+        self.window = window.min(Duration::from_secs(100 * 365 * 86_400));
         self
     }
 

@@ -13,7 +13,8 @@ pub enum Error {
         burst: u32,
     },
 
-    /// A quota with zero requests or a zero period.
+    /// A quota with zero requests, a zero burst, or a period that is zero or over
+    /// [`LONGEST_PERIOD`](crate::LONGEST_PERIOD).
     #[error("invalid quota: {count} per {period_ms} ms with burst {burst}")]
     InvalidQuota {
         /// Requests per period.

@@ -124,7 +124,7 @@ pub use error::{Error, Result};
 pub use feedback::{Feedback, http_date_in, until_epoch};
 pub use gate::{DEFAULT_REFUSAL_PAUSE, Gate, GateBuilder, Permit, Stats};
 pub use keyed::KeyedGate;
-pub use quota::Quota;
+pub use quota::{LONGEST_PERIOD, Quota};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use shared::{OnRedisError, RedisQuota, RedisStats};

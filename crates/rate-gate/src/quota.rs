@@ -4,6 +4,11 @@ use std::time::Duration;
 
 use crate::{Error, Result};
 
+/// The longest quota period taken: 10 years. A gate keeps its times in nanoseconds
+/// since it was built, up to 2^60 (36 years), and a longer period left no room: a quota
+/// of one per `Duration::MAX` refused its first request.
+pub const LONGEST_PERIOD: Duration = Duration::from_secs(10 * 365 * 86_400);
+
 /// N requests per period, with a burst (how many may go at once after an idle spell).
 ///
 /// ```
@@ -22,13 +27,14 @@ pub struct Quota {
 }
 
 impl Quota {
-    /// `count` per `period`, burst 1. Fails on a zero count or period.
+    /// `count` per `period`, burst 1. Fails on a zero count or period, and on a period
+    /// over [`LONGEST_PERIOD`].
     pub fn new(count: u32, period: Duration) -> Result<Self> {
         Self::check(count, period, 1)
     }
 
     fn check(count: u32, period: Duration, burst: u32) -> Result<Self> {
-        if count == 0 || period.is_zero() || burst == 0 {
+        if count == 0 || period.is_zero() || period > LONGEST_PERIOD || burst == 0 {
             return Err(Error::InvalidQuota {
                 count,
                 period_ms: period.as_millis(),

@@ -185,3 +185,16 @@ fn starting_a_batcher_outside_a_runtime_is_an_error() {
     let outcome = Batcher::builder().spawn(|items: Vec<u32>| async move { Ok::<_, String>(items) });
     assert!(matches!(outcome, Err(Error::NoRuntime)));
 }
+
+/// A window of `Duration::MAX` is taken (it once panicked the batching task, losing
+/// every call): a batch goes when it is full.
+#[tokio::test(start_paused = true)]
+async fn a_window_of_duration_max_sends_full_batches() {
+    let batcher = Batcher::builder()
+        .window(Duration::MAX)
+        .max_items(2)
+        .spawn(|items: Vec<u32>| async move { Ok::<_, String>(items) })
+        .unwrap();
+    let (a, b) = tokio::join!(batcher.call(1), batcher.call(2));
+    assert_eq!((a.unwrap(), b.unwrap()), (1, 2));
+}

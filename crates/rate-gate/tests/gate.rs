@@ -494,3 +494,29 @@ fn the_default_clock_is_the_cpu_counter_where_time_runs() {
         assert_eq!(tokio.clock(), Clock::Tokio);
     });
 }
+
+/// A period the gate's clock cannot hold is refused with the numbers (one per
+/// `Duration::MAX` once refused every request, the first included); the longest taken
+/// grants its first request at once and then holds.
+#[tokio::test(start_paused = true)]
+async fn a_period_past_the_longest_is_refused_and_the_longest_grants_at_once() {
+    let err = Quota::new(1, Duration::MAX).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidQuota {
+                count: 1,
+                burst: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(Quota::new(1, rate_gate::LONGEST_PERIOD + Duration::from_nanos(1)).is_err());
+    let gate = Gate::builder()
+        .quota(Quota::new(1, rate_gate::LONGEST_PERIOD).unwrap())
+        .build();
+    assert!(gate.try_acquire().is_ok());
+    let wait = gate.try_acquire().unwrap_err();
+    assert!(wait > rate_gate::LONGEST_PERIOD / 2, "{wait:?}");
+}

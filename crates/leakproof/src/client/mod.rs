@@ -466,9 +466,11 @@ impl ApiClientBuilder {
     /// The longest one call may take, from the call to its answer: every attempt, every
     /// wait for the gate, every backoff, redirect and rate-limit pause, and the body
     /// (default 120 s). Past it the call ends with [`Error::Deadline`]; the request in
-    /// flight is dropped, its permit released.
+    /// flight is dropped, its permit released. Longer than 100 years (`Duration::MAX`,
+    /// say) is taken as 100 years: added to the clock's reading it would overflow (it
+    /// once panicked on every call).
     pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = deadline;
+        self.deadline = deadline.min(crate::LONGEST_LIMIT);
         self
     }
 
