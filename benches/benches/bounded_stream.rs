@@ -22,7 +22,10 @@
 //! about 2.5 ns in a loop but about 3% here, per 16 KiB chunk copied at 30 GB/s (the
 //! copy evicts the clock's page between chunks): a variant reading the clock and
 //! ignoring it measured 1.051 to 1.061x, one without it 1.019 to 1.025x, in the same
-//! session.
+//! session. A later 3-run set (2026-12-03, same code) measured `pass_through_timed` at
+//! 1.004 to 1.011x and the untimed `pass_through` at 1.019 to 1.042x (0.990 to 1.012x
+//! in the set before): on this machine the spread between sets is larger than the 2%
+//! the targets allow, and the two rows trade places.
 //!
 //! Where the time goes in `find_line_numbered_file` (`perf record`, 2026-12-03, the
 //! 2-core VM behind `BENCHMARKS.md`, when `find_line` still numbered its match; shares
