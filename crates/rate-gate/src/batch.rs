@@ -125,9 +125,11 @@ impl Default for BatcherBuilder {
 }
 
 impl BatcherBuilder {
-    /// At most this many items per batch (at least 1; default 100).
+    /// At most this many items per batch (at least 1, at most tokio's
+    /// `Semaphore::MAX_PERMITS`, which the queue of callers counts in; default 100).
+    /// `usize::MAX` for "no limit" is taken as that most (it once panicked `spawn`).
     pub fn max_items(mut self, max: usize) -> Self {
-        self.max_items = max.max(1);
+        self.max_items = max.clamp(1, Semaphore::MAX_PERMITS);
         self
     }
 
@@ -139,9 +141,10 @@ impl BatcherBuilder {
         self
     }
 
-    /// Batch calls in flight at once (at least 1; default 1).
+    /// Batch calls in flight at once (at least 1, at most tokio's
+    /// `Semaphore::MAX_PERMITS`; default 1).
     pub fn concurrency(mut self, max: usize) -> Self {
-        self.concurrency = max.max(1);
+        self.concurrency = max.clamp(1, Semaphore::MAX_PERMITS);
         self
     }
 

@@ -198,3 +198,17 @@ async fn a_window_of_duration_max_sends_full_batches() {
     let (a, b) = tokio::join!(batcher.call(1), batcher.call(2));
     assert_eq!((a.unwrap(), b.unwrap()), (1, 2));
 }
+
+/// `usize::MAX` for "no limit" is taken as the most items and calls in flight (tokio's
+/// semaphore refuses more, and `spawn` once panicked on it): the window sends the batch.
+#[tokio::test(start_paused = true)]
+async fn usize_max_items_and_concurrency_are_taken() {
+    let batcher = Batcher::builder()
+        .max_items(usize::MAX)
+        .concurrency(usize::MAX)
+        .spawn(|items: Vec<u32>| async move { Ok::<_, String>(items) })
+        .unwrap();
+    let (a, b) = tokio::join!(batcher.call(1), batcher.call(2));
+    assert_eq!((a.unwrap(), b.unwrap()), (1, 2));
+    assert_eq!(batcher.stats().batches, 1);
+}
