@@ -280,15 +280,68 @@ fn run(
         .unwrap_or("no summary")
         .to_string();
     if !output.status.success() {
-        // What failed, for the log: libtest's failure lines and the panics.
-        for line in stdout
-            .lines()
-            .chain(String::from_utf8_lossy(&output.stderr).lines())
-            .filter(|l| l.contains("FAILED") || l.contains("panicked at"))
-            .take(12)
-        {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        for line in failure_lines(stdout.lines().chain(stderr.lines())) {
             println!("      {line}");
         }
     }
     Ok((output.status.success(), summary))
+}
+
+/// What failed, for the log: libtest's failure lines, and each panic with its message
+/// (the lines after "panicked at", up to the backtrace note or a blank line), at most
+/// 60 lines in all. A failure seen only on another host is otherwise hard to chase.
+fn failure_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    let mut in_panic = false;
+    for line in lines {
+        if line.contains("panicked at") {
+            in_panic = true;
+        } else if in_panic
+            && (line.trim().is_empty()
+                || line.starts_with("note:")
+                || line.starts_with("stack backtrace:"))
+        {
+            in_panic = false;
+        }
+        if in_panic || line.contains("FAILED") {
+            out.push(line);
+        }
+        if out.len() == 60 {
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure_lines;
+
+    #[test]
+    fn a_failure_keeps_each_panic_message() {
+        let log = [
+            "running 2 tests",
+            "test a ... FAILED",
+            "thread 'a' (7) panicked at tests/x.rs:9:5:",
+            "2 of 300 forked processes left as zombies: [41, 42]",
+            "stack backtrace:",
+            "   0: frame",
+            "thread 'b' (8) panicked at tests/x.rs:12:5:",
+            "zombies: [43]",
+            "",
+            "test result: FAILED. 0 passed; 2 failed",
+        ];
+        assert_eq!(
+            failure_lines(log.into_iter()),
+            [
+                "test a ... FAILED",
+                "thread 'a' (7) panicked at tests/x.rs:9:5:",
+                "2 of 300 forked processes left as zombies: [41, 42]",
+                "thread 'b' (8) panicked at tests/x.rs:12:5:",
+                "zombies: [43]",
+                "test result: FAILED. 0 passed; 2 failed",
+            ]
+        );
+    }
 }
