@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -42,13 +43,15 @@ impl Builder {
         Self::default()
     }
 
-    /// The start of each entry's name; a random part follows.
+    /// The start of each entry's name; a random part follows. A name part only: one
+    /// holding `/` or NUL makes creating fail with [`Error::InvalidName`].
     pub fn prefix(&mut self, prefix: impl Into<OsString>) -> &mut Self {
         self.prefix = prefix.into();
         self
     }
 
-    /// The end of each entry's name, after the random part.
+    /// The end of each entry's name, after the random part. A name part only, as for
+    /// [`prefix`](Self::prefix).
     pub fn suffix(&mut self, suffix: impl Into<OsString>) -> &mut Self {
         self.suffix = suffix.into();
         self
@@ -65,6 +68,20 @@ impl Builder {
         self.root.clone().unwrap_or_else(std::env::temp_dir)
     }
 
+    /// The prefix and suffix are parts of a file name: no `/` (an entry outside its run
+    /// directory is one no sweep finds) and no NUL.
+    fn check_name(&self) -> Result<()> {
+        for (part, value) in [("prefix", &self.prefix), ("suffix", &self.suffix)] {
+            if value.as_bytes().iter().any(|&b| b == b'/' || b == 0) {
+                return Err(Error::InvalidName {
+                    part,
+                    value: value.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn tempfile_builder(&self) -> tempfile::Builder<'_, '_> {
         let mut b = tempfile::Builder::new();
         b.prefix(&self.prefix)
@@ -75,6 +92,7 @@ impl Builder {
 
     /// Creates a directory, mode `0700`.
     pub fn tempdir(&self) -> Result<TempDir> {
+        self.check_name()?;
         let root = self.root_path();
         let ((), guard) = registry::create_in_root(&root, EntryKind::Dir, |run| {
             let mut builder = self.tempfile_builder();
@@ -87,6 +105,7 @@ impl Builder {
 
     /// Creates a file, mode `0600`, open for reading and writing.
     pub fn tempfile(&self) -> Result<NamedTempFile> {
+        self.check_name()?;
         let root = self.root_path();
         let (file, guard) = registry::create_in_root(&root, EntryKind::File, |run| {
             self.tempfile_builder()

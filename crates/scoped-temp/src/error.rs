@@ -10,6 +10,17 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A name prefix or suffix that is not a plain part of a file name: it holds a `/`
+    /// (the entry would be created outside its root, `../` even above it, where no sweep
+    /// looks after a kill) or a NUL byte.
+    #[error("a temp entry's {part} must be part of a file name, without `/` or NUL: {value:?}")]
+    InvalidName {
+        /// `"prefix"` or `"suffix"`.
+        part: &'static str,
+        /// What was given.
+        value: std::ffi::OsString,
+    },
+
     /// A temp entry (or the run directory that holds a root's entries) could not be
     /// created under `root`: the root does not exist, is not a directory, is read-only,
     /// or the disk is full.

@@ -437,3 +437,46 @@ fn run_dir_holds_every_entry_of_its_root() {
         other => panic!("expected Error::Create, got {other:?}"),
     }
 }
+
+/// A prefix or suffix is a part of a file name: one holding `/` is refused with the
+/// part and the value, and nothing is created anywhere (`../../` once put the entry
+/// two levels above its root, where no sweep looks after a kill).
+#[test]
+fn a_prefix_or_suffix_with_a_slash_is_refused_and_creates_nothing() {
+    let outer = root();
+    let root = outer.path().join("a").join("b");
+    fs::create_dir_all(&root).unwrap();
+    let cases: [(&str, &str); 4] = [
+        ("prefix", "../../escape-"),
+        ("prefix", "sub/dir-"),
+        ("suffix", "/.."),
+        ("suffix", "x\0y"),
+    ];
+    for (part, value) in cases {
+        let mut builder = Builder::new();
+        builder.root(&root);
+        if part == "prefix" {
+            builder.prefix(value);
+        } else {
+            builder.suffix(value);
+        }
+        for created in [builder.tempdir().map(drop), builder.tempfile().map(drop)] {
+            match created {
+                Err(Error::InvalidName { part: p, value: v }) => {
+                    assert_eq!((p, v.to_str()), (part, Some(value)))
+                }
+                other => panic!("{part} {value:?}: {other:?}"),
+            }
+        }
+    }
+    // Nothing beside the root's own parents, nothing in the root but run directories.
+    let names = |dir: &Path| -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    assert_eq!(names(outer.path()), [outer.path().join("a")]);
+    assert_eq!(names(&outer.path().join("a")), [root.clone()]);
+    assert_eq!(leftovers(&root), Vec::<PathBuf>::new());
+}
