@@ -477,6 +477,6 @@ fn a_prefix_or_suffix_with_a_slash_is_refused_and_creates_nothing() {
             .collect()
     };
     assert_eq!(names(outer.path()), [outer.path().join("a")]);
-    assert_eq!(names(&outer.path().join("a")), [root.clone()]);
+    assert_eq!(names(&outer.path().join("a")), [root.as_path()]);
     assert_eq!(leftovers(&root), Vec::<PathBuf>::new());
 }
