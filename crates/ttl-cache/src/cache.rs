@@ -119,6 +119,11 @@ fn power_of_two_at_most(n: u64) -> usize {
     1 << (usize::BITS - 1 - n.leading_zeros())
 }
 
+/// The most shards a cache has, whatever [`Builder::shards`] asks (8 MiB of padded
+/// locks): `usize::MAX` once overflowed rounding up, and `1 << 40` over a large bound
+/// asked for terabytes.
+pub const MAX_SHARDS: usize = 1 << 16;
+
 /// At most this many entries in one shard, whatever the weights (indices are `u32`).
 const MAX_SHARD_ENTRIES: usize = (u32::MAX - 1) as usize;
 
@@ -315,8 +320,9 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
         self
     }
 
-    /// The number of shards (rounded up to a power of two, and down to no more than the
-    /// bound, so that each shard holds at least one entry or unit). The shards split
+    /// The number of shards (rounded up to a power of two, at most [`MAX_SHARDS`], and
+    /// down to no more than the bound, so that each shard holds at least one entry or
+    /// unit). The shards split
     /// the bound between them, their shares adding up to it exactly. Default, for a cache
     /// bounded by entries: 16 per CPU, fewer for a small cache so that each shard holds
     /// at least 64 entries; for one bounded by weight, 4 per CPU (a shard's share of the
@@ -333,7 +339,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
     /// shards (10,000 keys over 16 to 256 shards, 3,000 processes' hash seeds: every
     /// shard used in each, the fullest under 1.4x its share at 64 shards).
     pub fn shards(mut self, shards: usize) -> Self {
-        self.shards = Some(shards.max(1).next_power_of_two());
+        self.shards = Some(shards.clamp(1, MAX_SHARDS).next_power_of_two());
         self
     }
 

@@ -141,6 +141,6 @@ pub mod metrics;
 mod stats;
 mod store;
 
-pub use cache::{Builder, Cache, Listener, Validators, Weigher};
+pub use cache::{Builder, Cache, Listener, MAX_SHARDS, Validators, Weigher};
 pub use clock::Clock;
 pub use stats::{Cause, Stats};

@@ -545,10 +545,12 @@ fn the_shards_together_hold_the_bound_exactly() {
 }
 
 /// Any bound is taken, `u64::MAX` in one shard included (its room set aside up front
-/// once overflowed computing one more than the bound).
+/// once overflowed computing one more than the bound), and any number of shards, up to
+/// `MAX_SHARDS` (`usize::MAX` overflowed rounding up; `1 << 40` over this bound asked for
+/// terabytes of locks).
 #[test]
-fn any_bound_is_taken() {
-    for shards in [1, 64] {
+fn any_bound_and_shard_count_is_taken() {
+    for shards in [1, 64, 1 << 40, usize::MAX] {
         let c: Cache<u64, u64> = Cache::builder()
             .max_entries(u64::MAX)
             .shards(shards)
