@@ -33,10 +33,11 @@ pub(crate) enum Accept {
 /// paused tokio clock (tests) the timer is the only clock that moves, and is checked
 /// instead.
 ///
-/// The reading costs about 2.5 ns in a loop, but per chunk of a stream copied at
-/// 30 GB/s it measured about 3% (`pass_through_timed`: the clock read and ignored,
-/// 1.051 to 1.061x uncapped, against 1.019 to 1.025x without it): between two chunks
-/// the copy evicts the clock's page from the caches.
+/// The reading costs about 2.5 ns in a loop. Per chunk of a stream copied at 30 GB/s
+/// one session measured it at about 3% (`pass_through_timed`: the clock read and
+/// ignored, 1.051 to 1.061x uncapped, against 1.019 to 1.025x without it); a later
+/// 3-run set of the same code put the whole timed path at 1.004 to 1.011x, within the
+/// machine's noise.
 #[derive(Debug)]
 struct Timers {
     deadline: Option<(Duration, Instant)>,

@@ -124,6 +124,9 @@ impl Default for BatcherBuilder {
     }
 }
 
+/// The longest batch window kept as given: 100 years.
+const LONGEST_WINDOW: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 impl BatcherBuilder {
     /// At most this many items per batch (at least 1, at most tokio's
     /// `Semaphore::MAX_PERMITS`, which the queue of callers counts in; default 100).
@@ -137,7 +140,7 @@ impl BatcherBuilder {
     /// 100 years (`Duration::MAX`, say) is taken as 100 years: added to the clock's
     /// reading it would overflow (it once panicked the batching task).
     pub fn window(mut self, window: Duration) -> Self {
-        self.window = window.min(Duration::from_secs(100 * 365 * 86_400));
+        self.window = window.min(LONGEST_WINDOW);
         self
     }
 

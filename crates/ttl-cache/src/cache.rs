@@ -191,6 +191,12 @@ fn shard_index(hash: u64, shift: u32, shards: usize) -> usize {
     ((hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize) & (shards - 1)
 }
 
+/// The `shift` of [`shard_index`] for `shards` (a power of two): `64 - log2(shards)`,
+/// at most 63.
+fn shard_shift(shards: usize) -> u32 {
+    64u32.saturating_sub(shards.trailing_zeros()).min(63)
+}
+
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
 }
@@ -322,8 +328,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
 
     /// The number of shards (rounded up to a power of two, at most [`MAX_SHARDS`], and
     /// down to no more than the bound, so that each shard holds at least one entry or
-    /// unit). The shards split
-    /// the bound between them, their shares adding up to it exactly. Default, for a cache
+    /// unit). The shards split the bound between them, their shares adding up to it
+    /// exactly. Default, for a cache
     /// bounded by entries: 16 per CPU, fewer for a small cache so that each shard holds
     /// at least 64 entries; for one bounded by weight, 4 per CPU (a shard's share of the
     /// weight is the heaviest entry it can hold).
@@ -368,7 +374,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
             .shards
             .unwrap_or_else(|| default_shards(total, weigher.is_some()))
             .min(power_of_two_at_most(total));
-        let shard_bits = shards.trailing_zeros();
+        let shift = shard_shift(shards);
         let limit = total / shards as u64;
         let larger = usize::try_from(total % shards as u64).unwrap_or(0);
         // An entry bound reserves its room up front, up to `RESERVED` entries in all:
@@ -402,7 +408,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
                 },
                 limit,
                 larger,
-                shard_shift: 64u32.saturating_sub(shard_bits).min(63),
+                shard_shift: shift,
                 weigher,
                 ttl: self.ttl,
                 listener: self.listener,
@@ -985,7 +991,7 @@ mod tests {
         // sequential keys nearly do under some seeds: low bits, middle bits, high bits.
         // Each set must reach every shard, none over twice its share.
         for shards in [1usize, 2, 16, 64, 1024] {
-            let shift = 64u32.saturating_sub(shards.trailing_zeros()).min(63);
+            let shift = shard_shift(shards);
             for at in [0u32, 20, 40, 48] {
                 let mut held = vec![0u32; shards];
                 let n = 64 * shards as u64;
