@@ -27,6 +27,18 @@
 //! in the set before): on this machine the spread between sets is larger than the 2%
 //! the targets allow, and the two rows trade places.
 //!
+//! Where the time went in `pass_through` (`perf annotate`, 2026-12-03): in `Bounded`'s
+//! `poll_next`, two 16-byte loads of the chunk from a stack temporary written moments
+//! before in 8-byte pieces (store-to-load forwarding fails, and the load waits for the
+//! stores), about 15 ns per chunk when measured on chunks that are not copied (29 ns a
+//! chunk against 14 ns bare), 2 to 3% of a 16 KiB copy. Handing a chunk within the
+//! limits straight back took that to 4.6 ns, and `Bounded`'s share of a copying
+//! pass-through's samples from 1.8% (and 0.9% in the runtime's `enter` that called
+//! it, 0.1% after) to 0.5%. Five runs before: `pass_through` 1.027x
+//! (1.014 to 1.035), `pass_through_timed` 1.026x (1.012 to 1.069); after, in
+//! `BENCHMARKS.md`. Each round's ratio ranges from about 0.6 to 1.5x here, so the
+//! medians of single runs move by a few percent.
+//!
 //! Where the time goes in `find_line_numbered_file` (`perf record`, 2026-12-03, the
 //! 2-core VM behind `BENCHMARKS.md`, when `find_line` still numbered its match; shares
 //! of the search's samples): about 56% in the kernel (mostly copying the page cache into

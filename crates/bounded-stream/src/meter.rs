@@ -145,6 +145,23 @@ impl Meter {
         self.truncated
     }
 
+    /// Accounts for a chunk of `len` bytes if all of it is within the cap and the
+    /// declared length, and says whether it did; otherwise leaves the count alone for
+    /// [`Meter::accept`] to decide.
+    #[inline]
+    pub(crate) fn take_whole(&mut self, len: usize) -> bool {
+        let received = self.received.saturating_add(len as u64);
+        if received > self.limits.max_bytes || self.declared.is_some_and(|d| received > d) {
+            return false;
+        }
+        #[cfg(feature = "metrics")]
+        if received - self.published >= crate::metrics::FLUSH_BYTES {
+            return false;
+        }
+        self.received = received;
+        true
+    }
+
     /// Accounts for a chunk of `len` bytes.
     pub(crate) fn accept(&mut self, len: usize) -> Result<Accept, Error> {
         let before = self.received;
