@@ -24,8 +24,8 @@
 //! `cgroup.kill` ends every member at once, and in which a member that died stays
 //! known, so every zombie adopted from the tree is reaped. Ending a tree
 //! walks `/proc/<pid>/task/*/children` (each list in one read, so none is skipped while
-//! it changes) from the leader and from those escapees, signals every member and the
-//! leader's group, and rescans until nothing is left.
+//! it changes) from the leader and from those escapees, signals every member through
+//! its pidfd, and rescans until nothing is left.
 //!
 //! The peers: tokio's `kill_on_drop` kills the child's PID only, with no TERM stage;
 //! `process-wrap` kills the group leader; `duct` calls killing grandchildren unsolved; a

@@ -126,6 +126,14 @@ async fn a_fork_storm_ended_on_timeout_leaves_no_zombie() {
 /// A shell loop forking `setsid` sleepers that ignore SIGTERM, printing each one's PID.
 const STORM: &str = r#"trap '' TERM; while :; do setsid sleep 60 & echo $!; done"#;
 
+/// `/proc/<pid>/stat` from the state on (state, parent, group, session, ...), for a
+/// failure's message.
+fn stat_line(pid: u32) -> String {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let close = stat.iter().rposition(|b| *b == b')').map_or(0, |i| i + 1);
+    String::from_utf8_lossy(&stat[close..]).trim().to_owned()
+}
+
 /// Every process of a storm is gone: none alive, none a zombie of ours, no zombie at
 /// all here, no tree cgroup left.
 fn assert_storm_gone(forked: &[u32], tree: &proc_reaper::TreeReport) {
@@ -136,9 +144,10 @@ fn assert_storm_gone(forked: &[u32], tree: &proc_reaper::TreeReport) {
         .collect();
     assert!(
         left.is_empty(),
-        "{} of {} forked processes left as zombies: {left:?} ({tree:?})",
+        "{} of {} forked processes left as zombies: {left:?} ({tree:?}); their stat: {:?}",
         left.len(),
         forked.len(),
+        left.iter().map(|pid| stat_line(*pid)).collect::<Vec<_>>(),
     );
     let alive: Vec<u32> = forked
         .iter()
