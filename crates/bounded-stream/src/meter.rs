@@ -147,7 +147,8 @@ impl Meter {
 
     /// Accounts for a chunk of `len` bytes if all of it is within the cap and the
     /// declared length, and says whether it did; otherwise leaves the count alone for
-    /// [`Meter::accept`] to decide.
+    /// [`Meter::accept`] to decide. The one place that lets a chunk through whole:
+    /// `accept` asks it first, and `Bounded::poll_next` directly.
     #[inline]
     pub(crate) fn take_whole(&mut self, len: usize) -> bool {
         let received = self.received.saturating_add(len as u64);
@@ -164,6 +165,9 @@ impl Meter {
 
     /// Accounts for a chunk of `len` bytes.
     pub(crate) fn accept(&mut self, len: usize) -> Result<Accept, Error> {
+        if self.take_whole(len) {
+            return Ok(Accept::All);
+        }
         let before = self.received;
         self.received = before.saturating_add(len as u64);
         #[cfg(feature = "metrics")]

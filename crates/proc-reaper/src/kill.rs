@@ -578,11 +578,16 @@ impl Tree {
             if *pid == leader {
                 return true;
             }
-            if matches!(waitid(WaitId::PidFd(fd.as_fd()), options), Ok(Some(_))) {
-                reaped += 1;
-                return false;
+            match waitid(WaitId::PidFd(fd.as_fd()), options) {
+                Ok(Some(_)) => {
+                    reaped += 1;
+                    false
+                }
+                // Our child, still running.
+                Ok(None) => true,
+                // Not our child: another member's, or reaped already (gone from /proc).
+                Err(_) => procfs::stat(*pid).is_some(),
             }
-            procfs::stat(*pid).is_some()
         });
         self.reaped += reaped;
     }

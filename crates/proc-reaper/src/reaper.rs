@@ -685,7 +685,9 @@ impl Drop for Child {
         };
         self.reaper.inner.children().remove(&self.id);
         let (pid, marker) = (self.pid, self.marker.clone());
-        // The whole tree gets SIGKILL before this returns; reaping waits for the kernel.
+        // Every member found now gets SIGKILL before this returns; those past the pin
+        // limit or forked since get it in the end's rounds, and reaping waits for the
+        // kernel, on the blocking pool.
         let leaders = self.reaper.inner.leaders.clone();
         let mut tree = Tree::new(pid, marker, self.cgroup.take(), leaders);
         tree.kill_now();

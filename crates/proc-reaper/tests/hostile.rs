@@ -13,15 +13,17 @@ use common::*;
 
 /// `true` while `pid` is a zombie child of this process.
 fn zombie_of_ours(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some(close) = stat.iter().rposition(|b| *b == b')') else {
-        return false;
-    };
-    let rest = String::from_utf8_lossy(&stat[close + 1..]).into_owned();
-    let mut fields = rest.split_ascii_whitespace();
+    let stat = stat_line(pid);
+    let mut fields = stat.split_ascii_whitespace();
     fields.next() == Some("Z") && fields.next() == Some(&std::process::id().to_string())
+}
+
+/// `/proc/<pid>/stat` from the state on (state, parent, group, session, ...); empty
+/// once the process is gone.
+fn stat_line(pid: u32) -> String {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let close = stat.iter().rposition(|b| *b == b')').map_or(0, |i| i + 1);
+    String::from_utf8_lossy(&stat[close..]).trim().to_owned()
 }
 
 /// Item: an escapee that leaves at once (`setsid env -i`, the leader's first command)
@@ -125,14 +127,6 @@ async fn a_fork_storm_ended_on_timeout_leaves_no_zombie() {
 
 /// A shell loop forking `setsid` sleepers that ignore SIGTERM, printing each one's PID.
 const STORM: &str = r#"trap '' TERM; while :; do setsid sleep 60 & echo $!; done"#;
-
-/// `/proc/<pid>/stat` from the state on (state, parent, group, session, ...), for a
-/// failure's message.
-fn stat_line(pid: u32) -> String {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let close = stat.iter().rposition(|b| *b == b')').map_or(0, |i| i + 1);
-    String::from_utf8_lossy(&stat[close..]).trim().to_owned()
-}
 
 /// Every process of a storm is gone: none alive, none a zombie of ours, no zombie at
 /// all here, no tree cgroup left.
