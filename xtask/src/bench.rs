@@ -319,7 +319,7 @@ pub fn main(args: &[String]) -> Result<bool> {
                         format!("-- {}", criterion_args.join(" "))
                     }
                 );
-                let mut command = Command::new(COMMAND[0]);
+                let mut command = crate::cargo();
                 command.args(&COMMAND[1..]).current_dir(&root);
                 if !criterion_args.is_empty() {
                     command.arg("--").args(criterion_args);
@@ -327,7 +327,7 @@ pub fn main(args: &[String]) -> Result<bool> {
                 if !command.status()?.success() {
                     return Ok(false);
                 }
-                let mut metrics = Command::new(METRICS_COMMAND[0]);
+                let mut metrics = crate::cargo();
                 metrics.args(&METRICS_COMMAND[1..]).current_dir(&root);
                 if !criterion_args.is_empty() {
                     metrics.arg("--").args(criterion_args);

@@ -22,7 +22,11 @@ pub const STEPS: &[&[&str]] = &[
 pub fn main() -> Result<bool> {
     for step in STEPS {
         println!("==> {}", step.join(" "));
-        let status = Command::new(step[0])
+        let mut command = match step[0] {
+            "cargo" => crate::cargo(),
+            program => Command::new(program),
+        };
+        let status = command
             .args(&step[1..])
             .current_dir(workspace_root())
             .status()?;

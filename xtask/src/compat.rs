@@ -15,7 +15,7 @@
 
 use std::process::Command;
 
-use crate::{Result, workspace_root};
+use crate::{Result, cargo, workspace_root};
 
 /// The crates we publish.
 const PUBLISHED: &[&str] = &[
@@ -188,13 +188,6 @@ fn msrv() -> Result<String> {
         .find_map(|l| l.strip_prefix("rust-version = "))
         .map(|v| v.trim().trim_matches('"').to_string())
         .ok_or_else(|| "no rust-version in the root Cargo.toml".into())
-}
-
-/// `cargo` for this toolchain, in the workspace root.
-fn cargo() -> Command {
-    let mut command = Command::new("cargo");
-    command.current_dir(workspace_root());
-    command
 }
 
 /// `cargo +<toolchain>`: rustup's proxy picks the toolchain; the variables that would

@@ -116,7 +116,7 @@ fn cgroup_free(binary: &TestBinary) -> bool {
 
 /// The test executables of the workspace, from `cargo test --no-run`'s JSON messages.
 fn test_binaries(root: &Path) -> Result<Vec<TestBinary>> {
-    let output = Command::new("cargo")
+    let output = crate::cargo()
         .args(["test", "--workspace", "--no-run", "--message-format=json"])
         .current_dir(root)
         .stderr(Stdio::inherit())
