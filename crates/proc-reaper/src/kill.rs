@@ -6,6 +6,10 @@
 //! were re-parented to this process (a child subreaper) and are still in the leader's
 //! process group or carry the tree's environment marker. Each member gets a pidfd the
 //! moment it is found, and every signal goes through it, so a reused PID is never hit.
+//! Whether a member still runs is read from its pidfd too (readable once it has exited),
+//! not from `/proc/<pid>`: a member reaped by its own parent frees its PID, and a
+//! process given that PID would otherwise count as the member, alive until the end's
+//! time bound.
 //! Only pinned members are signalled, never the leader's process group: a SIGKILL sent
 //! to the group reaches a member forked since the last scan, but one caught inside
 //! `setsid` completes it and dies outside the group, never pinned, a zombie that no
@@ -53,6 +57,39 @@ static LEFT: Mutex<Vec<(u32, OwnedFd)>> = Mutex::new(Vec::new());
 
 /// Whether the thread reaping [`LEFT`] runs.
 static LEFT_THREAD: AtomicBool = AtomicBool::new(false);
+
+/// Those of `fds` whose processes still run. A pidfd turns readable once its process
+/// has exited (a zombie counts as exited), and it names that process for as long as
+/// it is open: unlike `/proc/<pid>`, never another process given the PID since. One
+/// `poll`, with no wait, for all of them; if it fails, all count as running (the
+/// caller waits or signals once more, which a dead process ignores).
+pub(crate) fn running<'a>(fds: impl IntoIterator<Item = &'a OwnedFd>) -> Vec<&'a OwnedFd> {
+    let fds: Vec<&OwnedFd> = fds.into_iter().collect();
+    let mut polls: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(*fd, PollFlags::IN))
+        .collect();
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    loop {
+        match poll(&mut polls, Some(&now)) {
+            Ok(_) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "proc-reaper: poll on pidfds failed");
+                return fds;
+            }
+        }
+    }
+    let exited: Vec<bool> = polls.iter().map(|p| !p.revents().is_empty()).collect();
+    fds.into_iter()
+        .zip(exited)
+        .filter(|(_, exited)| !exited)
+        .map(|(fd, _)| fd)
+        .collect()
+}
 
 fn left() -> std::sync::MutexGuard<'static, Vec<(u32, OwnedFd)>> {
     LEFT.lock().unwrap_or_else(PoisonError::into_inner)
@@ -210,12 +247,7 @@ impl Tree {
 
     /// Members alive now, plus the undetermined not yet given up on.
     fn alive(&self) -> usize {
-        let members = self
-            .members
-            .keys()
-            .filter(|pid| procfs::alive(**pid))
-            .count();
-        members + self.waiting().count() + self.deferred
+        running(self.members.values()).len() + self.waiting().count() + self.deferred
     }
 
     /// The undetermined processes still waited for.
@@ -361,12 +393,7 @@ impl Tree {
 
     /// Blocks until a live member exits (its pidfd turns readable) or `timeout` passes.
     fn wait_exit(&self, timeout: Duration) {
-        let live: Vec<&OwnedFd> = self
-            .members
-            .iter()
-            .filter(|(pid, _)| procfs::alive(**pid))
-            .map(|(_, fd)| fd)
-            .collect();
+        let live = running(self.members.values());
         if live.is_empty() {
             // Only undetermined processes are waited for: nothing to poll.
             std::thread::sleep(timeout);
@@ -387,12 +414,7 @@ impl Tree {
     /// module's top); returns how many members were alive to get it (counted first:
     /// `cgroup.kill` may end them before their own signal goes out).
     fn signal(&self, signal: Signal) -> usize {
-        let alive: Vec<&OwnedFd> = self
-            .members
-            .iter()
-            .filter(|(pid, _)| procfs::alive(**pid))
-            .map(|(_, fd)| fd)
-            .collect();
+        let alive = running(self.members.values());
         if let (Some(cgroup), Signal::KILL) = (&self.cgroup, signal) {
             cgroup.kill();
         }
@@ -585,8 +607,14 @@ impl Tree {
                 }
                 // Our child, still running.
                 Ok(None) => true,
-                // Not our child: another member's, or reaped already (gone from /proc).
-                Err(_) => procfs::stat(*pid).is_some(),
+                // Not our child: kept while it runs, or is a zombie its parent (another
+                // member) has yet to reap; released once reaped elsewhere (its PID gone
+                // from /proc, or given to a process that is not this one: a running
+                // process there while the pidfd says exited).
+                Err(_) => {
+                    !running([&*fd]).is_empty()
+                        || procfs::stat(*pid).is_some_and(|s| s.state == 'Z')
+                }
             }
         });
         self.reaped += reaped;
@@ -633,5 +661,50 @@ mod tests {
         leader.wait().unwrap();
         assert!(!kept, "pid {pid}, reaped by its owner, still pinned");
         assert_eq!(tree.reaped, 0, "not reaped by the tree");
+    }
+
+    /// A member reaped by its owner frees its PID, and another process may be given it.
+    /// Here the member's pidfd is filed under the PID of a live process (`stranger`),
+    /// as after that reuse: the member counts as exited, gets no signal, and gives its
+    /// pin back, while the stranger runs on. Judged by `/proc/<pid>` (before), the
+    /// stranger kept the member alive, signalled and pinned.
+    #[test]
+    fn a_member_whose_pid_was_given_to_another_process_counts_as_exited() {
+        let spawn_sleep = || {
+            std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .unwrap()
+        };
+        let (mut leader, mut stranger) = (spawn_sleep(), spawn_sleep());
+        let mut member = std::process::Command::new("true").spawn().unwrap();
+        let pidfd = |pid: u32| pidfd_open(Pid::from_raw(pid as i32).unwrap(), PidfdFlags::empty());
+        let fd = pidfd(member.id()).unwrap();
+        let stranger_fd = pidfd(stranger.id()).unwrap();
+        member.wait().unwrap();
+        let mut tree = Tree::new(leader.id(), Arc::from(&b"X=1"[..]), None, leaders());
+        tree.members.insert(stranger.id(), fd);
+        let running_now = (
+            running([&stranger_fd]).len(),
+            running(tree.members.values()).len(),
+        );
+        let alive = tree.alive();
+        let signalled = tree.signal(Signal::TERM);
+        tree.reap_dead();
+        let kept = tree.members.contains_key(&stranger.id());
+        let stranger_ran_on = stranger.try_wait().unwrap().is_none();
+        for child in [&mut leader, &mut stranger] {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        assert_eq!(
+            running_now,
+            (1, 0),
+            "(the stranger, the member) read as running"
+        );
+        assert_eq!(alive, 0, "the stranger's PID kept the member alive");
+        assert_eq!(signalled, 0, "the member was counted as signalled");
+        assert!(!kept, "the member's pin was kept");
+        assert!(stranger_ran_on, "the stranger was signalled");
     }
 }

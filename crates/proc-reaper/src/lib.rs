@@ -7,9 +7,11 @@
 //! is dropped, when the future awaiting it is cancelled, when its time runs out
 //! ([`Child::wait_timeout`]), and on [`Reaper::shutdown`]: SIGTERM first, SIGKILL after
 //! a grace period (dropping skips straight to SIGKILL); [`Reaper::shutdown_by`] also
-//! returns by a deadline, counting members still dying of SIGKILL then. Every signal goes through a
-//! pidfd opened while the process was alive, so a reused PID is never hit. The leader
-//! and every orphan of the tree re-parented to this process are reaped: no zombies.
+//! returns by a deadline, counting members still dying of SIGKILL then. Every signal
+//! goes through a pidfd opened while the process was alive, so a reused PID is never
+//! hit, and whether a member still runs is read from that pidfd too, so a reused PID
+//! never keeps one alive either. The leader and every orphan of the tree re-parented
+//! to this process are reaped: no zombies.
 //! Captured output is a bounded tail (plus, optionally, each line to a callback), so a
 //! child that writes forever costs bounded memory.
 //!

@@ -323,11 +323,7 @@ fn end_descendants(me: u32) {
                 found = true;
             }
         }
-        let alive: Vec<&OwnedFd> = members
-            .iter()
-            .filter(|(pid, _)| procfs::alive(*pid))
-            .map(|(_, fd)| fd)
-            .collect();
+        let alive = crate::kill::running(members.iter().map(|(_, fd)| fd));
         // Done when all are dead and this scan found nobody new: a member that died
         // since the previous scan had its children re-parented here before it did.
         if alive.is_empty() && !found {
