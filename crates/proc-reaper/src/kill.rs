@@ -65,30 +65,36 @@ static LEFT_THREAD: AtomicBool = AtomicBool::new(false);
 /// caller waits or signals once more, which a dead process ignores).
 pub(crate) fn running<'a>(fds: impl IntoIterator<Item = &'a OwnedFd>) -> Vec<&'a OwnedFd> {
     let fds: Vec<&OwnedFd> = fds.into_iter().collect();
-    let mut polls: Vec<PollFd<'_>> = fds
-        .iter()
-        .map(|fd| PollFd::new(*fd, PollFlags::IN))
-        .collect();
-    let now = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    loop {
-        match poll(&mut polls, Some(&now)) {
-            Ok(_) => break,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => {
-                tracing::debug!(error = %e, "proc-reaper: poll on pidfds failed");
-                return fds;
-            }
-        }
-    }
-    let exited: Vec<bool> = polls.iter().map(|p| !p.revents().is_empty()).collect();
+    let exited = wait_for_exits(&fds, Duration::ZERO);
     fds.into_iter()
         .zip(exited)
         .filter(|(_, exited)| !exited)
         .map(|(fd, _)| fd)
         .collect()
+}
+
+/// Waits up to `timeout` for one of the pidfds `fds` to turn readable (its process
+/// exited); returns which are. On a `poll` error other than an interruption, none is.
+pub(crate) fn wait_for_exits(fds: &[&OwnedFd], timeout: Duration) -> Vec<bool> {
+    let mut polls: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(*fd, PollFlags::IN))
+        .collect();
+    let timeout = Timespec {
+        tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX as _),
+        tv_nsec: timeout.subsec_nanos().into(),
+    };
+    loop {
+        match poll(&mut polls, Some(&timeout)) {
+            Ok(_) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "proc-reaper: poll on pidfds failed");
+                return vec![false; fds.len()];
+            }
+        }
+    }
+    polls.iter().map(|p| !p.revents().is_empty()).collect()
 }
 
 fn left() -> std::sync::MutexGuard<'static, Vec<(u32, OwnedFd)>> {
@@ -399,15 +405,7 @@ impl Tree {
             std::thread::sleep(timeout);
             return;
         }
-        let mut fds: Vec<PollFd<'_>> = live
-            .iter()
-            .map(|fd| PollFd::new(*fd, PollFlags::IN))
-            .collect();
-        let timeout = Timespec {
-            tv_sec: timeout.as_secs() as _,
-            tv_nsec: timeout.subsec_nanos() as _,
-        };
-        let _ = poll(&mut fds, Some(&timeout));
+        wait_for_exits(&live, timeout);
     }
 
     /// Sends `signal` to every member still alive (not to the leader's group: see the

@@ -21,8 +21,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::fs::{FlockOperation, flock};
-
-use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{
     Pid, PidfdFlags, Signal, WaitId, WaitIdOptions, getpid, getppid, pidfd_open, pidfd_send_signal,
     set_child_subreaper, set_parent_process_death_signal, waitid,
@@ -337,15 +335,7 @@ fn end_descendants(me: u32) {
                 let _ = pidfd_send_signal(*fd, Signal::KILL);
             }
         }
-        let mut fds: Vec<PollFd<'_>> = alive
-            .iter()
-            .map(|fd| PollFd::new(*fd, PollFlags::IN))
-            .collect();
-        let wait = Timespec {
-            tv_sec: 0,
-            tv_nsec: 5_000_000,
-        };
-        let _ = poll(&mut fds, Some(&wait));
+        crate::kill::wait_for_exits(&alive, Duration::from_millis(5));
     }
     // Every descendant is dead; orphans were re-parented here: reap them all.
     while let Ok(Some(_)) = waitid(WaitId::All, WaitIdOptions::EXITED | WaitIdOptions::NOHANG) {}
