@@ -78,9 +78,11 @@
 //! afterwards; [`LineFinder`] adds its line number when asked (a vectorised count of
 //! every newline read, about a fifth more time), as ripgrep counts only under
 //! `--line-number` (`find_line_regex`, with the `regex` feature, goes a line at a time
-//! and always numbers). Each has a `_blocking` twin for files.
-//! Reads land at an aligned address, with an incomplete line kept just before it. [`tail_bytes`] and [`tail_lines`] keep
-//! the end of a stream in O(N) memory. `collect_or_spill` (feature `spill`) keeps a
+//! and always numbers). Every line and match carries its byte offset in the input
+//! (ripgrep's `--byte-offset`), free of any count: one add per line. Each has a
+//! `_blocking` twin for files. Reads land at an aligned address, with an incomplete
+//! line kept just before it. [`tail_bytes`] and [`tail_lines`] keep the end of a
+//! stream in O(N) memory. `collect_or_spill` (feature `spill`) keeps a
 //! stream in memory up to a threshold and in a [`scoped-temp`] file past it.
 //!
 //! [`scoped-temp`]: https://docs.rs/scoped-temp

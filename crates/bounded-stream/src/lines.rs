@@ -18,6 +18,9 @@ pub const READ_CHUNK: usize = 64 * 1024;
 pub struct Line<'a> {
     /// 1-based line number.
     pub number: u64,
+    /// The byte offset of the line's first byte in the input (ripgrep's
+    /// `--byte-offset`): where to seek to read it whole, a truncated line included.
+    pub offset: u64,
     /// The line without its `\n` (a `\r` before it is kept): raw bytes, not UTF-8
     /// checked, so nothing is lost. At most `max_line` bytes.
     pub bytes: &'a [u8],
@@ -96,6 +99,9 @@ impl LineSplitter {
         self.end += n;
         self.summary.bytes += n as u64;
         let (buf, max_line) = (&self.buf[..self.end], self.max_line);
+        // The input offset of `buf[0]`, modulo 2^64 (the buffer's head may be longer
+        // than what was read so far): a line's offset is this plus its start, one add.
+        let base = self.summary.bytes.wrapping_sub(self.end as u64);
         // Loop state in locals (registers), written back once; the per-line work is a
         // compare, two adds and the call.
         let (mut start, mut skipping) = (self.start, self.skipping);
@@ -118,6 +124,7 @@ impl LineSplitter {
                 truncated_lines += u64::from(truncated);
                 let line = Line {
                     number: lines,
+                    offset: base.wrapping_add(start as u64),
                     bytes: &buf[start..to],
                     truncated,
                 };
@@ -246,6 +253,8 @@ fn aligning(buf: &[u8], at: usize) -> usize {
 }
 
 /// Hands `buf[from..to]` (cut to `max_line`) to the callback as the next line.
+/// Hands `buf[from..to]` to `f` as one line (cut to `max_line`); `to` is the end of
+/// what was read, so the line starts `to - from` bytes before `summary.bytes`.
 fn emit(
     buf: &[u8],
     from: usize,
@@ -254,12 +263,14 @@ fn emit(
     summary: &mut ScanSummary,
     f: &mut impl FnMut(Line<'_>) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
+    let offset = summary.bytes - (to - from) as u64;
     let truncated = to - from > max_line;
     let to = if truncated { from + max_line } else { to };
     summary.lines += 1;
     summary.truncated_lines += truncated as u64;
     let flow = f(Line {
         number: summary.lines,
+        offset,
         bytes: &buf[from..to],
         truncated,
     });
@@ -336,6 +347,9 @@ pub struct LineMatch {
     /// ([`LineFinder::line_numbers`], and always from `find_line_regex`); `None`
     /// from [`find_line`], which does not count them.
     pub number: Option<u64>,
+    /// The byte offset of the line's first byte in the input (ripgrep's
+    /// `--byte-offset`), counted whether or not lines are.
+    pub offset: u64,
     /// The line (at most `max_line` bytes of it).
     pub line: bytes::Bytes,
 }
@@ -565,6 +579,7 @@ impl<'n> LineSearch<'n> {
                 let end = line_end.min(line_start.saturating_add(self.max_line));
                 return Some(LineMatch {
                     number,
+                    offset: self.offset_of(line_start),
                     line: bytes::Bytes::copy_from_slice(&self.buf[line_start..end]),
                 });
             }
@@ -581,8 +596,15 @@ impl<'n> LineSearch<'n> {
     fn found(&self, from: usize, cut: usize) -> LineMatch {
         LineMatch {
             number: self.numbers.then_some(self.line),
+            offset: self.offset_of(from),
             line: bytes::Bytes::copy_from_slice(&self.buf[from..cut]),
         }
+    }
+
+    /// The input offset of `buf[at]`, for `at` in what was read (`buf[end]` is at
+    /// `received`).
+    fn offset_of(&self, at: usize) -> u64 {
+        self.received - (self.end - at) as u64
     }
 }
 
@@ -655,6 +677,7 @@ async fn first_line<R: AsyncRead + Unpin>(
         let line_bytes = bytes::Bytes::copy_from_slice(line.bytes);
         found = Some(LineMatch {
             number: Some(line.number),
+            offset: line.offset,
             line: line_bytes,
         });
         ControlFlow::Break(())

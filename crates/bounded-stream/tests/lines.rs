@@ -44,6 +44,22 @@ fn model(data: &[u8], max_line: usize) -> Vec<(Vec<u8>, bool)> {
         .collect()
 }
 
+/// Each line's offset in the model: 0, then one past each '\n' but a final one.
+fn model_offsets(data: &[u8]) -> Vec<u64> {
+    let mut offsets: Vec<u64> = std::iter::once(0)
+        .chain(
+            data.iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i as u64 + 1),
+        )
+        .collect();
+    if data.is_empty() || data.ends_with(b"\n") {
+        offsets.pop();
+    }
+    offsets
+}
+
 fn arb_text() -> impl Strategy<Value = Vec<u8>> {
     // Short and long lines, invalid UTF-8 and '\r' included.
     prop::collection::vec(
@@ -58,8 +74,10 @@ proptest! {
     #[test]
     fn scan_matches_the_model_under_any_chunking(data in arb_text(), max_line in 1usize..200, sizes in prop::collection::vec(1usize..500, 1..6)) {
         let mut seen = Vec::new();
+        let mut offsets = Vec::new();
         let summary = runtime().block_on(scan_lines(chunked(&data, &sizes), max_line, |line| {
             seen.push((line.bytes.to_vec(), line.truncated));
+            offsets.push(line.offset);
             ControlFlow::Continue(())
         })).unwrap();
         let expected = model(&data, max_line);
@@ -67,6 +85,7 @@ proptest! {
         prop_assert_eq!(summary.bytes, data.len() as u64);
         prop_assert_eq!(summary.truncated_lines, expected.iter().filter(|(_, t)| *t).count() as u64);
         prop_assert_eq!(seen, expected);
+        prop_assert_eq!(offsets, model_offsets(&data));
     }
 
     #[test]
@@ -131,8 +150,8 @@ async fn a_huge_single_line_is_reported_truncated_not_buffered() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (found.number, &found.line[..]),
-        (None, &b"warning: after the long line"[..])
+        (found.number, found.offset, &found.line[..]),
+        (None, (64 << 20) + 1, &b"warning: after the long line"[..])
     );
     let numbered = LineFinder::new(b"warning:")
         .max_line(1024)
@@ -156,8 +175,8 @@ async fn find_line_and_regex_report_the_line() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (hit.number, &hit.line[..]),
-        (None, &b"warning: deprecated flag --foo"[..])
+        (hit.number, hit.offset, &hit.line[..]),
+        (None, 20, &b"warning: deprecated flag --foo"[..])
     );
     let numbered = LineFinder::new(b"warning:").line_numbers(true);
     assert_eq!(
@@ -169,14 +188,11 @@ async fn find_line_and_regex_report_the_line() {
         Some(3)
     );
     let re = regex::bytes::Regex::new(r"step \d ok$").unwrap();
-    assert_eq!(
-        find_line_regex(&log[..], &re, 4096)
-            .await
-            .unwrap()
-            .unwrap()
-            .number,
-        Some(1)
-    );
+    let hit = find_line_regex(&log[..], &re, 4096).await.unwrap().unwrap();
+    assert_eq!((hit.number, hit.offset), (Some(1), 0));
+    let re = regex::bytes::Regex::new(r"^step 3").unwrap();
+    let hit = find_line_regex(&log[..], &re, 4096).await.unwrap().unwrap();
+    assert_eq!((hit.number, hit.offset), (Some(4), 51));
     assert!(
         find_line(&log[..], b"error:", 4096)
             .await

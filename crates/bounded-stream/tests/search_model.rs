@@ -30,14 +30,27 @@ impl Read for Pieces<'_> {
     }
 }
 
-fn model_line(data: &[u8], needle: &[u8], max_line: usize) -> Option<(Option<u64>, Vec<u8>)> {
+/// The model's match: the line's number, its offset and its (cut) bytes. The offset is
+/// counted here from the number (one past the line before's newline), not taken from
+/// the scan.
+fn model_line(data: &[u8], needle: &[u8], max_line: usize) -> Option<(Option<u64>, u64, Vec<u8>)> {
     let finder = memchr::memmem::Finder::new(needle);
     let mut found = None;
     scan_lines_blocking(data, max_line, |line| {
         if finder.find(line.bytes).is_none() {
             return ControlFlow::Continue(());
         }
-        found = Some((Some(line.number), line.bytes.to_vec()));
+        let offset = match line.number as usize {
+            1 => 0,
+            n => data
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .nth(n - 2)
+                .map(|(i, _)| i as u64 + 1)
+                .unwrap(),
+        };
+        found = Some((Some(line.number), offset, line.bytes.to_vec()));
         ControlFlow::Break(())
     })
     .unwrap();
@@ -69,25 +82,25 @@ proptest! {
         let got = numbered
             .find_blocking(reader)
             .unwrap()
-            .map(|m| (m.number, m.line.to_vec()));
+            .map(|m| (m.number, m.offset, m.line.to_vec()));
         prop_assert_eq!(&got, &want);
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let got_async = runtime
             .block_on(numbered.find(&data[..]))
             .unwrap()
-            .map(|m| (m.number, m.line.to_vec()));
+            .map(|m| (m.number, m.offset, m.line.to_vec()));
         prop_assert_eq!(&got_async, &want);
         // The default, unnumbered: the same line.
-        let want = want.map(|(_, line)| (None, line));
+        let want = want.map(|(_, offset, line)| (None, offset, line));
         let reader = Pieces { data: &data, sizes: sizes.clone(), turn: 0 };
         let got = find_line_blocking(reader, &needle, max_line)
             .unwrap()
-            .map(|m| (m.number, m.line.to_vec()));
+            .map(|m| (m.number, m.offset, m.line.to_vec()));
         prop_assert_eq!(&got, &want);
         let got_async = runtime
             .block_on(find_line(&data[..], &needle, max_line))
             .unwrap()
-            .map(|m| (m.number, m.line.to_vec()));
+            .map(|m| (m.number, m.offset, m.line.to_vec()));
         prop_assert_eq!(got_async, want);
     }
 
