@@ -252,7 +252,6 @@ fn aligning(buf: &[u8], at: usize) -> usize {
     (ALIGN - (buf.as_ptr() as usize).wrapping_add(at) % ALIGN) % ALIGN
 }
 
-/// Hands `buf[from..to]` (cut to `max_line`) to the callback as the next line.
 /// Hands `buf[from..to]` to `f` as one line (cut to `max_line`); `to` is the end of
 /// what was read, so the line starts `to - from` bytes before `summary.bytes`.
 fn emit(
