@@ -10,7 +10,7 @@ use crate::clock::{Clock, Source};
 use crate::counters::Counters;
 use crate::load::Flights;
 use crate::stats::{Cause, Stats};
-use crate::store::{Entry, Store};
+use crate::store::{Entry, Live, Store};
 
 /// Called with each entry that leaves the cache, and why (outside the shard's lock).
 pub type Listener<K, V> = Arc<dyn Fn(&K, &V, Cause) + Send + Sync>;
@@ -25,20 +25,36 @@ pub(crate) struct Policy {
     stale: u64,
 }
 
+/// Expired at `now`: at the TTL's instant exactly, or a TTI without a read (`touched`
+/// is read only when there is a TTI).
+#[inline]
+fn expired(expires: u64, touched: impl FnOnce() -> u64, now: u64, p: Policy) -> bool {
+    now >= expires || (p.tti != u64::MAX && now >= touched().saturating_add(p.tti))
+}
+
+/// Past keeping: expired, and `stale_for` beyond that (an entry kept stale can still
+/// be revalidated or served while a refresh runs, never returned by `get`).
+#[inline]
+fn dead(expires: u64, touched: impl FnOnce() -> u64, now: u64, p: Policy) -> bool {
+    now >= expires.saturating_add(p.stale)
+        || (p.tti != u64::MAX && now >= touched().saturating_add(p.tti).saturating_add(p.stale))
+}
+
 impl<V> Entry<V> {
-    /// Expired at `now`: at the TTL's instant exactly, or a TTI without a read.
+    pub(crate) fn expired(&self, now: u64, p: Policy) -> bool {
+        expired(self.expires, || self.touched, now, p)
+    }
+}
+
+impl<V> Live<'_, V> {
     #[inline]
     pub(crate) fn expired(&self, now: u64, p: Policy) -> bool {
-        now >= self.expires || (p.tti != u64::MAX && now >= self.touched().saturating_add(p.tti))
+        expired(self.expires, || self.touched(), now, p)
     }
 
-    /// Past keeping: expired, and `stale_for` beyond that (an entry kept stale can still
-    /// be revalidated or served while a refresh runs, never returned by `get`).
     #[inline]
     pub(crate) fn dead(&self, now: u64, p: Policy) -> bool {
-        now >= self.expires.saturating_add(p.stale)
-            || (p.tti != u64::MAX
-                && now >= self.touched().saturating_add(p.tti).saturating_add(p.stale))
+        dead(self.expires, || self.touched(), now, p)
     }
 }
 
@@ -124,8 +140,9 @@ fn power_of_two_at_most(n: u64) -> usize {
 /// asked for terabytes.
 pub const MAX_SHARDS: usize = 1 << 16;
 
-/// At most this many entries in one shard, whatever the weights (indices are `u32`).
-const MAX_SHARD_ENTRIES: usize = (u32::MAX - 1) as usize;
+/// At most this many entries in one shard, whatever the bound or the weights: a slot's
+/// index has 29 bits (536,870,910 entries; see `store.rs`).
+const MAX_SHARD_ENTRIES: usize = crate::store::NIL as usize - 1;
 
 pub(crate) struct Inner<K, V> {
     shards: Box<[Slot<K, V>]>,
@@ -288,7 +305,8 @@ impl<K, V> std::fmt::Debug for Builder<K, V> {
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
-    /// At most `max` entries (the default bound: 10,000).
+    /// At most `max` entries (the default bound: 10,000). One shard holds at most
+    /// 536,870,910 entries; a bound above that times the shards evicts at that.
     pub fn max_entries(mut self, max: u64) -> Self {
         self.max_entries = Some(max.max(1));
         self.max_weight = None;
@@ -387,7 +405,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Builder<K, V> {
         let hasher = Hasher::default();
         let shards = (0..shards)
             .map(|_| {
-                let mut store = Store::new(hasher.clone());
+                let mut store = Store::new(hasher.clone(), self.tti.is_some(), weigher.is_some());
                 store.reserve(reserve);
                 Padded(RwLock::new(Shard {
                     store,
@@ -506,7 +524,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
             if !entry.expired(now, p) {
                 entry.read();
                 if p.tti != u64::MAX {
-                    entry.touched.store(now, Ordering::Relaxed);
+                    entry.touch(now);
                 }
                 self.inner.counters.hit();
                 return Some(entry.value.clone());
@@ -620,12 +638,15 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
         let Some(i) = shard.store.find(hash, key) else {
             return false;
         };
-        let entry = shard.store.entry_mut(i);
+        let entry = shard.store.entry(i);
         if entry.dead(now, self.inner.policy) {
             return false;
         }
-        entry.expires = ttl.map_or(u64::MAX, |ttl| now.saturating_add(nanos(ttl)));
-        entry.touched.store(now, Ordering::Relaxed);
+        entry.touch(now);
+        shard.store.set_expires(
+            i,
+            ttl.map_or(u64::MAX, |ttl| now.saturating_add(nanos(ttl))),
+        );
         self.inner.revalidated.fetch_add(1, Ordering::Relaxed);
         true
     }
@@ -645,7 +666,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
             let fresh = !entry.expired(now, p);
             if fresh {
                 entry.read();
-                entry.touched.store(now, Ordering::Relaxed);
+                entry.touch(now);
             }
             Some((entry.value.clone(), fresh))
         });
@@ -765,7 +786,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
                 let mut shard = write(lock);
                 // From the end: a removal moves the last entry, already seen, into the hole.
                 for i in (0..shard.store.len() as u32).rev() {
-                    if predicate(shard.store.key(i), &shard.store.entry(i).value) {
+                    if predicate(shard.store.key(i), shard.store.entry(i).value) {
                         shard.remove(i, Cause::Removed, &mut gone);
                     }
                 }

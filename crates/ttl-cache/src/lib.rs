@@ -85,9 +85,11 @@
 //! lock's two atomic operations (taking and releasing it; quick_cache and a
 //! `Mutex<LruCache>` pay two as well) and about 7% on the clock read.
 //!
-//! Memory: an entry takes its key, its value and 32 bytes of its own in one array per
-//! shard, plus a 4-byte index in the lookup table (about 10 bytes an entry with the
-//! table's spare room); nothing is allocated per entry. Once the cache evicts, the
+//! Memory: an entry takes its key, its value and 16 bytes of its own (its expiry and
+//! two 32-bit link words) in one array per shard, 8 bytes more with a time-to-idle and
+//! 4 more with a weigher (in arrays beside it), plus a 4-byte index in the lookup table
+//! (about 10 bytes an entry with the table's spare room); nothing is allocated per
+//! entry. A shard holds at most 536,870,910 entries (29-bit indices). Once the cache evicts, the
 //! ghost FIFO adds up to about 18 bytes per entry held (60% as many 8-byte hashes, in a
 //! queue and a table; 17.8 bytes measured on a million entries). A cache bounded by
 //! entries reserves its table up front, up to a million entries (about 2 MiB written at

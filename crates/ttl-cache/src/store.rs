@@ -15,20 +15,33 @@
 //! nothing.
 //!
 //! Layout: entries live in one `Vec` (removal swaps the last one into the hole), the
-//! two FIFOs are doubly linked lists of `u32` indices inside it, and the lookup table
-//! holds only the `u32` index. An entry costs its key, its value, 32 bytes of its own
-//! and about 5 to 10 bytes of table; nothing is allocated per entry.
+//! two FIFOs are doubly linked lists of 29-bit indices inside it, and the lookup table
+//! holds only the `u32` index. A slot is the key, the value, the expiry and two 32-bit
+//! words: the previous index with the entry's queue and validators flag, and the next
+//! index with its read count (an atomic word, since reads count under the read lock).
+//! With `u64` keys and values that is 32 bytes, two slots to a cache line: a hit reads
+//! one line. The last read (time-to-idle) and the weight live in arrays beside it, kept
+//! only when the cache has a time-to-idle or a weigher. So an entry costs its key, its
+//! value, 16 bytes of its own and about 5 to 10 bytes of table; nothing is allocated
+//! per entry.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use hashbrown::HashTable;
 
 use crate::cache::Validators;
 
+/// Bits of a slot's index in its link words: a shard holds fewer than `NIL` entries.
+const INDEX_BITS: u32 = 29;
 /// No index: the end of a list.
-const NIL: u32 = u32::MAX;
+pub(crate) const NIL: u32 = (1 << INDEX_BITS) - 1;
+/// Where the queue sits in `Slot::prev`, and the validators flag above it.
+const QUEUE_SHIFT: u32 = INDEX_BITS;
+const HAS_VALIDATORS: u32 = 1 << 31;
+/// Where the read count sits in `Slot::next`.
+const FREQ_SHIFT: u32 = 30;
 /// Reads counted per entry, at most: main's head gets this many second chances.
 const MAX_FREQ: u8 = 3;
 /// The small FIFO's share of the bound, in thousandths (0.5%; moka's window is 1%).
@@ -68,19 +81,24 @@ enum Queue {
     None = 2,
 }
 
-/// One entry's value and times. Times are nanoseconds since the cache's epoch
-/// (`u64::MAX`: never).
+impl Queue {
+    fn from_bits(bits: u32) -> Self {
+        match bits & 3 {
+            0 => Queue::Small,
+            1 => Queue::Main,
+            _ => Queue::None,
+        }
+    }
+}
+
+/// An entry's value and times as the cache hands them to the store and gets them back.
+/// Times are nanoseconds since the cache's epoch (`u64::MAX`: never).
 pub(crate) struct Entry<V> {
     pub(crate) value: V,
     pub(crate) expires: u64,
-    /// The last read, for time-to-idle (written only when a TTI is set).
-    pub(crate) touched: AtomicU64,
+    /// The last read or write, for time-to-idle (kept only when a TTI is set).
+    pub(crate) touched: u64,
     pub(crate) weight: u32,
-    /// Reads since it was written or last given a second chance, up to `MAX_FREQ`.
-    freq: AtomicU8,
-    queue: Queue,
-    /// Its validators are in the store's side table.
-    has_validators: bool,
 }
 
 impl<V> Entry<V> {
@@ -88,34 +106,108 @@ impl<V> Entry<V> {
         Entry {
             value,
             expires,
-            touched: AtomicU64::new(touched),
+            touched,
             weight,
-            freq: AtomicU8::new(0),
-            queue: Queue::None,
-            has_validators: false,
         }
-    }
-
-    /// Counts a read: a load and, below the cap, a store (no read-modify-write, so a
-    /// hot entry's line is not written at all once it is at the cap).
-    #[inline]
-    pub(crate) fn read(&self) {
-        let f = self.freq.load(Ordering::Relaxed);
-        if f < MAX_FREQ {
-            self.freq.store(f + 1, Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn touched(&self) -> u64 {
-        self.touched.load(Ordering::Relaxed)
     }
 }
 
+/// A held entry, as a lookup sees it (under the shard's read lock).
+pub(crate) struct Live<'a, V> {
+    pub(crate) value: &'a V,
+    pub(crate) expires: u64,
+    /// `None`: the cache has no time-to-idle.
+    touched: Option<&'a AtomicU64>,
+    next: &'a AtomicU32,
+}
+
+impl<V> Live<'_, V> {
+    /// Counts a read, up to `MAX_FREQ`: a load and, below the cap, a store of the same
+    /// word with the count one higher (no read-modify-write, so a hot entry's line is not
+    /// written at all once it is at the cap). Readers racing may count one read between
+    /// them; the index bits are only written under the write lock, so every store puts
+    /// back the index it loaded.
+    #[inline]
+    pub(crate) fn read(&self) {
+        let word = self.next.load(Ordering::Relaxed);
+        if word >> FREQ_SHIFT < u32::from(MAX_FREQ) {
+            self.next.store(word + (1 << FREQ_SHIFT), Ordering::Relaxed);
+        }
+    }
+
+    /// The last read or write (0 without a time-to-idle).
+    #[inline]
+    pub(crate) fn touched(&self) -> u64 {
+        self.touched.map_or(0, |t| t.load(Ordering::Relaxed))
+    }
+
+    /// Records a read for time-to-idle (nothing without one).
+    #[inline]
+    pub(crate) fn touch(&self, now: u64) {
+        if let Some(t) = self.touched {
+            t.store(now, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One entry in the shard's array; see the module's doc for the layout.
 struct Slot<K, V> {
     key: K,
-    entry: Entry<V>,
+    value: V,
+    expires: u64,
+    /// The previous index (low `INDEX_BITS`), the queue (2 bits), the validators flag.
     prev: u32,
-    next: u32,
+    /// The next index (low `INDEX_BITS`) and the read count (top 2 bits).
+    next: AtomicU32,
+}
+
+impl<K, V> Slot<K, V> {
+    fn prev(&self) -> u32 {
+        self.prev & NIL
+    }
+
+    fn set_prev(&mut self, i: u32) {
+        self.prev = (self.prev & !NIL) | i;
+    }
+
+    fn queue(&self) -> Queue {
+        Queue::from_bits(self.prev >> QUEUE_SHIFT)
+    }
+
+    fn set_queue(&mut self, q: Queue) {
+        self.prev = (self.prev & !(3 << QUEUE_SHIFT)) | ((q as u32) << QUEUE_SHIFT);
+    }
+
+    fn has_validators(&self) -> bool {
+        self.prev & HAS_VALIDATORS != 0
+    }
+
+    fn set_has_validators(&mut self, has: bool) {
+        self.prev = (self.prev & !HAS_VALIDATORS) | if has { HAS_VALIDATORS } else { 0 };
+    }
+
+    fn next(&self) -> u32 {
+        self.next.load(Ordering::Relaxed) & NIL
+    }
+
+    fn set_next(&mut self, i: u32) {
+        let word = self.next.get_mut();
+        *word = (*word & !NIL) | i;
+    }
+
+    /// Reads counted since it was written or last given a second chance.
+    fn freq(&self) -> u8 {
+        (self.next.load(Ordering::Relaxed) >> FREQ_SHIFT) as u8
+    }
+
+    /// Sets the read count (under the write lock: no reader races it).
+    fn set_freq(&self, freq: u8) {
+        let word = self.next.load(Ordering::Relaxed);
+        self.next.store(
+            (word & !(3 << FREQ_SHIFT)) | (u32::from(freq) << FREQ_SHIFT),
+            Ordering::Relaxed,
+        );
+    }
 }
 
 #[derive(Default)]
@@ -180,6 +272,13 @@ impl Ghost {
 /// cache passes each key's hash in, and the store rehashes only to move entries).
 pub(crate) struct Store<K, V, S> {
     slots: Vec<Slot<K, V>>,
+    /// Each slot's last read, beside it; empty unless the cache has a time-to-idle.
+    touched: Vec<AtomicU64>,
+    /// Each slot's weight, beside it; empty unless the cache has a weigher (every
+    /// weight is 1 then).
+    weights: Vec<u32>,
+    tti: bool,
+    weighted: bool,
     table: HashTable<u32>,
     small: List,
     main: List,
@@ -200,9 +299,15 @@ pub(crate) struct Admission {
 }
 
 impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
-    pub(crate) fn new(hasher: S) -> Self {
+    /// A store that keeps each entry's last read if `tti`, and its weight if
+    /// `weighted` (otherwise every weight is 1).
+    pub(crate) fn new(hasher: S, tti: bool, weighted: bool) -> Self {
         Store {
             slots: Vec::new(),
+            touched: Vec::new(),
+            weights: Vec::new(),
+            tti,
+            weighted,
             table: HashTable::new(),
             small: List::new(),
             main: List::new(),
@@ -219,6 +324,12 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
     /// one per bucket; the entries' memory is touched only as it fills).
     pub(crate) fn reserve(&mut self, n: usize) {
         self.slots.reserve_exact(n);
+        if self.tti {
+            self.touched.reserve_exact(n);
+        }
+        if self.weighted {
+            self.weights.reserve_exact(n);
+        }
         let Store {
             table,
             slots,
@@ -237,6 +348,15 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
         self.small.weight + self.main.weight
     }
 
+    /// The weight of the entry at `i`.
+    fn weight_of(&self, i: u32) -> u64 {
+        if self.weighted {
+            u64::from(self.weights[i as usize])
+        } else {
+            1
+        }
+    }
+
     #[inline]
     pub(crate) fn find(&self, hash: u64, key: &K) -> Option<u32> {
         let slots = &self.slots;
@@ -246,16 +366,24 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
     }
 
     #[inline]
-    pub(crate) fn entry(&self, i: u32) -> &Entry<V> {
-        &self.slots[i as usize].entry
+    pub(crate) fn entry(&self, i: u32) -> Live<'_, V> {
+        let slot = &self.slots[i as usize];
+        Live {
+            value: &slot.value,
+            expires: slot.expires,
+            // Empty without a time-to-idle.
+            touched: self.touched.get(i as usize),
+            next: &slot.next,
+        }
     }
 
-    pub(crate) fn entry_mut(&mut self, i: u32) -> &mut Entry<V> {
-        &mut self.slots[i as usize].entry
+    /// A new expiry for the entry at `i`.
+    pub(crate) fn set_expires(&mut self, i: u32, expires: u64) {
+        self.slots[i as usize].expires = expires;
     }
 
     pub(crate) fn validators(&self, i: u32) -> Option<&Validators> {
-        if self.slots[i as usize].entry.has_validators {
+        if self.slots[i as usize].has_validators() {
             self.validators.get(&i)
         } else {
             None
@@ -263,8 +391,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
     }
 
     pub(crate) fn set_validators(&mut self, i: u32, validators: Option<Validators>) {
-        let entry = &mut self.slots[i as usize].entry;
-        entry.has_validators = validators.is_some();
+        self.slots[i as usize].set_has_validators(validators.is_some());
         match validators {
             Some(v) => {
                 self.validators.insert(i, v);
@@ -291,16 +418,16 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
         let tail = self.list(q).tail;
         {
             let slot = &mut self.slots[i as usize];
-            slot.prev = tail;
-            slot.next = NIL;
-            slot.entry.queue = q;
+            slot.set_prev(tail);
+            slot.set_next(NIL);
+            slot.set_queue(q);
         }
         if tail == NIL {
             self.list(q).head = i;
         } else {
-            self.slots[tail as usize].next = i;
+            self.slots[tail as usize].set_next(i);
         }
-        let weight = u64::from(self.slots[i as usize].entry.weight);
+        let weight = self.weight_of(i);
         let list = self.list(q);
         list.tail = i;
         list.len += 1;
@@ -314,31 +441,32 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
         if prev == NIL {
             self.list(q).head = after_prev;
         } else {
-            self.slots[prev as usize].next = after_prev;
+            self.slots[prev as usize].set_next(after_prev);
         }
         if next == NIL {
             self.list(q).tail = before_next;
         } else {
-            self.slots[next as usize].prev = before_next;
+            self.slots[next as usize].set_prev(before_next);
         }
     }
 
     fn unlink(&mut self, i: u32) {
-        let (prev, next, q, weight) = {
+        let (prev, next, q) = {
             let s = &self.slots[i as usize];
-            (s.prev, s.next, s.entry.queue, u64::from(s.entry.weight))
+            (s.prev(), s.next(), s.queue())
         };
         if q == Queue::None {
             return;
         }
+        let weight = self.weight_of(i);
         self.repoint(q, prev, next, next, prev);
         let list = self.list(q);
         list.len -= 1;
         list.weight -= weight;
         let slot = &mut self.slots[i as usize];
-        slot.entry.queue = Queue::None;
-        slot.prev = NIL;
-        slot.next = NIL;
+        slot.set_queue(Queue::None);
+        slot.set_prev(NIL);
+        slot.set_next(NIL);
     }
 
     /// Where a key that is not held goes, decided before room is made for it: to main
@@ -371,12 +499,12 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
         }
         for _ in 0..ADMIT_STEPS {
             let head = self.main.head;
-            let e = &self.slots[head as usize].entry;
-            let freq = e.freq.load(Ordering::Relaxed);
+            let slot = &self.slots[head as usize];
+            let freq = slot.freq();
             if freq == 0 {
                 return to_main;
             }
-            e.freq.store(freq - 1, Ordering::Relaxed);
+            slot.set_freq(freq - 1);
             self.unlink(head);
             self.link(head, Queue::Main);
         }
@@ -386,16 +514,28 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
     /// Adds a key that is not held, to main or small as [`Store::admit`] said. Returns
     /// its index. The caller made room first.
     pub(crate) fn insert(&mut self, hash: u64, key: K, entry: Entry<V>, to_main: bool) -> u32 {
-        let Ok(i) = u32::try_from(self.slots.len()) else {
-            // The caller's room-making keeps a shard under `u32::MAX - 1` entries.
-            unreachable!("a shard holds fewer than u32::MAX entries")
+        let i = match u32::try_from(self.slots.len()) {
+            Ok(i) if i < NIL => i,
+            // The caller's room-making keeps a shard under `MAX_ENTRIES`.
+            _ => unreachable!("a shard holds fewer than {NIL} entries"),
         };
         self.slots.push(Slot {
             key,
-            entry,
-            prev: NIL,
-            next: NIL,
+            value: entry.value,
+            expires: entry.expires,
+            prev: NIL | ((Queue::None as u32) << QUEUE_SHIFT),
+            next: AtomicU32::new(NIL),
         });
+        debug_assert!(
+            self.weighted || entry.weight == 1,
+            "unweighted: every weight is 1"
+        );
+        if self.tti {
+            self.touched.push(AtomicU64::new(entry.touched));
+        }
+        if self.weighted {
+            self.weights.push(entry.weight);
+        }
         let Store {
             table,
             slots,
@@ -415,28 +555,42 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
         &mut self,
         hash: u64,
         i: u32,
-        mut entry: Entry<V>,
+        entry: Entry<V>,
         make_room: impl FnOnce(&mut Self, u64),
     ) -> (Entry<V>, Option<u32>) {
-        let q = self.slots[i as usize].entry.queue;
+        let q = self.slots[i as usize].queue();
         self.unlink(i);
         let weight = u64::from(entry.weight);
-        let slot = &mut self.slots[i as usize];
-        entry.freq = AtomicU8::new(slot.entry.freq.load(Ordering::Relaxed));
-        entry.has_validators = slot.entry.has_validators;
-        let old = std::mem::replace(&mut slot.entry, entry);
+        let old = self.swap_entry(i, entry);
         make_room(self, weight);
         // `make_room` removes linked entries only, but a removal may move this one to
         // another index: it is the one unlinked entry under its hash.
         let slots = &self.slots;
         let i = self
             .table
-            .find(hash, |&j| slots[j as usize].entry.queue == Queue::None)
+            .find(hash, |&j| slots[j as usize].queue() == Queue::None)
             .copied();
         if let Some(i) = i {
             self.link(i, if q == Queue::None { Queue::Small } else { q });
         }
         (old, i)
+    }
+
+    /// Puts `entry`'s value and times in slot `i` (unlinked); gives back the old ones.
+    fn swap_entry(&mut self, i: u32, entry: Entry<V>) -> Entry<V> {
+        let i = i as usize;
+        let slot = &mut self.slots[i];
+        let value = std::mem::replace(&mut slot.value, entry.value);
+        let expires = std::mem::replace(&mut slot.expires, entry.expires);
+        let touched = match self.touched.get_mut(i) {
+            Some(t) => std::mem::replace(t.get_mut(), entry.touched),
+            None => 0,
+        };
+        let weight = match self.weights.get_mut(i) {
+            Some(w) => std::mem::replace(w, entry.weight),
+            None => 1,
+        };
+        Entry::new(value, expires, touched, weight)
     }
 
     /// Removes the entry at `i`; gives back its key, its entry and its validators.
@@ -446,13 +600,23 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
         if let Ok(e) = self.table.find_entry(hash, |&j| j == i) {
             e.remove();
         }
-        let validators = if self.slots[i as usize].entry.has_validators {
+        let validators = if self.slots[i as usize].has_validators() {
             self.validators.remove(&i)
         } else {
             None
         };
         let last = (self.slots.len() - 1) as u32;
         let slot = self.slots.swap_remove(i as usize);
+        let touched = if self.tti {
+            self.touched.swap_remove(i as usize).into_inner()
+        } else {
+            0
+        };
+        let weight = if self.weighted {
+            self.weights.swap_remove(i as usize)
+        } else {
+            1
+        };
         if i != last {
             // The last slot moved into `i`: point its table entry, its neighbours (or
             // its list's ends) and its validators at the new index.
@@ -462,7 +626,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
             }
             let (prev, next, q, has) = {
                 let s = &self.slots[i as usize];
-                (s.prev, s.next, s.entry.queue, s.entry.has_validators)
+                (s.prev(), s.next(), s.queue(), s.has_validators())
             };
             if q != Queue::None {
                 self.repoint(q, prev, next, i, i);
@@ -471,7 +635,8 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
                 self.validators.insert(i, v);
             }
         }
-        (slot.key, slot.entry, validators)
+        let entry = Entry::new(slot.value, slot.expires, touched, weight);
+        (slot.key, entry, validators)
     }
 
     /// The oldest entry of each FIFO (for the expiry check after a write).
@@ -489,7 +654,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
         &mut self,
         limit: u64,
         newest_first: bool,
-        dead: impl Fn(&Entry<V>) -> bool,
+        dead: impl Fn(Live<'_, V>) -> bool,
     ) -> Option<u32> {
         loop {
             let small_first = self.small.head != NIL
@@ -501,10 +666,9 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
                 } else {
                     self.small.head
                 };
-                let e = &self.slots[i as usize].entry;
-                let (freq, is_dead) = (e.freq.load(Ordering::Relaxed), dead(e));
+                let (freq, is_dead) = (self.slots[i as usize].freq(), dead(self.entry(i)));
                 if freq > 0 && !is_dead {
-                    e.freq.store(0, Ordering::Relaxed);
+                    self.slots[i as usize].set_freq(0);
                     self.unlink(i);
                     self.link(i, Queue::Main);
                     continue;
@@ -520,10 +684,9 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
             if i == NIL {
                 return None;
             }
-            let e = &self.slots[i as usize].entry;
-            let freq = e.freq.load(Ordering::Relaxed);
-            if freq > 0 && !dead(e) {
-                e.freq.store(freq - 1, Ordering::Relaxed);
+            let freq = self.slots[i as usize].freq();
+            if freq > 0 && !dead(self.entry(i)) {
+                self.slots[i as usize].set_freq(freq - 1);
                 self.unlink(i);
                 self.link(i, Queue::Main);
                 continue;
@@ -546,7 +709,7 @@ mod tests {
     type S = foldhash::fast::FixedState;
 
     fn store() -> Store<u64, u64, S> {
-        Store::new(S::with_seed(7))
+        Store::new(S::with_seed(7), false, true)
     }
 
     fn put(s: &mut Store<u64, u64, S>, k: u64, limit: u64) -> Vec<u64> {
@@ -573,11 +736,11 @@ mod tests {
             let (mut i, mut prev, mut n, mut w) = (list.head, NIL, 0, 0);
             while i != NIL {
                 let slot = &s.slots[i as usize];
-                assert_eq!((slot.prev, slot.entry.queue), (prev, q));
-                w += u64::from(slot.entry.weight);
+                assert_eq!((slot.prev(), slot.queue()), (prev, q));
+                w += s.weight_of(i);
                 n += 1;
                 prev = i;
-                i = slot.next;
+                i = slot.next();
             }
             assert_eq!((list.tail, list.len, list.weight), (prev, n, w));
             seen += n;
@@ -643,7 +806,7 @@ mod tests {
         assert!(s.find(h, &0).is_none());
         put(&mut s, 0, 10);
         let i = s.find(h, &0).unwrap();
-        assert_eq!(s.entry(i).queue, Queue::Main);
+        assert_eq!(s.slots[i as usize].queue(), Queue::Main);
         assert!(s.ghost_len() <= 16);
         consistent(&s);
     }
@@ -673,65 +836,134 @@ mod tests {
         consistent(&s);
     }
 
+    /// With and without the arrays beside the slots (last reads, weights): every
+    /// entry's value, expiry, last read and weight stay with its key through
+    /// removals, which move the last slot into the hole.
     #[test]
     fn random_writes_reads_removals_and_replacements_keep_every_link() {
-        let mut s = store();
+        for (tti, weighted) in [(false, false), (false, true), (true, false), (true, true)] {
+            random_ops(tti, weighted);
+        }
+    }
+
+    fn random_ops(tti: bool, weighted: bool) {
+        let mut s = Store::new(S::with_seed(7), tti, weighted);
+        // Each held key's weight.
+        let mut weights = HashMap::new();
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let limit = 40;
+        let entry = |k: u64, weight| Entry::new(k, k + 7, 3 * k + 1, weight);
         for _ in 0..20_000 {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             let k = x % 64;
             let h = s.hasher.hash_one(k);
-            let weight = (x >> 8) as u32 % 5;
+            let roll = (x >> 8) as u32 % 5;
+            let weight = if weighted { roll } else { 1 };
             match (x >> 16) % 4 {
                 0 => {
                     get(&s, k);
                 }
                 1 => {
                     if let Some(i) = s.find(h, &k) {
-                        s.remove(i);
+                        let (key, old, _) = s.remove(i);
+                        assert_eq!((key, old.weight), (k, weights[&k]));
+                        weights.remove(&k);
                     }
                 }
                 _ => match s.find(h, &k) {
                     Some(i) => {
-                        let (old, now) =
-                            s.replace(h, i, Entry::new(k, u64::MAX, 0, weight), |s, need| {
-                                while s.weight() + need > limit {
-                                    let Some(v) = s.victim(limit, false, |_| false) else {
-                                        break;
-                                    };
-                                    s.remove(v);
-                                }
-                            });
-                        assert_eq!(old.value, k);
+                        let mut gone = Vec::new();
+                        let (old, now) = s.replace(h, i, entry(k, weight), |s, need| {
+                            while s.weight() + need > limit {
+                                let Some(v) = s.victim(limit, false, |_| false) else {
+                                    break;
+                                };
+                                gone.push(s.remove(v).0);
+                            }
+                        });
+                        assert_eq!((old.value, old.expires), (k, k + 7));
+                        assert_eq!(old.touched, if tti { 3 * k + 1 } else { 0 });
+                        assert_eq!(old.weight, weights[&k]);
+                        weights.insert(k, weight);
+                        for g in gone {
+                            weights.remove(&g);
+                        }
                         let i = now.expect("a replaced entry is relinked");
-                        s.set_validators(i, (weight == 0).then(Validators::default));
+                        s.set_validators(i, (roll == 0).then(Validators::default));
                     }
                     None => {
                         let admission = s.admit(h, u64::from(weight), limit);
                         while s.weight() + u64::from(weight) > limit {
                             let v = s.victim(limit, admission.newest_first, |_| false).unwrap();
-                            s.remove(v);
+                            weights.remove(&s.remove(v).0);
                         }
-                        s.insert(h, k, Entry::new(k, u64::MAX, 0, weight), admission.to_main);
+                        s.insert(h, k, entry(k, weight), admission.to_main);
+                        weights.insert(k, weight);
                     }
                 },
             }
             consistent(&s);
             assert!(s.weight() <= limit);
+            assert_eq!(weights.len(), s.len());
+            assert_eq!(s.touched.len(), if tti { s.len() } else { 0 });
+            assert_eq!(s.weights.len(), if weighted { s.len() } else { 0 });
             for (i, slot) in s.slots.iter().enumerate() {
-                assert_eq!(slot.entry.value, slot.key, "values stay with their keys");
+                let live = s.entry(i as u32);
+                assert_eq!((*live.value, live.expires), (slot.key, slot.key + 7));
+                assert_eq!(live.touched(), if tti { 3 * slot.key + 1 } else { 0 });
+                assert_eq!(s.weight_of(i as u32), u64::from(weights[&slot.key]));
                 assert_eq!(
-                    slot.entry.has_validators,
+                    slot.has_validators(),
                     s.validators.contains_key(&(i as u32))
                 );
             }
             assert_eq!(
                 s.validators.len(),
-                s.slots.iter().filter(|x| x.entry.has_validators).count()
+                s.slots.iter().filter(|x| x.has_validators()).count()
             );
+        }
+    }
+
+    /// The flags and the read count share their words with the indices: setting one
+    /// leaves the others alone, up to the largest index.
+    #[test]
+    fn link_words_keep_their_fields_apart() {
+        let mut slot = Slot {
+            key: 0u64,
+            value: 0u64,
+            expires: 0,
+            prev: NIL,
+            next: AtomicU32::new(NIL),
+        };
+        for q in [Queue::Small, Queue::Main, Queue::None] {
+            for has in [false, true] {
+                for i in [0, 1, NIL - 1, NIL] {
+                    slot.set_queue(q);
+                    slot.set_has_validators(has);
+                    slot.set_prev(i);
+                    slot.set_next(NIL - i);
+                    for f in 0..=MAX_FREQ {
+                        slot.set_freq(f);
+                        assert_eq!(slot.freq(), f);
+                        assert_eq!((slot.prev(), slot.next()), (i, NIL - i));
+                        assert_eq!((slot.queue(), slot.has_validators()), (q, has));
+                    }
+                    slot.set_freq(0);
+                    let live = Live {
+                        value: &slot.value,
+                        expires: 0,
+                        touched: None,
+                        next: &slot.next,
+                    };
+                    for _ in 0..5 {
+                        live.read();
+                    }
+                    assert_eq!(slot.freq(), MAX_FREQ, "reads count up to the cap");
+                    assert_eq!((slot.prev(), slot.next()), (i, NIL - i));
+                }
+            }
         }
     }
 }
