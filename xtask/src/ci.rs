@@ -45,6 +45,6 @@ pub fn main() -> Result<bool> {
         println!("==> failed: cargo xtask compat");
         return Ok(false);
     }
-    println!("==> cargo xtask stress --quick");
-    crate::stress(&["--quick".to_string()])
+    println!("==> cargo xtask stress --quick --after-test");
+    crate::stress(&["--quick".to_string(), "--after-test".to_string()])
 }

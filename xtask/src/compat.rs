@@ -95,20 +95,18 @@ pub fn main(args: &[String]) -> Result<bool> {
                 .map(move |f| format!("{krate}/{f}"))
         })
         .collect();
+    // Both targets in one cargo run: their units build side by side on the cores.
+    let mut check = cargo();
+    check.args(["check", "--lib", "--no-default-features"]);
     for target in TARGETS {
-        let mut check = cargo();
-        check.args([
-            "check",
-            "--lib",
-            "--target",
-            target,
-            "--no-default-features",
-        ]);
-        for (krate, _) in PORTABLE {
-            check.args(["-p", krate]);
-        }
-        check.args(["--features", &features.join(",")]);
-        ok &= run(check)?;
+        check.args(["--target", target]);
+    }
+    for (krate, _) in PORTABLE {
+        check.args(["-p", krate]);
+    }
+    check.args(["--features", &features.join(",")]);
+    ok &= run(check)?;
+    for target in TARGETS {
         ok &= proc_reaper_refuses(target)?;
     }
 
