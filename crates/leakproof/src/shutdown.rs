@@ -22,15 +22,16 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(25);
 pub const DEFAULT_CHILD_GRACE: Duration = Duration::from_secs(2);
 
 /// How long forced (aborted) async work gets to unwind, so the drops of what its scopes
-/// held run before the final sweep; never past [`PAST_DEADLINE`]'s first half.
+/// held run before the final sweep; at most a quarter of what is left before the
+/// deadline, so never past it.
 const UNWIND: Duration = Duration::from_millis(500);
 
 /// How far past the deadline the process may end, measured from outside: the forced
 /// release (the unwind of forced work, the SIGKILL of child trees still alive, the
 /// removal of temp entries still live) may run into its first half, and the second half
 /// is left for what follows the report up to [`ShutdownReport::exit`] (18 to 28 ms in
-/// `tests/signal.rs` on a 2-core VM). Everything before it
-/// takes the deadline itself as its end.
+/// `tests/signal.rs` on a 2-core VM). Everything before it takes the deadline itself as
+/// its end.
 pub const PAST_DEADLINE: Duration = Duration::from_millis(100);
 
 /// How far past the deadline the forced release itself may run: half of

@@ -516,7 +516,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
     pub(crate) fn insert(&mut self, hash: u64, key: K, entry: Entry<V>, to_main: bool) -> u32 {
         let i = match u32::try_from(self.slots.len()) {
             Ok(i) if i < NIL => i,
-            // The caller's room-making keeps a shard under `MAX_ENTRIES`.
+            // The cache's room-making keeps a shard under `MAX_SHARD_ENTRIES`.
             _ => unreachable!("a shard holds fewer than {NIL} entries"),
         };
         self.slots.push(Slot {
