@@ -520,3 +520,37 @@ async fn a_period_past_the_longest_is_refused_and_the_longest_grants_at_once() {
     let wait = gate.try_acquire().unwrap_err();
     assert!(wait > rate_gate::LONGEST_PERIOD / 2, "{wait:?}");
 }
+
+/// `try_acquire` on a gate with only a quota takes its one-line path: the quota's
+/// refusal, the server's pause and a quota changed at runtime still decide as on the
+/// full path, and every grant and refusal is counted. (A waiter:
+/// `try_acquire_never_jumps_the_line`.)
+#[tokio::test(start_paused = true)]
+async fn try_acquire_on_a_quota_alone_refuses_counts_and_obeys_the_server() {
+    let gate = Gate::builder()
+        .quota(Quota::per_second(10).burst(3).unwrap())
+        .build();
+    for _ in 0..3 {
+        assert!(gate.try_acquire().is_ok());
+    }
+    // The quota refuses, with the wait until the next permit (one tenth of a second).
+    assert_eq!(gate.try_acquire().unwrap_err(), Duration::from_millis(100));
+    let stats = gate.stats();
+    assert_eq!((stats.granted, stats.rejected), (3, 1));
+
+    // The server's pause holds even when the quota would allow.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    gate.observe(Feedback::new().retry_after(Duration::from_secs(30)));
+    let wait = gate.try_acquire().unwrap_err();
+    assert_eq!(wait, Duration::from_secs(30));
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert!(gate.try_acquire().is_ok(), "the pause is over");
+
+    // A quota changed at runtime applies to the next call: burst 1, just spent.
+    gate.set_quota(Quota::per_second(1).burst(1).unwrap());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(gate.try_acquire().is_ok());
+    assert_eq!(gate.try_acquire().unwrap_err(), Duration::from_secs(1));
+    let stats = gate.stats();
+    assert_eq!((stats.granted, stats.rejected), (5, 3));
+}
