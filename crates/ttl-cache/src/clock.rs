@@ -62,14 +62,19 @@ fn tokio_paused() -> bool {
 }
 
 /// The coarse monotonic clock, in nanoseconds from an arbitrary zero.
+///
+/// Plain wrapping arithmetic: the kernel's monotonic seconds are never negative, its
+/// nanoseconds are under 10^9, and the sum fits in 64 bits for 584 years of uptime.
+/// Checked conversions with saturation (as in `bounded-stream`, read once per chunk)
+/// took a one-thread hit to 1.05x this one's time (paired, six caches of each,
+/// 2026-12-03, against 0.99 to 1.01x for two copies of the same code).
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
 #[inline]
 fn coarse_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-    u64::try_from(t.tv_sec)
-        .unwrap_or(0)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
+    (t.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(t.tv_nsec as u64)
 }
 
 /// `std::time::Instant` where no coarse clock is offered, from a process-wide zero.
