@@ -43,17 +43,19 @@
 //! cache's cell) measured about 5% of a one-thread hit: a copy of the crate that
 //! counted nothing took 0.87x the time, where two identical copies read 0.92x in the
 //! same loop (one cache each; the placement of its memory biases that loop). The
-//! first thread to count on a cache now finds its cell in
-//! the cache itself, by the address of a thread-local: 0.92x the time on one thread
-//! (paired, six caches of each, twice), 0.93 to 0.98x on two. This bench's run right
-//! after: 1.153x `Mutex<lru>` (1.022-1.190) and 1.472x quick_cache (1.469-1.564) on
-//! one thread. Then the coarse clock's conversion to nanoseconds without checked,
-//! saturating steps (see `clock.rs`): 0.95x the time on one thread (paired, six caches
-//! of each, twice; two identical copies read 0.99 and 1.01x), and this bench 1.167x
-//! `Mutex<lru>` (1.101-1.381) and 1.407x quick_cache (1.406-1.614). The two-thread rows depend on where the VM's two vCPUs sit: on
-//! 2026-12-02 and -03 every cache's two-thread get took about twice its one-thread
-//! time (in the run above ours 35.0 then 82.5 ns, quick_cache 23.9 then 52.4 ns), as
-//! if the two shared a core, and ours/quick_cache read 1.36 to 1.38x, against 0.93x
+//! first thread to count on a cache now finds its cell in the cache itself, by the
+//! address of a thread-local: 0.92x the time on one thread (paired, six caches of
+//! each, twice), 0.93 to 0.98x on two. This bench's run right after: 1.153x
+//! `Mutex<lru>` (1.022-1.190) and 1.472x quick_cache (1.469-1.564) on one thread.
+//! Then the coarse clock's conversion to nanoseconds without checked, saturating
+//! steps (see `clock.rs`): 0.95x the time on one thread (paired, six caches of each,
+//! twice; two identical copies read 0.99 and 1.01x), and this bench 1.167x
+//! `Mutex<lru>` (1.101-1.381) and 1.407x quick_cache (1.406-1.614).
+//!
+//! The two-thread rows depend on where the VM's two vCPUs sit: on 2026-12-02 and -03
+//! every cache's two-thread get took about twice its one-thread time (in the first of
+//! the two runs above, ours 35.0 then 82.5 ns, quick_cache 23.9 then 52.4 ns), as if
+//! the two shared a core, and ours/quick_cache read 1.36 to 1.38x, against 0.93x
 //! (two threads: ours 35.2 ns, quick_cache 67.5 ns) in the run before.
 
 use std::fmt::Write as _;

@@ -50,7 +50,7 @@ pub(crate) enum Source {
 /// by one multiplication with a factor read off quanta's calibration when the gate
 /// is built. quanta's own scaling (`delta_as_nanos`) matches on its clock's kind and
 /// checks the order of its two readings on every call, on the path from the counter
-/// to the compare-and-swap: doing without it took a grant from 113 to 100
+/// to the compare-and-swap: doing without it took a grant from 113 to about 100
 /// instructions (callgrind) and 0.88 to 0.94x the time (paired, noisy machine).
 #[cfg(feature = "quanta")]
 pub(crate) struct Counter {

@@ -85,20 +85,26 @@ impl Rates {
         (self.seq.load(Ordering::Relaxed) == seq).then_some(rate)
     }
 
-    /// Writes a new quota; the caller holds `Inner::state`, so writers never overlap.
-    fn write(&self, quota: Option<Quota>) {
+    /// Writes a new quota and returns what it wrote; the caller holds `Inner::state`,
+    /// so writers never overlap.
+    fn write(&self, quota: Option<Quota>) -> Rate {
         let (interval, burst) = quota.map_or((0, 0), |q| {
             let ns = u64::try_from(q.emission_interval().as_nanos()).unwrap_or(u64::MAX);
             (ns.max(1), q.burst_size())
         });
+        let rate = Rate {
+            interval,
+            burst,
+            tolerance: interval.saturating_mul(u64::from(burst)),
+        };
         let seq = self.seq.load(Ordering::Relaxed);
         self.seq.store(seq + 1, Ordering::Relaxed);
         fence(Ordering::Release);
-        self.interval.store(interval, Ordering::Relaxed);
-        self.burst.store(burst, Ordering::Relaxed);
-        self.tolerance
-            .store(interval.saturating_mul(u64::from(burst)), Ordering::Relaxed);
+        self.interval.store(rate.interval, Ordering::Relaxed);
+        self.burst.store(rate.burst, Ordering::Relaxed);
+        self.tolerance.store(rate.tolerance, Ordering::Relaxed);
         self.seq.store(seq + 2, Ordering::Release);
+        rate
     }
 }
 
@@ -737,7 +743,7 @@ impl Gate {
         }
     }
 
-    /// A refusal by the quota on `try_acquire`'s common path: counted, and the wait.
+    /// A refusal of `try_acquire`: counted, and the wait.
     #[inline]
     fn refused(&self, ns: u64) -> Duration {
         self.inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -777,10 +783,8 @@ impl Gate {
     /// refusal.
     #[inline(never)]
     fn try_acquire_slow(&self) -> Result<Permit<'_>, Duration> {
-        self.try_take_now(1).map_err(|refusal| {
-            self.inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
-            Duration::from_nanos(refusal.unwrap_or(u64::MAX))
-        })
+        self.try_take_now(1)
+            .map_err(|refusal| self.refused(refusal.unwrap_or(u64::MAX)))
     }
 
     /// Changes the quota at runtime, keeping what was already used: the debt is carried
@@ -789,12 +793,8 @@ impl Gate {
         let now = self.inner.clock.now();
         let mut state = self.state();
         state.quota = Some(quota);
-        self.inner.rates.write(Some(quota));
-        let interval = u64::try_from(quota.emission_interval().as_nanos()).unwrap_or(u64::MAX);
-        let max_owed = interval
-            .max(1)
-            .saturating_mul(u64::from(quota.burst_size()));
-        let cap = now.saturating_add(max_owed);
+        let rate = self.inner.rates.write(Some(quota));
+        let cap = now.saturating_add(rate.tolerance);
         self.inner
             .ledger
             .update_tat(|tat| (tat > cap).then_some(cap));
