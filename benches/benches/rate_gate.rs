@@ -38,19 +38,20 @@
 //! paired loop put the new refusal at 1.03x governor's and 0.90x the old code's; this
 //! bench now pairs that row too: 1.040x (1.031-1.040, 3 runs).
 //!
-//! The two ways of measuring disagree here (2026-12-03, same binary, same run):
-//! criterion's separately measured medians put ours at 10.65 ns and governor's `check`
-//! at 10.80 ns (0.986x), while the paired rounds give 1.084 to 1.100x. The paired
-//! figure is not an artefact of its order: ours against a second gate of ours measured
-//! 0.998 and 0.999x, governor against a second governor 1.000 and 1.002x, and the
-//! pair swapped 0.919 and 0.920x (the inverse of 1.09). Both harnesses run the same
-//! machine code for each side (`perf annotate`: our `try_acquire` inlined into the
-//! timing closure, governor's compare-and-swap loop called out of line). Nor is it code
-//! placement alone: built with every function aligned to 64 bytes and every branch
-//! target to 32 (`-C llvm-args=-align-all-functions=6
-//! -C llvm-args=-align-all-nofallthru-blocks=5`), the paired rounds gave 1.077 to
-//! 1.085x and the separate medians 1.02 to 1.03x. The target is judged by the paired
-//! ratio, the stricter of the two.
+//! The two ways of measuring disagreed here (2026-12-03): criterion's separately
+//! measured medians put ours at 0.99x governor's `check`, the paired rounds at 1.08 to
+//! 1.10x, and A/A pairs read 1.00x. The paired loop then called each side through a
+//! `dyn FnMut` per call, and whether the compiler saw through it depended on the side's
+//! size; it now runs each side in a loop of its own with the side's call inlined, as in
+//! a caller's loop (see `leakproof_benches::paired`). With that loop, the same evening:
+//! the code described above 1.107 to 1.118x (3 runs); then `try_acquire` inlined whole
+//! into the caller (it was a call whose permit came back through memory) and the checks
+//! for waiters, slots, Redis and the server's word read from one word: 0.879 to 0.881x
+//! (3 runs), and `cargo xtask bench --runs 3` 0.878x (0.877-0.879), while criterion's
+//! separate medians read 0.89x in one run and 1.06x in the next. callgrind, built as
+//! here with Redis support: 127 to 87 instructions a grant (governor's `check`: 53).
+//! The time left is mostly the CPU's counter (48% of samples in `quanta::Clock::raw`,
+//! for both sides).
 
 use std::num::NonZeroU32;
 use std::sync::Barrier;

@@ -10,8 +10,10 @@
 //! the compare-and-swap. The two once shared one 128-bit word; its load and
 //! compare-and-swap cost about twice a 64-bit pair on x86_64.) A server pause or
 //! budget raises the `restricted` flag and every take goes through the `state` mutex
-//! until it lapses. The quota itself is read through a sequence lock, so a runtime
-//! change is never seen half-made.
+//! until it lapses. That flag, a count of queued acquirers and whether the gate has a
+//! concurrency cap or Redis share one word (`Detours`), so `try_acquire` learns with
+//! one load that nothing sends it off the lock-free path. The quota itself is read
+//! through a sequence lock, so a runtime change is never seen half-made.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
@@ -206,11 +208,9 @@ struct Inner {
     /// The two words every grant writes, on a line of their own.
     ledger: Ledger,
     rates: Rates,
-    /// Set while anything in `state` is imposed: takes then go through the mutex.
-    restricted: AtomicBool,
+    /// What sends a take off the lock-free path, in one word for `try_acquire` to read.
+    detours: Detours,
     state: Mutex<Imposed>,
-    /// Acquirers queued now; `try_acquire` never jumps ahead of them.
-    waiting: AtomicUsize,
     /// The head of the line holds a concurrency slot while it waits for quota: that
     /// slot is not a request in flight.
     head_slot: AtomicBool,
@@ -338,16 +338,19 @@ impl GateBuilder {
         let local_quota = self.quota;
         let rates = Rates::default();
         rates.write(local_quota);
+        #[cfg(feature = "redis")]
+        let fixed = self.concurrency.is_some() || remote.is_some();
+        #[cfg(not(feature = "redis"))]
+        let fixed = self.concurrency.is_some();
         let gate = Gate {
             inner: std::sync::Arc::new(Inner {
                 ledger: Ledger::default(),
                 rates,
-                restricted: AtomicBool::new(false),
+                detours: Detours::new(fixed),
                 state: Mutex::new(Imposed {
                     quota: self.quota,
                     ..Imposed::default()
                 }),
-                waiting: AtomicUsize::new(0),
                 head_slot: AtomicBool::new(false),
                 line: tokio::sync::Mutex::new(()),
                 changed: Notify::new(),
@@ -456,19 +459,66 @@ impl Drop for HeadSlot<'_> {
     }
 }
 
+/// What sends a take off the lock-free path, in one word, so that `try_acquire`'s
+/// common case asks with one load: whether the server imposed something (the take
+/// then goes through the `state` mutex), whether the gate has a concurrency cap or
+/// Redis (fixed when it is built), and how many acquirers are queued (`try_acquire`
+/// never jumps ahead of them).
+#[derive(Debug)]
+struct Detours(AtomicUsize);
+
+impl Detours {
+    /// Set while anything in `state` is imposed.
+    const RESTRICTED: usize = 1;
+    /// A concurrency cap or Redis: never cleared.
+    const FIXED: usize = 2;
+    /// One queued acquirer (the count takes the bits above the flags).
+    const WAITER: usize = 4;
+
+    fn new(fixed: bool) -> Self {
+        Detours(AtomicUsize::new(if fixed { Self::FIXED } else { 0 }))
+    }
+
+    /// Nothing to detour for: no waiter, nothing imposed, no cap or Redis.
+    #[inline(always)]
+    fn none(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == 0
+    }
+
+    /// Anyone queued.
+    #[inline]
+    fn waiting(&self) -> bool {
+        self.0.load(Ordering::SeqCst) >= Self::WAITER
+    }
+
+    /// Anything imposed.
+    #[inline]
+    fn restricted(&self) -> bool {
+        self.0.load(Ordering::Acquire) & Self::RESTRICTED != 0
+    }
+
+    fn set_restricted(&self, on: bool) {
+        if on {
+            self.0.fetch_or(Self::RESTRICTED, Ordering::AcqRel);
+        } else {
+            self.0.fetch_and(!Self::RESTRICTED, Ordering::AcqRel);
+        }
+    }
+}
+
 /// Counts a queued acquirer for as long as it is queued (cancellation included).
-struct Queued<'a>(&'a AtomicUsize);
+struct Queued<'a>(&'a Detours);
 
 impl<'a> Queued<'a> {
-    fn new(waiting: &'a AtomicUsize) -> Self {
-        waiting.fetch_add(1, Ordering::SeqCst);
-        Queued(waiting)
+    fn new(detours: &'a Detours) -> Self {
+        detours.0.fetch_add(Detours::WAITER, Ordering::SeqCst);
+        Queued(detours)
     }
 }
 
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.0.fetch_sub(Detours::WAITER, Ordering::SeqCst);
     }
 }
 
@@ -492,7 +542,7 @@ impl Gate {
 
     /// GCRA on the ledger with a consistent [`Rate`]; the grant is counted in
     /// the same compare-and-swap.
-    #[inline]
+    #[inline(always)]
     fn take_quota(&self, n: u32, now: u64, rate: Rate) -> Take {
         let Rate {
             interval,
@@ -574,7 +624,7 @@ impl Gate {
     /// Takes `n` at `now`: lock-free unless the server imposed something.
     #[inline]
     pub(crate) fn take(&self, n: u32, now: u64) -> Take {
-        if !self.inner.restricted.load(Ordering::Acquire)
+        if !self.inner.detours.restricted()
             && let Some(rates) = self.inner.rates.read()
         {
             return self.take_quota(n, now, rates);
@@ -599,7 +649,7 @@ impl Gate {
             }
         }
         if state.is_empty() {
-            self.inner.restricted.store(false, Ordering::Release);
+            self.inner.detours.set_restricted(false);
         }
         // Writers of `rates` hold this mutex, so the read is consistent.
         let rates = self.inner.rates.read().unwrap_or_default();
@@ -636,7 +686,7 @@ impl Gate {
             Err(Ok(_)) => {}
         }
         let started = self.inner.clock.now();
-        let _queued = Queued::new(&self.inner.waiting);
+        let _queued = Queued::new(&self.inner.detours);
         // 1. The line (FIFO). Dropped on cancellation: the next waiter moves up.
         let _head = self.inner.line.lock().await;
         // 2. At the head: a concurrency slot, so slots held are exactly the permits out
@@ -691,7 +741,7 @@ impl Gate {
     /// `try_acquire`'s common grant does not come here (see `take_one_at_once`).
     #[inline(always)]
     fn try_take_now(&self, n: u32) -> Result<Permit<'_>, Result<u64, Error>> {
-        if self.inner.waiting.load(Ordering::SeqCst) != 0 {
+        if self.inner.detours.waiting() {
             return Err(Ok(0));
         }
         let slot = match &self.inner.concurrency {
@@ -730,7 +780,7 @@ impl Gate {
     /// A permit now, or how long until one could be had (zero when the wait is for
     /// other waiters or a concurrency slot). Never jumps ahead of waiters: while anyone
     /// waits, it refuses.
-    #[inline]
+    #[inline(always)]
     pub fn try_acquire(&self) -> Result<Permit<'_>, Duration> {
         match self.take_one_at_once() {
             Some(Take::Granted) => Ok(Permit {
@@ -755,23 +805,19 @@ impl Gate {
     /// server, what the quota says to one permit now (a grant takes it). `None`: the
     /// full path decides, and reads the clock again.
     ///
-    /// Measured on the 2-core VM (2026-12-03, callgrind and paired batches against a
-    /// copy of the previous code in one process): with the clock's own scaling and
-    /// the stored `interval * burst`, a grant went from 113 to 90 instructions and the
-    /// previous code took 1.11 to 1.14x the time. Of what governor's `check` has no
-    /// need for, the grant count costs about 5% (a build without it: 0.95x); the
-    /// checks for waiters, slots and the server's word measured nothing.
-    #[inline]
+    /// Always inlined, with `try_acquire` and `take_quota`, into the caller's code: left
+    /// to the compiler, `try_acquire` was a call whose permit came back through memory.
+    /// What could send a take elsewhere is one word ([`Detours`]), read once.
+    ///
+    /// Measured on the 2-core VM (2026-12-03, callgrind against a copy of the previous
+    /// code in one process): with the clock's own scaling and the stored
+    /// `interval * burst`, a grant went from 113 to 90 instructions; then, inlined and
+    /// with the one word (built as the bench builds it, with Redis support), from 127
+    /// to 87 (governor's `check`: 53).
+    #[inline(always)]
     fn take_one_at_once(&self) -> Option<Take> {
         let inner = &*self.inner;
-        #[cfg(feature = "redis")]
-        if inner.remote.is_some() {
-            return None;
-        }
-        if inner.waiting.load(Ordering::SeqCst) != 0
-            || inner.concurrency.is_some()
-            || inner.restricted.load(Ordering::Acquire)
-        {
+        if !inner.detours.none() {
             return None;
         }
         let now = inner.clock.now();
@@ -852,7 +898,7 @@ impl Gate {
             );
         }
         if !state.is_empty() {
-            self.inner.restricted.store(true, Ordering::Release);
+            self.inner.detours.set_restricted(true);
         }
         drop(state);
         #[cfg(feature = "redis")]

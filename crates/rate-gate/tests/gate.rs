@@ -230,6 +230,58 @@ async fn try_acquire_never_jumps_the_line() {
     );
 }
 
+/// A queued waiter and a server pause each hold `try_acquire` back, at the same time,
+/// and each lets go when it ends: the pause's end does not forget the waiter, and the
+/// waiter's leaving does not forget the pause (they share one word).
+#[tokio::test(start_paused = true)]
+async fn a_waiter_and_a_pause_together_hold_try_acquire_until_each_ends() {
+    let gate = Gate::builder()
+        .quota(Quota::per_second(1).burst(1).unwrap())
+        .build();
+    gate.observe(Feedback::new().retry_after(Duration::from_secs(10)));
+    let waiter = {
+        let g = gate.clone();
+        tokio::spawn(async move { g.acquire().await.map(|_| Instant::now()) })
+    };
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    assert_eq!(
+        gate.try_acquire().map(|_| ()),
+        Err(Duration::ZERO),
+        "a waiter"
+    );
+    // The waiter is let out when the pause ends, and takes the one permit.
+    let granted = waiter.await.unwrap().unwrap();
+    assert_eq!(granted - start, Duration::from_secs(10));
+    assert_eq!(
+        gate.try_acquire().unwrap_err(),
+        Duration::from_secs(1),
+        "the quota, nothing else"
+    );
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(gate.try_acquire().is_ok());
+
+    // The other way round: a pause while a waiter waits, the waiter gone first.
+    let waiter = {
+        let g = gate.clone();
+        tokio::spawn(async move { g.acquire().await.map(drop) })
+    };
+    tokio::task::yield_now().await;
+    gate.observe(Feedback::new().retry_after(Duration::from_secs(30)));
+    waiter.abort();
+    assert!(waiter.await.unwrap_err().is_cancelled());
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(
+        gate.try_acquire().unwrap_err(),
+        Duration::from_secs(25),
+        "the pause outlives the waiter"
+    );
+    tokio::time::advance(Duration::from_secs(25)).await;
+    assert!(gate.try_acquire().is_ok());
+    let stats = gate.stats();
+    assert_eq!((stats.granted, stats.rejected), (3, 3));
+}
+
 #[test]
 fn headers_are_read_like_githubs() {
     use http::{HeaderMap, HeaderValue, StatusCode};
