@@ -57,6 +57,14 @@
 //! the two runs above, ours 35.0 then 82.5 ns, quick_cache 23.9 then 52.4 ns), as if
 //! the two shared a core, and ours/quick_cache read 1.36 to 1.38x, against 0.93x
 //! (two threads: ours 35.2 ns, quick_cache 67.5 ns) in the run before.
+//!
+//! The paired loop once called each side through a `dyn FnMut` as well as through
+//! `Bench`; since it runs each side in a loop of its own (see
+//! `leakproof_benches::paired`), one call through `Bench` per get is left on both
+//! sides. The first run with it (2026-12-03, 3 runs, rounds ranging 0.8 to 2.8x within
+//! a run on a noisy evening): 1.154x `Mutex<lru>` (1.080-1.457), 1.483x quick_cache
+//! (1.456-1.510, against 1.407x the run before: over the 1.43 the target allows), two
+//! threads 1.233x quick_cache (1.168-1.392) and 0.285x `Mutex<lru>`.
 
 use std::fmt::Write as _;
 use std::num::NonZeroUsize;
