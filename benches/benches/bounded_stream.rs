@@ -39,6 +39,15 @@
 //! `BENCHMARKS.md`. Each round's ratio ranges from about 0.6 to 1.5x here, so the
 //! medians of single runs move by a few percent.
 //!
+//! Sets of five runs on 2026-12-03, the same code throughout: in the afternoon
+//! `pass_through` 1.008x (0.980-1.041) and `pass_through_timed` 1.014x (1.000-1.044),
+//! both within the target; in the evening, with the machine running both sides about
+//! 1.6x slower, 1.018x (1.000-1.033) and 1.046x (1.039-1.063), then 1.027x
+//! (1.011-1.046) and 1.037x (1.027-1.047), both over it. The paired loop changed in
+//! between (each side a loop of its own, see `leakproof_benches::paired`); built both
+//! ways and alternated, the old loop read 1.009 to 1.021x and 1.032 to 1.047x, the new
+//! 1.004 to 1.018x and 0.992 to 1.049x: the loop is not what moved.
+//!
 //! Where the time goes in `find_line_numbered_file` (`perf record`, 2026-12-03, the
 //! 2-core VM behind `BENCHMARKS.md`, when `find_line` still numbered its match; shares
 //! of the search's samples): about 56% in the kernel (mostly copying the page cache into
