@@ -497,12 +497,24 @@ impl Detours {
         self.0.load(Ordering::Acquire) & Self::RESTRICTED != 0
     }
 
+    /// Raises or lowers the flag; the caller holds `Inner::state`, under which alone
+    /// the flag changes, so lowering one that is down writes nothing.
     fn set_restricted(&self, on: bool) {
         if on {
             self.0.fetch_or(Self::RESTRICTED, Ordering::AcqRel);
-        } else {
+        } else if self.restricted() {
             self.0.fetch_and(!Self::RESTRICTED, Ordering::AcqRel);
         }
+    }
+
+    /// One more acquirer queued.
+    fn enqueue(&self) {
+        self.0.fetch_add(Self::WAITER, Ordering::SeqCst);
+    }
+
+    /// One acquirer fewer queued.
+    fn dequeue(&self) {
+        self.0.fetch_sub(Self::WAITER, Ordering::SeqCst);
     }
 }
 
@@ -511,14 +523,14 @@ struct Queued<'a>(&'a Detours);
 
 impl<'a> Queued<'a> {
     fn new(detours: &'a Detours) -> Self {
-        detours.0.fetch_add(Detours::WAITER, Ordering::SeqCst);
+        detours.enqueue();
         Queued(detours)
     }
 }
 
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
-        self.0.0.fetch_sub(Detours::WAITER, Ordering::SeqCst);
+        self.0.dequeue();
     }
 }
 
