@@ -48,6 +48,23 @@
 //! ways and alternated, the old loop read 1.009 to 1.021x and 1.032 to 1.047x, the new
 //! 1.004 to 1.018x and 0.992 to 1.049x: the loop is not what moved.
 //!
+//! Late that night (2026-12-04, same code) a fourth set: `pass_through` 1.018x
+//! (0.988-1.040), `pass_through_timed` 1.046x (1.012-1.072), now in `BENCHMARKS.md`.
+//! So of the four sets of this code, `pass_through` met its target in three, and
+//! `pass_through_timed` in one. In a set before it, a build whose `Bounded::poll_next`
+//! was inlined into the caller's loop, with the rest out of line (fewer instructions a
+//! chunk: 58 to 78 over the uncapped loop against 85, callgrind, 4 MiB), read 1.008x
+//! and 1.037x: no better, and it was not kept. What that experiment showed instead is
+//! how much the code around a pass-through decides it: in a standalone loop over a
+//! 4 MiB, cache-resident stream (31 alternating rounds of 80 streams, the old and the
+//! new code in one process), each of two variants of `Bounded` read 0.97 to 0.99x the
+//! old code's time in one build and 1.05 to 1.09x in another that differed only in the
+//! harness's own code. The compiler moves the chunk between the source's result and
+//! ours in 8-byte or 16-byte pieces depending on what it inlined, and a 16-byte load of
+//! what was stored in 8-byte pieces waits for the stores (`perf annotate`, 64 MiB: the
+//! function holding the inlined path took 3% of the samples, most of them on such
+//! loads). A difference of 2% here is within what a rebuild moves.
+//!
 //! Where the time goes in `find_line_numbered_file` (`perf record`, 2026-12-03, the
 //! 2-core VM behind `BENCHMARKS.md`, when `find_line` still numbered its match; shares
 //! of the search's samples): about 56% in the kernel (mostly copying the page cache into
