@@ -6,7 +6,9 @@
 pub enum Cause {
     /// Its TTL or time-to-idle passed.
     Expired = 0,
-    /// The cache was over its bound and S3-FIFO chose it (see the crate docs).
+    /// The cache was over its bound and S3-FIFO chose it, or it was turned away at its
+    /// insert by the admission rule, or it was heavier than a shard's bound alone (see
+    /// the crate docs).
     Capacity = 1,
     /// `remove`, `invalidate_if` or `clear`.
     Removed = 2,
@@ -35,7 +37,8 @@ pub struct Stats {
     pub load_failures: u64,
     /// Entries that left because they expired.
     pub expired: u64,
-    /// Entries evicted to stay within the bound.
+    /// Entries evicted to stay within the bound, turned away at their insert included
+    /// ([`Cause::Capacity`]).
     pub evicted_capacity: u64,
     /// Entries removed by `remove`, `invalidate_if` or `clear`.
     pub removed: u64,
