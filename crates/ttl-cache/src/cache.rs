@@ -598,6 +598,14 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
     }
 
     /// Inserts with the default TTL; returns the value it replaced, if any.
+    ///
+    /// A new key is held until it expires or is evicted, with one exception: a key
+    /// that left the cache unread not long ago (its hash is in the ghost), inserted
+    /// while its shard is full and every entry near main's head is being read, is
+    /// turned away instead, and the eviction listener hears it leave at once as
+    /// [`Cause::Capacity`]. So a key that comes back no more often than the cache's
+    /// entries are read does not push one of them out (see the crate's doc); the same
+    /// holds for every insert below.
     pub fn insert(&self, key: K, value: V) -> Option<V> {
         self.insert_entry(key, value, self.inner.ttl)
     }
