@@ -5,14 +5,14 @@
 //! A lookup on this machine paid 11 to 14 ns for a shared `fetch_add`, a quarter of a
 //! hit, and with two threads the counter's cache line moved between cores on every
 //! lookup. A thread's cell is found through a thread-local list of (cache, cell) pairs,
-//! a short scan, except for the first thread to count on a cache: its cell is in the
-//! cache itself, found by comparing the address of a thread-local (unique among live
-//! threads) with the one the cache keeps. That skips the list's borrow and scan: a
-//! one-thread hit measured 0.92x the time (paired, six caches of each, 2026-12-03),
-//! two threads 0.93 to 0.98x.
+//! a short scan, except for the first `OWNERS` threads to count on a cache: their
+//! cells are in the cache itself, each found by comparing the address of a
+//! thread-local (unique among live threads) with the ones the cache keeps. That skips
+//! the list's borrow and scan: a one-thread hit measured 0.92x the time (paired, six
+//! caches of each, 2026-12-03), two threads 0.93 to 0.98x with one owner.
 //!
-//! A thread that starts after the owner ended may get the same address, and counts on
-//! in the owner's cell: one live thread at a time writes it, so the sum stays exact
+//! A thread that starts after an owner ended may get the same address, and counts on
+//! in that owner's cell: one live thread at a time writes it, so the sum stays exact
 //! (the new thread's start follows the old one's end).
 
 use std::cell::RefCell;
@@ -79,13 +79,18 @@ thread_local! {
     static MINE: RefCell<Vec<(u64, Arc<Cell>)>> = const { RefCell::new(Vec::new()) };
 }
 
+/// How many threads count in cells inside the cache (a tokio runtime's workers on a
+/// small machine, or the two threads of a benchmark): 512 bytes of cells a cache.
+const OWNERS: usize = 4;
+
 /// A cache's hit and miss counts.
 pub(crate) struct Counters {
     id: u64,
-    /// The first thread to count here: the address of its `HERE` (0 before any).
-    owner: AtomicUsize,
-    /// That thread's counts.
-    owned: Cell,
+    /// The first threads to count here: the address of each one's `HERE` (0 for a
+    /// slot not yet claimed).
+    owners: [AtomicUsize; OWNERS],
+    /// Those threads' counts, in the same order.
+    owned: [Cell; OWNERS],
     registry: Mutex<Registry>,
     /// Counts from threads whose thread-locals are gone (a lookup during thread exit).
     shared: Cell,
@@ -96,8 +101,8 @@ impl Default for Counters {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         Counters {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
-            owner: AtomicUsize::new(0),
-            owned: Cell::new(),
+            owners: std::array::from_fn(|_| AtomicUsize::new(0)),
+            owned: std::array::from_fn(|_| Cell::new()),
             registry: Mutex::new(Registry::default()),
             shared: Cell::new(),
         }
@@ -117,19 +122,27 @@ impl Counters {
 
     #[inline]
     fn count(&self, mine: impl Fn(&Cell), shared: impl Fn(&Cell) -> &AtomicU64) {
-        // The owner's cell, claimed by the first thread to count.
+        // An owner's cell, claimed by one of the first threads to count.
         let here = HERE.with(|h| std::ptr::from_ref(h) as usize);
-        let owner = self.owner.load(Ordering::Relaxed);
-        if owner == here
-            || (owner == 0
-                && self
-                    .owner
-                    .compare_exchange(0, here, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok())
-        {
-            mine(&self.owned);
-            return;
+        for (owner, cell) in self.owners.iter().zip(&self.owned) {
+            let o = owner.load(Ordering::Relaxed);
+            if o == here
+                || (o == 0
+                    && owner
+                        .compare_exchange(0, here, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok())
+            {
+                mine(cell);
+                return;
+            }
         }
+        self.count_in_list(mine, shared);
+    }
+
+    /// [`Counters::count`] for a thread that owns no cell in the cache (out of line,
+    /// so that an owner's count stays small enough to inline).
+    #[inline(never)]
+    fn count_in_list(&self, mine: impl Fn(&Cell), shared: impl Fn(&Cell) -> &AtomicU64) {
         let done = MINE
             .try_with(|list| {
                 let Ok(mut list) = list.try_borrow_mut() else {
@@ -169,7 +182,7 @@ impl Counters {
             hits += cell.hits.load(Ordering::Relaxed);
             misses += cell.misses.load(Ordering::Relaxed);
         }
-        for cell in [&self.shared, &self.owned] {
+        for cell in std::iter::once(&self.shared).chain(&self.owned) {
             hits += cell.hits.load(Ordering::Relaxed);
             misses += cell.misses.load(Ordering::Relaxed);
         }
@@ -193,34 +206,66 @@ impl Drop for Counters {
 mod tests {
     use super::*;
 
+    fn owned_hits(counters: &Counters) -> Vec<u64> {
+        counters
+            .owned
+            .iter()
+            .map(|c| c.hits.load(Ordering::Relaxed))
+            .collect()
+    }
+
     #[test]
-    fn the_first_thread_counts_in_the_cache_itself_and_the_others_in_cells() {
+    fn the_first_threads_count_in_the_cache_itself_and_the_others_in_cells() {
         let counters = Arc::new(Counters::default());
         counters.hit();
         counters.miss();
         assert_eq!(
-            counters.owned.hits.load(Ordering::Relaxed),
-            1,
-            "the owner's cell"
+            owned_hits(&counters),
+            [1, 0, 0, 0],
+            "the first owner's cell"
         );
-        let c = counters.clone();
-        std::thread::spawn(move || {
-            for _ in 0..5 {
-                c.hit();
-            }
-            c.miss();
-        })
-        .join()
-        .unwrap();
+        // Four more threads at once (alive together, so their addresses differ): three
+        // take the cache's other cells, the last counts in a cell of its own.
+        let all_counted = Arc::new(std::sync::Barrier::new(OWNERS + 1));
+        let threads: Vec<_> = (0..OWNERS)
+            .map(|t| {
+                let (c, all_counted) = (counters.clone(), all_counted.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..10 * (t + 1) {
+                        c.hit();
+                    }
+                    c.miss();
+                    all_counted.wait();
+                })
+            })
+            .collect();
+        all_counted.wait();
+        let mut owned = owned_hits(&counters);
+        assert_eq!(owned[0], 1, "the owner's cell is its own");
+        owned[1..].sort_unstable();
+        let in_cells: Vec<u64> = counters
+            .registry
+            .lock()
+            .unwrap()
+            .cells
+            .iter()
+            .map(|c| c.hits.load(Ordering::Relaxed))
+            .collect();
         assert_eq!(
-            counters.owned.hits.load(Ordering::Relaxed),
+            in_cells.len(),
             1,
-            "another thread counts in a cell of its own"
+            "one thread past the owners: {in_cells:?}"
         );
-        assert_eq!(counters.totals(), (6, 2));
+        let mut all: Vec<u64> = owned[1..].iter().chain(&in_cells).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, [10, 20, 30, 40]);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(counters.totals(), (101, 5));
         counters.hit();
-        assert_eq!(counters.totals(), (7, 2));
-        assert_eq!(counters.owned.hits.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.totals(), (102, 5));
+        assert_eq!(owned_hits(&counters)[0], 2);
     }
 
     #[test]
