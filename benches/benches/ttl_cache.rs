@@ -80,7 +80,15 @@
 //! 0.77 to 0.92x with the new code in the second copy and 1.03 to 1.15x the old
 //! code's speed with it in the first (the second copy runs about 8% faster whatever
 //! it holds), on one fresh thread and on two. 16 shards against 32 on two threads, in
-//! either copy: 0.90 to 1.0x, as two identical caches read.
+//! either copy: 0.90 to 1.0x, as two identical caches read. This bench right after:
+//! 1.406x quick_cache (1.399-1.475; the target allows 1.429), 1.204x `Mutex<lru>`
+//! (1.157-1.427), two threads 1.323x quick_cache (1.125-1.354) and 0.302x
+//! `Mutex<lru>`.
+//!
+//! Instructions per hit (callgrind, 100,000 more gets, the loop's own included;
+//! rustix built on libc for the tool, whose vDSO lookup valgrind cannot follow): ours
+//! 153 with a TTL and 130 without (the clock read), quick_cache 104, `Mutex<lru>` 86.
+//! Of ours, about 9 count the hit in this thread's cell.
 
 use std::fmt::Write as _;
 use std::num::NonZeroUsize;
