@@ -76,10 +76,12 @@
 //! 1.098) in the same hour.
 //!
 //! Then the first four threads to count on a cache got cells in the cache itself
-//! (was one): in the A/B above, each order run twice, the new code over the old read
-//! 0.77 to 0.92x with the new code in the second copy and 1.03 to 1.15x the old
-//! code's speed with it in the first (the second copy runs about 8% faster whatever
-//! it holds), on one fresh thread and on two. 16 shards against 32 on two threads, in
+//! (was one): in the A/B above, each order run twice, the new code took 0.77 to 0.92x
+//! the old code's time with the new code in the second copy and 1.03 to 1.14x with it
+//! in the first (the second copy runs about 8% faster whatever it holds). Paired by
+//! thread count, the two orders put it at 0.89 to 0.97x on one fresh thread (which
+//! now counts in the cache instead of a thread-local list) and 1.00 to 1.03x on two:
+//! no gain measured there. 16 shards against 32 on two threads, in
 //! either copy: 0.90 to 1.0x, as two identical caches read. This bench right after:
 //! 1.406x quick_cache (1.399-1.475; the target allows 1.429), 1.204x `Mutex<lru>`
 //! (1.157-1.427), two threads 1.323x quick_cache (1.125-1.354) and 0.302x

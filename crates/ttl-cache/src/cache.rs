@@ -604,8 +604,9 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
     /// while its shard is full and every entry near main's head is being read, is
     /// turned away instead, and the eviction listener hears it leave at once as
     /// [`Cause::Capacity`]. So a key that comes back no more often than the cache's
-    /// entries are read does not push one of them out (see the crate's doc); the same
-    /// holds for every insert below.
+    /// entries are read does not push one of them out (see the crate's doc). The same
+    /// holds for [`Cache::insert_with_ttl`], [`Cache::insert_with_validators`] and the
+    /// value a load stores.
     pub fn insert(&self, key: K, value: V) -> Option<V> {
         self.insert_entry(key, value, self.inner.ttl)
     }

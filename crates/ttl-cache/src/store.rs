@@ -530,27 +530,31 @@ impl<K: Hash + Eq, V, S: BuildHasher> Store<K, V, S> {
         if !self.ghost.contains(hash) {
             return Admission::Small;
         }
-        let to_main = Admission::Main {
-            newest_first: self.small.weight > limit / 4,
-        };
-        let head = self.main.head;
-        if head == NIL || self.weight().saturating_add(need) <= limit {
-            self.ghost.take(hash);
-            return to_main;
+        let room = self.main.head == NIL || self.weight().saturating_add(need) <= limit;
+        if !room && !self.unread_near_mains_head() {
+            return Admission::Reject;
         }
+        self.ghost.take(hash);
+        Admission::Main {
+            newest_first: self.small.weight > limit / 4,
+        }
+    }
+
+    /// `true` if one of main's first `ADMIT_STEPS` entries is unread; each read one
+    /// passed over on the way has one read fewer and goes to main's tail.
+    fn unread_near_mains_head(&mut self) -> bool {
         for _ in 0..ADMIT_STEPS {
             let head = self.main.head;
             let slot = &self.slots[head as usize];
             let freq = slot.freq();
             if freq == 0 {
-                self.ghost.take(hash);
-                return to_main;
+                return true;
             }
             slot.set_freq(freq - 1);
             self.unlink(head);
             self.link(head, Queue::Main);
         }
-        Admission::Reject
+        false
     }
 
     /// Adds a key that is not held, to main or small as [`Store::admit`] said. Returns
