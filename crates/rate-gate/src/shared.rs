@@ -224,6 +224,7 @@ pub struct RedisStats {
 pub(crate) struct Remote {
     config: RedisQuota,
     keys: [String; 3],
+    /// The emission interval in whole microseconds of the server's clock, rounded up.
     interval_us: u64,
     burst: u32,
     take: redis::Script,
@@ -252,7 +253,9 @@ impl std::fmt::Debug for Remote {
 
 impl Remote {
     pub(crate) fn new(config: RedisQuota, quota: Quota, clock: crate::Clock) -> Remote {
-        let interval_us = u64::try_from(quota.emission_interval().as_micros())
+        // Rounded up, as the interval itself is: rounded down (10,010.01 us to 10,010),
+        // the ledger would fit one grant more than the quota into some windows.
+        let interval_us = u64::try_from(quota.emission_interval().as_nanos().div_ceil(1000))
             .unwrap_or(u64::MAX)
             .max(1);
         let fallback = match config.on_error {
@@ -497,9 +500,9 @@ impl Remote {
         };
         let this = self.clone();
         runtime.spawn(async move {
-            let pause_ms = pause.map_or(0, |p| p.as_millis().max(1) as u64);
+            let pause_ms = pause.map_or(0, millis_up);
             let (left, reset_ms) = budget.map_or((-1i64, 0u64), |(l, r)| {
-                (i64::try_from(l).unwrap_or(i64::MAX), r.as_millis().max(1) as u64)
+                (i64::try_from(l).unwrap_or(i64::MAX), millis_up(r))
             });
             let sent = tokio::time::timeout(this.config.timeout, async {
                 let mut conn = this.connection().await?;
@@ -518,6 +521,14 @@ impl Remote {
             }
         });
     }
+}
+
+/// Whole milliseconds, rounded up (at least one), for Redis's `PX`: rounded down, a
+/// shared pause or budget would end before the server's word does.
+fn millis_up(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1_000_000))
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 fn nanos(d: Duration) -> u64 {

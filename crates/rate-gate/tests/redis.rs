@@ -302,6 +302,46 @@ async fn fail_closed_refuses_while_redis_is_down_and_recovers_on_its_own() {
     assert!(recovered, "never reconnected");
 }
 
+/// Redis keeps the ledger in whole microseconds of its own clock. An interval that is
+/// not a whole number of them (10,000 per 10.00999 s: 1,000.999 us each) has to be
+/// rounded up there as it is locally: rounded down to 1,000 us, a quota's worth of
+/// permits would be earned back 9.99 ms before the period ends, and the sustained rate
+/// would exceed the quota.
+#[tokio::test]
+async fn the_shared_ledger_charges_a_full_period_for_a_quotas_worth() {
+    let Some(server) = RedisServer::start(None) else {
+        return;
+    };
+    let count = 10_000;
+    let period = Duration::from_nanos(u64::from(count) * 1_000_999);
+    let quota = Quota::new(count, period).unwrap().burst(count).unwrap();
+    let shared = RedisQuota::new(&server.url(), "rounding")
+        .unwrap()
+        .timeout(Duration::from_secs(5));
+    let gate = Gate::builder().quota(quota).redis(shared).build();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let before = secs * 1_000_000 + micros;
+    drop(gate.acquire_n(count).await.unwrap());
+    // The ledger: the server's time (microseconds) at which everything taken so far has
+    // been earned back.
+    let earned_back: u64 = redis::cmd("GET")
+        .arg("rate-gate:rounding:tat")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let period_us = period.as_micros() as u64;
+    assert!(
+        earned_back - before >= period_us,
+        "{count} permits earned back {} us after they were taken, within the period of {period_us} us",
+        earned_back - before
+    );
+}
+
 /// Grant times (epoch microseconds) of acquiring in a loop for `millis`.
 async fn take_for(gate: &Gate, millis: u64) -> Vec<u64> {
     let until = std::time::Instant::now() + Duration::from_millis(millis);
