@@ -35,6 +35,11 @@ pub enum OnRedisError {
 /// Where and how a gate keeps its quota in Redis; give it to
 /// [`GateBuilder::redis`](crate::GateBuilder::redis).
 ///
+/// The shared ledger counts whole microseconds of the Redis server's clock, so the
+/// time between two permits is rounded up to the microsecond there: a quota whose
+/// interval is not a whole number of them (999 per 10 s is 10,010.01 us) runs that
+/// fraction under its rate, never over it.
+///
 /// ```no_run
 /// use rate_gate::{Gate, OnRedisError, Quota, RedisQuota};
 ///
