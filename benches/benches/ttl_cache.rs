@@ -81,8 +81,8 @@
 //! in the first (the second copy runs about 8% faster whatever it holds). Paired by
 //! thread count, the two orders put it at 0.89 to 0.97x on one fresh thread (which
 //! now counts in the cache instead of a thread-local list) and 1.00 to 1.03x on two:
-//! no gain measured there. 16 shards against 32 on two threads, in
-//! either copy: 0.90 to 1.0x, as two identical caches read. This bench right after:
+//! no gain measured there. 16 shards against 32 on two threads, in either copy: 0.90
+//! to 1.0x, as two identical caches read. This bench right after:
 //! 1.406x quick_cache (1.399-1.475; the target allows 1.429), 1.204x `Mutex<lru>`
 //! (1.157-1.427), two threads 1.323x quick_cache (1.125-1.354) and 0.302x
 //! `Mutex<lru>`.

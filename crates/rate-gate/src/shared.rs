@@ -260,9 +260,7 @@ impl Remote {
     pub(crate) fn new(config: RedisQuota, quota: Quota, clock: crate::Clock) -> Remote {
         // Rounded up, as the interval itself is: rounded down (10,010.01 us to 10,010),
         // the ledger would fit one grant more than the quota into some windows.
-        let interval_us = u64::try_from(quota.emission_interval().as_nanos().div_ceil(1000))
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let interval_us = units_up(quota.emission_interval(), 1_000);
         let fallback = match config.on_error {
             OnRedisError::FailClosed => None,
             OnRedisError::Local { share } => {
@@ -505,9 +503,9 @@ impl Remote {
         };
         let this = self.clone();
         runtime.spawn(async move {
-            let pause_ms = pause.map_or(0, millis_up);
+            let pause_ms = pause.map_or(0, |p| units_up(p, 1_000_000));
             let (left, reset_ms) = budget.map_or((-1i64, 0u64), |(l, r)| {
-                (i64::try_from(l).unwrap_or(i64::MAX), millis_up(r))
+                (i64::try_from(l).unwrap_or(i64::MAX), units_up(r, 1_000_000))
             });
             let sent = tokio::time::timeout(this.config.timeout, async {
                 let mut conn = this.connection().await?;
@@ -528,10 +526,12 @@ impl Remote {
     }
 }
 
-/// Whole milliseconds, rounded up (at least one), for Redis's `PX`: rounded down, a
-/// shared pause or budget would end before the server's word does.
-fn millis_up(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos().div_ceil(1_000_000))
+/// `d` in whole units of `unit_ns` nanoseconds, rounded up, at least one: what Redis
+/// is given (the ledger's interval in microseconds, a `PX` in milliseconds) never
+/// ends before what it stands for, so the ledger never fits a grant more into a window,
+/// and a shared pause or budget never ends before the server's word does.
+fn units_up(d: Duration, unit_ns: u128) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(unit_ns))
         .unwrap_or(u64::MAX)
         .max(1)
 }
